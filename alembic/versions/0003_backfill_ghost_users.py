@@ -1,0 +1,201 @@
+"""Backfill: create the missing profile of every existing ghost user.
+
+Revision ID: ghostsync_0003
+Revises: ghostsync_0002
+Create Date: 2026-11-24
+
+Runs after the trigger exists, so no new ghost can appear behind it. Email,
+phone and anonymous users are repaired alike (email may be NULL). The repair
+walks auth.users in keyset batches by id; online, each batch is its own short
+transaction (Alembic's autocommit block), so no lock is held for the length
+of the backfill. Offline (``--sql``), the same batches run inside one DO block.
+
+Every run writes one cleanup_audit_log row, job_name 'backfill_ghost_users':
+status running, then succeeded (records_affected = profiles created) or
+failed (details.error), in which case the migration fails too. A run cut off
+by a crash stays 'running' until the next run marks it 'interrupted'. A second
+run finds nothing and logs 0.
+
+Downgrade deletes nothing: a repaired profile is the user's profile.
+
+Settings: ``-x batch_size=N`` or GHOSTSYNC_BATCH_SIZE (default 5000).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from alembic import context, op
+from alembic.util import CommandError
+
+from ghostsync.backfill import BackfillStatements, run_batched
+
+revision = "ghostsync_0003"
+down_revision = "ghostsync_0002"
+branch_labels = None
+depends_on = None
+
+DEFAULT_BATCH_SIZE = 5000
+log = logging.getLogger("alembic.ghostsync")
+
+MARK_INTERRUPTED = r"""
+UPDATE public.cleanup_audit_log AS l
+SET status = 'interrupted',
+    finished_at = now(),
+    details = l.details || jsonb_build_object('error', 'the run ended without finishing (its session is gone)')
+WHERE l.job_name = :job_name
+  AND l.status = 'running'
+  AND NOT EXISTS (
+    SELECT 1 FROM pg_stat_activity AS a
+    WHERE a.pid = (l.details ->> 'pid')::int
+      AND a.backend_start = (l.details ->> 'backend_start')::timestamptz
+  )
+"""
+
+START = r"""
+INSERT INTO public.cleanup_audit_log (job_name, status, records_affected, started_at, details)
+SELECT :job_name, 'running', 0, clock_timestamp(),
+       jsonb_build_object('mode', CAST(:mode AS text), 'pid', pg_backend_pid(),
+                          'backend_start', a.backend_start, 'batches', 0)
+FROM pg_stat_activity AS a
+WHERE a.pid = pg_backend_pid()
+RETURNING id
+"""
+
+# One batch, one statement: repair the ghosts among the next :batch_size auth
+# users by id and record the progress in the run's audit row, atomically.
+# FOR KEY SHARE skips auth users deleted while the batch runs instead of
+# failing on the foreign key.
+BATCH = r"""
+WITH batch AS (
+  SELECT u.id
+  FROM auth.users AS u
+  WHERE CAST(:after AS uuid) IS NULL OR u.id > CAST(:after AS uuid)
+  ORDER BY u.id
+  LIMIT :batch_size
+),
+ghosts AS (
+  SELECT u.id, u.email, u.email_confirmed_at, u.created_at, u.updated_at
+  FROM auth.users AS u
+  JOIN batch ON batch.id = u.id
+  WHERE NOT EXISTS (SELECT 1 FROM public.users AS p WHERE p.id = u.id)
+  FOR KEY SHARE OF u
+),
+repaired AS (
+  INSERT INTO public.users (id, email, email_verified, created_at, updated_at)
+  SELECT id, email, email_confirmed_at IS NOT NULL,
+         coalesce(created_at, now()), coalesce(updated_at, created_at, now())
+  FROM ghosts
+  ON CONFLICT (id) DO NOTHING
+  RETURNING 1
+),
+progress AS (
+  UPDATE public.cleanup_audit_log
+  SET records_affected = records_affected + (SELECT count(*) FROM repaired),
+      details = details || jsonb_build_object(
+        'batches', coalesce((details ->> 'batches')::int, 0) + 1,
+        'last_id', (SELECT id FROM batch ORDER BY id DESC LIMIT 1))
+  WHERE id = :run_id AND EXISTS (SELECT 1 FROM batch)
+  RETURNING 1
+)
+SELECT (SELECT id FROM batch ORDER BY id DESC LIMIT 1) AS last_id,
+       (SELECT count(*) FROM repaired) AS repaired,
+       (SELECT count(*) FROM batch) AS scanned,
+       (SELECT count(*) FROM progress) AS logged
+"""
+
+FINISH = r"""
+UPDATE public.cleanup_audit_log
+SET status = :status,
+    finished_at = clock_timestamp(),
+    details = CASE WHEN CAST(:error AS text) IS NULL THEN details
+                   ELSE details || jsonb_build_object('error', CAST(:error AS text)) END
+WHERE id = :run_id
+"""
+
+STATEMENTS = BackfillStatements(
+    mark_interrupted=MARK_INTERRUPTED, start=START, batch=BATCH, finish=FINISH
+)
+
+# Offline the batches run inside the database, in the migration's transaction.
+OFFLINE_TEMPLATE = r"""
+DO $ghostsync$
+DECLARE
+  run_id bigint;
+  after_id uuid := NULL;
+  last_id uuid;
+  n_repaired bigint;
+  total bigint := 0;
+  n_batches int := 0;
+BEGIN
+  INSERT INTO public.cleanup_audit_log (job_name, status, records_affected, started_at, details)
+  VALUES ('backfill_ghost_users', 'running', 0, clock_timestamp(),
+          jsonb_build_object('mode', 'offline', 'pid', pg_backend_pid(), 'batches', 0))
+  RETURNING id INTO run_id;
+  LOOP
+    WITH batch AS (
+      SELECT u.id FROM auth.users AS u
+      WHERE after_id IS NULL OR u.id > after_id
+      ORDER BY u.id
+      LIMIT {batch_size}
+    ),
+    ghosts AS (
+      SELECT u.id, u.email, u.email_confirmed_at, u.created_at, u.updated_at
+      FROM auth.users AS u
+      JOIN batch ON batch.id = u.id
+      WHERE NOT EXISTS (SELECT 1 FROM public.users AS p WHERE p.id = u.id)
+      FOR KEY SHARE OF u
+    ),
+    repaired AS (
+      INSERT INTO public.users (id, email, email_verified, created_at, updated_at)
+      SELECT id, email, email_confirmed_at IS NOT NULL,
+             coalesce(created_at, now()), coalesce(updated_at, created_at, now())
+      FROM ghosts
+      ON CONFLICT (id) DO NOTHING
+      RETURNING 1
+    )
+    SELECT (SELECT id FROM batch ORDER BY id DESC LIMIT 1), (SELECT count(*) FROM repaired)
+    INTO last_id, n_repaired;
+    EXIT WHEN last_id IS NULL;
+    after_id := last_id;
+    total := total + n_repaired;
+    n_batches := n_batches + 1;
+  END LOOP;
+  UPDATE public.cleanup_audit_log
+  SET status = 'succeeded', records_affected = total, finished_at = clock_timestamp(),
+      details = details || jsonb_build_object('batches', n_batches, 'last_id', after_id)
+  WHERE id = run_id;
+END
+$ghostsync$;
+"""
+
+
+def batch_size() -> int:
+    value = (
+        context.get_x_argument(as_dictionary=True).get("batch_size")
+        or os.environ.get("GHOSTSYNC_BATCH_SIZE")
+        or str(DEFAULT_BATCH_SIZE)
+    )
+    if not value.isdigit() or int(value) < 1:
+        raise CommandError(f"bad batch_size {value!r}: use a whole number of at least 1")
+    return int(value)
+
+
+def upgrade() -> None:
+    size = batch_size()
+    migration = op.get_context()
+    if migration.as_sql:
+        op.execute(OFFLINE_TEMPLATE.format(batch_size=size))
+        return
+    with migration.autocommit_block():
+        result = run_batched(op.get_bind(), STATEMENTS, batch_size=size, mode="online")
+    log.info(
+        "ghostsync: backfill repaired %d ghost user(s) in %d batch(es); longest batch %.0f ms; audit row %d",
+        result.repaired, result.batches, result.longest_batch_s * 1000, result.run_id,
+    )
+
+
+def downgrade() -> None:
+    # The profiles the backfill created belong to real users: nothing to undo.
+    pass

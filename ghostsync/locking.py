@@ -1,0 +1,106 @@
+"""Lock-safe DDL for revisions.
+
+A statement that locks ``auth.users`` or ``public.users`` must not queue
+behind a long transaction: while it waits, every signup queues behind it.
+``execute_guarded`` runs such a statement with ``SET LOCAL lock_timeout`` (a
+per-transaction setting, so it holds through a transaction-mode pooler) inside
+a savepoint, and when the lock cannot be had it rolls back to the savepoint,
+waits with exponential backoff and tries again. After the last attempt it
+raises ``LockNotAvailable``; the revision's transaction then rolls back and
+the database stays as it was before that revision.
+
+The helper never changes the statement it is given: the SQL text stays in
+the revision file, frozen.
+
+Settings (``alembic -x name=value`` first, then the environment):
+
+==============  ==========================  =======
+-x              environment                 default
+==============  ==========================  =======
+lock_timeout    GHOSTSYNC_LOCK_TIMEOUT      2s
+lock_retries    GHOSTSYNC_LOCK_RETRIES      5
+==============  ==========================  =======
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+
+from alembic import context, op
+from alembic.util import CommandError
+from sqlalchemy.exc import DBAPIError
+
+LOCK_NOT_AVAILABLE = "55P03"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*$")
+
+
+class LockNotAvailable(CommandError):
+    """A guarded statement could not get its lock within the configured attempts."""
+
+
+def parse_duration_ms(value: str) -> int:
+    """``"2s"``, ``"500ms"`` or ``"1.5"`` (seconds) as whole milliseconds."""
+    match = _DURATION.match(value)
+    if not match:
+        raise CommandError(f"bad duration {value!r}: use e.g. 2s or 500ms")
+    number, unit = float(match.group(1)), match.group(2) or "s"
+    return int(number if unit == "ms" else number * 1000)
+
+
+@dataclass(frozen=True)
+class LockPolicy:
+    """How long to wait for a lock, and how often to try."""
+
+    timeout_ms: int = 2000
+    retries: int = 5
+    first_backoff_s: float = 0.25
+    max_backoff_s: float = 5.0
+
+    @classmethod
+    def configured(cls) -> LockPolicy:
+        """The policy from ``-x`` arguments or the environment, else the defaults."""
+        x_args: dict[str, str] = context.get_x_argument(as_dictionary=True)
+        timeout = x_args.get("lock_timeout") or os.environ.get("GHOSTSYNC_LOCK_TIMEOUT") or "2s"
+        retries = x_args.get("lock_retries") or os.environ.get("GHOSTSYNC_LOCK_RETRIES") or "5"
+        if not retries.isdigit():
+            raise CommandError(f"bad lock_retries {retries!r}: use a whole number")
+        return cls(timeout_ms=parse_duration_ms(timeout), retries=int(retries))
+
+    def backoff(self, attempt: int) -> float:
+        return float(min(self.max_backoff_s, self.first_backoff_s * (2**attempt)))
+
+
+def execute_guarded(sql: str, what: str, policy: LockPolicy | None = None) -> None:
+    """Run ``sql`` (one or more statements) under a lock timeout, retrying on lock timeouts.
+
+    ``what`` names the step in the error message, e.g. "create trigger on auth.users".
+    """
+    policy = policy or LockPolicy.configured()
+    set_timeout = f"SET LOCAL lock_timeout = '{policy.timeout_ms}ms'"
+    if context.is_offline_mode():
+        op.execute(set_timeout)
+        op.execute(sql)
+        return
+    conn = op.get_bind()
+    for attempt in range(policy.retries + 1):
+        savepoint = conn.begin_nested()
+        try:
+            conn.exec_driver_sql(set_timeout)
+            conn.exec_driver_sql(sql, execution_options={"no_parameters": True})
+        except DBAPIError as exc:
+            savepoint.rollback()
+            if getattr(exc.orig, "pgcode", None) != LOCK_NOT_AVAILABLE:
+                raise
+            if attempt == policy.retries:
+                raise LockNotAvailable(
+                    f"gave up on '{what}': the lock was not free within {policy.timeout_ms} ms "
+                    f"in {policy.retries + 1} attempts (a long transaction holds it); nothing of "
+                    "this revision was applied. Retry later, or raise -x lock_timeout / -x lock_retries."
+                ) from None
+            time.sleep(policy.backoff(attempt))
+        else:
+            savepoint.commit()
+            return

@@ -1,0 +1,74 @@
+"""SQLAlchemy Core models of the three tables ghostsync works with.
+
+``auth_users`` describes only the columns of Supabase's ``auth.users`` that
+ghostsync reads; the auth service owns that table. ``profiles`` is the app's
+``public.users`` and ``audit_log`` is ``public.cleanup_audit_log``, in the
+shape the base revision creates. Every query the package makes is built from
+these objects; the revisions keep their own frozen DDL text.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Identity,
+    MetaData,
+    String,
+    Table,
+    Text,
+    false,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP, UUID
+
+metadata = MetaData()
+
+auth_users = Table(
+    "users",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("email", String(255)),
+    Column("phone", Text),
+    Column("email_confirmed_at", TIMESTAMP(timezone=True)),
+    Column("is_anonymous", Boolean, nullable=False),
+    Column("is_sso_user", Boolean, nullable=False),
+    Column("deleted_at", TIMESTAMP(timezone=True)),
+    Column("created_at", TIMESTAMP(timezone=True)),
+    Column("updated_at", TIMESTAMP(timezone=True)),
+    schema="auth",
+)
+
+profiles = Table(
+    "users",
+    metadata,
+    Column(
+        "id",
+        UUID(as_uuid=True),
+        ForeignKey("auth.users.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("email", Text),
+    Column("email_verified", Boolean, nullable=False, server_default=false()),
+    Column("created_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
+    schema="public",
+)
+
+audit_log = Table(
+    "cleanup_audit_log",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("job_name", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("records_affected", BigInteger, nullable=False, server_default=text("0")),
+    Column("started_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
+    Column("finished_at", TIMESTAMP(timezone=True)),
+    Column("details", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    schema="public",
+)
+
+GHOSTSYNC_TABLES = (profiles, audit_log)
