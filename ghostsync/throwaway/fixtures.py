@@ -1,0 +1,196 @@
+"""pytest fixture factories for throwaway Supabase-like databases.
+
+In the style of pytest-postgresql: a session-scoped *server* fixture (one
+server per PostgreSQL major version, parametrized) and a function-scoped
+*database* fixture. pytest-postgresql's ``DatabaseJanitor`` makes every
+database: the server fixture loads a Supabase-like template once, and each
+test gets a fresh clone of it.
+
+``supabase_server(versions)`` returns the server fixture; versions whose
+binaries this machine lacks are left out (``unavailable_versions`` lists
+them, and the suite's report says so) rather than skipped as if they passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+from alembic import command
+from alembic.config import Config
+from pytest_postgresql.janitor import DatabaseJanitor
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Engine
+
+from ghostsync.throwaway import binaries
+from ghostsync.throwaway.authservice import AUTH_ROLE, AuthService
+from ghostsync.throwaway.server import SUPERUSER, ThrowawayServer
+from ghostsync.throwaway.supabase import make_cluster_supabase_like, make_database_supabase_like
+from ghostsync.urls import normalize
+
+REPO = Path(__file__).resolve().parents[2]
+MIGRATING_ROLE = "postgres"
+TEMPLATE = "supabase_template"
+
+
+@dataclass
+class SupabaseServer:
+    """A running server whose cluster is Supabase-like, with a template database."""
+
+    server: ThrowawayServer
+    template: str = TEMPLATE
+
+    @property
+    def major(self) -> int:
+        return self.server.binaries.major
+
+    def janitor(self, dbname: str, **kwargs: Any) -> DatabaseJanitor:
+        return DatabaseJanitor(
+            user=SUPERUSER, host=self.server.host, port=self.server.port,
+            dbname=dbname, **kwargs,
+        )
+
+
+@dataclass
+class SupabaseDatabase:
+    """One throwaway database cloned from the Supabase-like template."""
+
+    owner: SupabaseServer
+    name: str
+    _engines: list[Engine] = field(default_factory=list)
+
+    @property
+    def server(self) -> ThrowawayServer:
+        return self.owner.server
+
+    def url(self, user: str = MIGRATING_ROLE, scheme: str = "postgresql") -> str:
+        return self.server.url(self.name, user=user).replace("postgresql://", f"{scheme}://", 1)
+
+    def engine(self, user: str = MIGRATING_ROLE) -> Engine:
+        engine = create_engine(normalize(self.url(user)))
+        self._engines.append(engine)
+        return engine
+
+    def auth(self) -> AuthService:
+        """A client that writes auth.users as the auth service does."""
+        return AuthService(self.url(AUTH_ROLE))
+
+    def sql(self, statement: str, params: Any = None, *, user: str = SUPERUSER) -> list[tuple[Any, ...]]:
+        """Run one statement in autocommit as ``user``; return its rows (if any)."""
+        conn = psycopg2.connect(self.url(user))
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(statement, params)
+                return list(cur.fetchall()) if cur.description else []
+        finally:
+            conn.close()
+
+    def value(self, statement: str, params: Any = None, *, user: str = SUPERUSER) -> Any:
+        rows = self.sql(statement, params, user=user)
+        return rows[0][0] if rows else None
+
+    def alembic_config(self, **x: str) -> Config:
+        config = Config(str(REPO / "alembic.ini"))
+        x_args = [f"database_url={self.url()}"] + [f"{k}={v}" for k, v in x.items()]
+        config.cmd_opts = argparse.Namespace(x=x_args)
+        config.attributes["configure_logger"] = False
+        return config
+
+    def upgrade(self, target: str = "head", **x: str) -> None:
+        command.upgrade(self.alembic_config(**x), target)
+
+    def downgrade(self, target: str = "base", **x: str) -> None:
+        command.downgrade(self.alembic_config(**x), target)
+
+    def alembic_cli(self, *args: str, url: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run the ``alembic`` command line as a deploy pipeline would."""
+        env = dict(os.environ, DATABASE_URL=url or self.url())
+        return subprocess.run(
+            [sys.executable, "-m", "alembic", "-c", str(REPO / "alembic.ini"), *args],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+        )
+
+    def psql(self, script: str, *, user: str = MIGRATING_ROLE) -> subprocess.CompletedProcess[str]:
+        """Apply ``script`` with psql as ``user``, stopping at the first error."""
+        return subprocess.run(
+            [self.server.psql(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.url(user)],
+            input=script, capture_output=True, text=True, timeout=300,
+        )
+
+    def dispose(self) -> None:
+        for engine in self._engines:
+            engine.dispose()
+
+
+def available_versions(requested: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Split ``requested`` majors into (available, unavailable) on this machine."""
+    have = [m for m in requested if binaries.find(m) is not None]
+    return have, [m for m in requested if m not in have]
+
+
+def requested_versions(default: str = "15,17") -> list[int]:
+    """``GHOSTSYNC_PG_VERSIONS`` (comma-separated majors), else ``default``."""
+    raw = os.environ.get("GHOSTSYNC_PG_VERSIONS", default)
+    return [int(v) for v in raw.replace(" ", "").split(",") if v]
+
+
+def start_supabase_server(major: int) -> SupabaseServer:
+    found = binaries.find(major)
+    if found is None:
+        raise RuntimeError(f"PostgreSQL {major} is not available on this machine")
+    server = ThrowawayServer(found).start()
+    make_cluster_supabase_like(server.url())
+    supa = SupabaseServer(server)
+    janitor = supa.janitor(TEMPLATE, as_template=True)
+    janitor.init()
+    make_database_supabase_like(server.url(TEMPLATE))
+    return supa
+
+
+def supabase_server(versions: Sequence[int]) -> Callable[..., Iterator[SupabaseServer]]:
+    """Session fixture factory: one Supabase-like server per available major version."""
+
+    @pytest.fixture(scope="session", params=list(versions), ids=[f"pg{v}" for v in versions])
+    def supabase_server_fixture(request: pytest.FixtureRequest) -> Iterator[SupabaseServer]:
+        supa = start_supabase_server(int(request.param))
+        try:
+            yield supa
+        finally:
+            supa.server.stop()
+
+    return supabase_server_fixture
+
+
+@contextmanager
+def supabase_database(supa: SupabaseServer) -> Iterator[SupabaseDatabase]:
+    """A fresh database cloned from ``supa``'s template, dropped on exit.
+
+    Use it in a function fixture that depends on the server fixture::
+
+        pg = supabase_server([15, 17])
+
+        @pytest.fixture
+        def db(pg):
+            with supabase_database(pg) as database:
+                yield database
+    """
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    janitor = supa.janitor(name, template_dbname=supa.template)
+    janitor.init()
+    db = SupabaseDatabase(supa, name)
+    try:
+        yield db
+    finally:
+        db.dispose()
+        janitor.drop()

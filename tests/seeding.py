@@ -1,0 +1,70 @@
+"""Seed data for the suite: ghosts of every kind, made through the auth service's role."""
+
+from __future__ import annotations
+
+import uuid
+
+from ghostsync.throwaway.fixtures import SupabaseDatabase
+
+APP_PROFILES = """
+CREATE TABLE public.users (
+  id uuid PRIMARY KEY REFERENCES auth.users (id) ON DELETE CASCADE,
+  email text,
+  email_verified boolean NOT NULL DEFAULT false,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+def seed_ghosts(db: SupabaseDatabase, prefix: str = "ghost") -> dict[str, uuid.UUID]:
+    """One auth user of each kind, none with a profile."""
+    with db.auth() as auth:
+        return {
+            "email_confirmed": auth.signup(email=f"{prefix}.confirmed@example.com", confirmed=True),
+            "email_unconfirmed": auth.signup(email=f"{prefix}.unconfirmed@example.com"),
+            "phone": auth.signup(phone=f"+1555{uuid.uuid4().int % 10**7:07d}"),
+            "anonymous": auth.signup(anonymous=True),
+            "sso": auth.signup(email=f"{prefix}.sso@example.com", sso=True, confirmed=True),
+        }
+
+
+def seed_app_with_profiles(db: SupabaseDatabase, n: int) -> list[uuid.UUID]:
+    """The app's own public.users and ``n`` users whose profile the app wrote itself."""
+    db.sql(APP_PROFILES, user="postgres")
+    ids = []
+    with db.auth() as auth:
+        for i in range(n):
+            uid = auth.signup(email=f"member{i}@example.com", confirmed=True)
+            db.sql(
+                "INSERT INTO public.users (id, email, email_verified) VALUES (%s, %s, true)",
+                (str(uid), f"member{i}@example.com"),
+                user="postgres",
+            )
+            ids.append(uid)
+    return ids
+
+
+def profiles(db: SupabaseDatabase) -> dict[str, tuple]:
+    """Every profile by id: (email, email_verified, created_at, updated_at)."""
+    rows = db.sql("SELECT id::text, email, email_verified, created_at, updated_at FROM public.users")
+    return {row[0]: row[1:] for row in rows}
+
+
+def audit_rows(db: SupabaseDatabase, job: str = "backfill_ghost_users") -> list[tuple]:
+    """(status, records_affected, finished_at IS NOT NULL, details) of each run, oldest first."""
+    return db.sql(
+        "SELECT status, records_affected, finished_at IS NOT NULL, details "
+        "FROM public.cleanup_audit_log WHERE job_name = %s ORDER BY id",
+        (job,),
+    )
+
+
+def ghost_count(db: SupabaseDatabase) -> int:
+    return int(db.value(
+        "SELECT count(*) FROM auth.users u WHERE NOT EXISTS (SELECT 1 FROM public.users p WHERE p.id = u.id)"
+    ))
+
+
+def duplicate_count(db: SupabaseDatabase) -> int:
+    return int(db.value("SELECT count(*) FROM (SELECT id FROM public.users GROUP BY id HAVING count(*) > 1) d"))
