@@ -101,7 +101,11 @@ def run_demo(ordinary: int = 20) -> int:
             newcomer = auth.signup(email="newcomer@example.com")
         with engine.connect() as conn:
             profile = health.profile_of(conn, newcomer)
-            _say(f"   profile: {profile}")
+            if profile is not None:
+                _say(f"   profile: id={profile['id']} email={profile['email']} "
+                     f"email_verified={profile['email_verified']} created_at={profile['created_at']:%H:%M:%S}")
+            else:
+                _say("   profile: MISSING")
             _say("== after")
             _say(f"   auth users: {health.count_auth_users(conn)}, profiles: {health.count_profiles(conn)}, "
                  f"ghosts: {health.count_ghosts(conn)}, orphans: {health.count_orphans(conn)}")

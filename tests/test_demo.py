@@ -23,5 +23,5 @@ def test_demo_repairs_ghosts_and_stops_its_server():
     assert "ghosts: 0, orphans: 0" in out
     assert "audit: job=backfill_ghost_users status=succeeded records_affected=5" in out
     assert "trigger on_auth_user_created: exists=True enabled=True" in out
-    assert "profile: {'id': UUID(" in out and "'email': 'newcomer@example.com'" in out
+    assert "email=newcomer@example.com email_verified=False" in out
     assert postgres_processes() == before
