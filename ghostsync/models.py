@@ -2,8 +2,9 @@
 
 ``auth_users`` describes only the columns of Supabase's ``auth.users`` that
 ghostsync reads; the auth service owns that table. ``profiles`` is the app's
-``public.users`` and ``audit_log`` is ``public.cleanup_audit_log``, in the
-shape the base revision creates. Every query the package makes is built from
+``public.users``, ``audit_log`` is ``public.cleanup_audit_log`` and
+``sync_failures`` is ``ghostsync.sync_failures``, in the shape the head
+revision leaves them. Every query the package makes is built from
 these objects; the revisions keep their own frozen DDL text.
 """
 
@@ -15,6 +16,7 @@ from sqlalchemy import (
     Column,
     ForeignKey,
     Identity,
+    Integer,
     MetaData,
     String,
     Table,
@@ -55,6 +57,7 @@ profiles = Table(
     Column("email_verified", Boolean, nullable=False, server_default=false()),
     Column("created_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
+    Column("deleted_at", TIMESTAMP(timezone=True)),
     schema="public",
 )
 
@@ -71,4 +74,17 @@ audit_log = Table(
     schema="public",
 )
 
-GHOSTSYNC_TABLES = (profiles, audit_log)
+sync_failures = Table(
+    "sync_failures",
+    metadata,
+    Column("user_id", UUID(as_uuid=True), primary_key=True),
+    Column("operation", Text, nullable=False),
+    Column("sqlstate", Text, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("first_failed_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_failed_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
+    Column("failures", Integer, nullable=False, server_default=text("1")),
+    schema="ghostsync",
+)
+
+GHOSTSYNC_TABLES = (profiles, audit_log, sync_failures)

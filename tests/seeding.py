@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-from ghostsync.throwaway.fixtures import SupabaseDatabase
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+from ghostsync.throwaway.fixtures import REPO, SupabaseDatabase
 
 APP_PROFILES = """
 CREATE TABLE public.users (
@@ -68,3 +71,13 @@ def ghost_count(db: SupabaseDatabase) -> int:
 
 def duplicate_count(db: SupabaseDatabase) -> int:
     return int(db.value("SELECT count(*) FROM (SELECT id FROM public.users GROUP BY id HAVING count(*) > 1) d"))
+
+
+def head_revision() -> str:
+    return ScriptDirectory.from_config(Config(str(REPO / "alembic.ini"))).get_current_head()
+
+
+def revisions_base_to_head() -> list[str]:
+    """Every revision id, oldest first."""
+    script = ScriptDirectory.from_config(Config(str(REPO / "alembic.ini")))
+    return [rev.revision for rev in reversed(list(script.walk_revisions()))]

@@ -51,7 +51,7 @@ def test_offline_downgrade_sql_keeps_data(pg):
         kept = profiles(db)
         down = subprocess.run(
             [sys.executable, "-m", "alembic", "-c", str(REPO / "alembic.ini"), "downgrade",
-             "ghostsync_0003:base", "--sql"],
+             "head:base", "--sql"],
             cwd=REPO, capture_output=True, text=True, check=True,
             env={"PATH": "/usr/bin:/bin", "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"},
         ).stdout

@@ -48,17 +48,3 @@ def test_down_and_up_twice_loses_nothing_and_repairs_ghosts_made_meanwhile(db):
     with db.auth() as auth:
         uid = auth.signup(email="after@example.com")
     assert str(uid) in profiles(db)
-
-
-def test_each_revision_down_and_up(db):
-    seed_ghosts(db)
-    db.upgrade()
-    kept = profiles(db)
-    for target, objects in (("ghostsync_0002", (1, 1)), ("ghostsync_0001", (0, 0)), ("base", (0, 0))):
-        db.downgrade(target)
-        assert ghostsync_objects(db) == objects
-        assert profiles(db) == kept
-    for target, objects in (("ghostsync_0001", (0, 0)), ("ghostsync_0002", (1, 1)), ("ghostsync_0003", (1, 1))):
-        db.upgrade(target)
-        assert ghostsync_objects(db) == objects
-        assert profiles(db) == kept

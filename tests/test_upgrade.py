@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.seeding import head_revision
 from tests.seeding import audit_rows, duplicate_count, ghost_count, profiles, seed_app_with_profiles, seed_ghosts
 
-HEAD = "ghostsync_0003"
+HEAD = head_revision()
 
 
 def version(db) -> str:

@@ -35,7 +35,11 @@ from sqlalchemy.engine import Engine
 from ghostsync.throwaway import binaries
 from ghostsync.throwaway.authservice import AUTH_ROLE, AuthService
 from ghostsync.throwaway.server import SUPERUSER, ThrowawayServer
-from ghostsync.throwaway.supabase import make_cluster_supabase_like, make_database_supabase_like
+from ghostsync.throwaway.supabase import (
+    grant_database_privileges,
+    make_cluster_supabase_like,
+    make_database_supabase_like,
+)
 from ghostsync.urls import normalize
 
 REPO = Path(__file__).resolve().parents[2]
@@ -188,6 +192,7 @@ def supabase_database(supa: SupabaseServer) -> Iterator[SupabaseDatabase]:
     name = f"t_{uuid.uuid4().hex[:12]}"
     janitor = supa.janitor(name, template_dbname=supa.template)
     janitor.init()
+    grant_database_privileges(supa.server.url(name))
     db = SupabaseDatabase(supa, name)
     try:
         yield db

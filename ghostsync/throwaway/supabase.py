@@ -42,7 +42,16 @@ GRANT anon, authenticated, service_role TO authenticator;
 GRANT supabase_auth_admin TO postgres;
 """
 
-DATABASE_SQL = """
+# Database privileges are not copied from a template: run this in every clone too.
+DATABASE_GRANTS_SQL = """
+DO $grants$
+BEGIN
+  EXECUTE format('GRANT CONNECT, CREATE, TEMPORARY ON DATABASE %I TO postgres', current_database());
+END
+$grants$;
+"""
+
+DATABASE_SQL = DATABASE_GRANTS_SQL + """
 CREATE SCHEMA IF NOT EXISTS auth AUTHORIZATION supabase_admin;
 GRANT USAGE, CREATE ON SCHEMA auth TO supabase_auth_admin;
 GRANT USAGE ON SCHEMA auth TO postgres;
@@ -115,6 +124,11 @@ def make_cluster_supabase_like(superuser_dsn: str) -> None:
 def make_database_supabase_like(superuser_dsn: str) -> None:
     """Create the ``auth`` schema, ``auth.users`` and Supabase's grants in one database."""
     _run(superuser_dsn, DATABASE_SQL)
+
+
+def grant_database_privileges(superuser_dsn: str) -> None:
+    """Give ``postgres`` what Supabase gives it on its database (CREATE for its own schemas)."""
+    _run(superuser_dsn, DATABASE_GRANTS_SQL)
 
 
 def _run(dsn: str, sql: str) -> None:
