@@ -23,8 +23,28 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import (
+    Integer,
+    Text,
+    bindparam,
+    case,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.expression import Executable
+
+from ghostsync.models import audit_log, auth_users, profiles
 
 JOB_NAME = "backfill_ghost_users"
 
@@ -40,10 +60,14 @@ class BackfillStatements:
     - ``finish`` (``:run_id``, ``:status``, ``:error``): close the run.
     """
 
-    mark_interrupted: str
-    start: str
-    batch: str
-    finish: str
+    mark_interrupted: str | Executable
+    start: str | Executable
+    batch: str | Executable
+    finish: str | Executable
+
+
+def _statement(sql: str | Executable) -> Executable:
+    return text(sql) if isinstance(sql, str) else sql
 
 
 @dataclass
@@ -69,18 +93,19 @@ def run_batched(
     job_name: str = JOB_NAME,
     on_batch: ProgressCallback | None = None,
     max_batches: int | None = None,
+    start_after: Any = None,
 ) -> BackfillResult:
     """Run the backfill on ``conn``, which must be in autocommit mode.
 
-    ``max_batches`` stops early (status ``interrupted``); tests use it to
-    simulate a run cut short.
+    ``start_after`` resumes the keyset walk after that id. ``max_batches``
+    stops early (status ``interrupted``), as an operator's Ctrl-C would.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    conn.execute(text(statements.mark_interrupted), {"job_name": job_name})
-    run_id = int(conn.execute(text(statements.start), {"job_name": job_name, "mode": mode}).scalar_one())
+    conn.execute(_statement(statements.mark_interrupted), {"job_name": job_name})
+    run_id = int(conn.execute(_statement(statements.start), {"job_name": job_name, "mode": mode}).scalar_one())
     result = BackfillResult(run_id=run_id)
-    after: Any = None
+    after: Any = start_after
     try:
         while True:
             if max_batches is not None and result.batches >= max_batches:
@@ -88,7 +113,7 @@ def run_batched(
                 return result
             began = time.perf_counter()
             row = conn.execute(
-                text(statements.batch),
+                _statement(statements.batch),
                 {"run_id": run_id, "after": after, "batch_size": batch_size},
             ).one()
             elapsed = time.perf_counter() - began
@@ -115,7 +140,7 @@ def run_batched(
 def _finish(
     conn: Connection, statements: BackfillStatements, result: BackfillResult, status: str, error: str | None
 ) -> None:
-    conn.execute(text(statements.finish), {"run_id": result.run_id, "status": status, "error": error})
+    conn.execute(_statement(statements.finish), {"run_id": result.run_id, "status": status, "error": error})
     result.status = status
 
 
@@ -127,3 +152,187 @@ def _finish_quietly(
         _finish(conn, statements, result, status, error[:2000])
     except Exception:  # noqa: BLE001 - the original error is the one to report
         result.status = status
+
+
+# -- the command line's statements, built from the models ----------------------
+
+_SESSION_GONE = text(
+    "NOT EXISTS (SELECT 1 FROM pg_stat_activity AS a "
+    "WHERE a.pid = (cleanup_audit_log.details ->> 'pid')::int "
+    "AND a.backend_start = (cleanup_audit_log.details ->> 'backend_start')::timestamptz)"
+)
+
+
+def current_statements() -> BackfillStatements:
+    """The backfill as the package does it today (``ghostsync backfill``), built from ``models``."""
+    details = audit_log.c.details
+    error = cast(bindparam("error", type_=Text), Text)
+
+    mark_interrupted = (
+        update(audit_log)
+        .where(audit_log.c.job_name == bindparam("job_name"), audit_log.c.status == "running", _SESSION_GONE)
+        .values(
+            status="interrupted",
+            finished_at=func.now(),
+            details=details.op("||")(
+                literal({"error": "the run ended without finishing (its session is gone)"}, JSONB)
+            ),
+        )
+    )
+    start = (
+        insert(audit_log)
+        .from_select(
+            ["job_name", "status", "records_affected", "started_at", "details"],
+            select(
+                bindparam("job_name", type_=Text),
+                literal("running"),
+                literal(0),
+                func.clock_timestamp(),
+                func.jsonb_build_object(
+                    "mode", cast(bindparam("mode", type_=Text), Text),
+                    "pid", func.pg_backend_pid(),
+                    "backend_start", literal_column("a.backend_start"),
+                    "batches", 0,
+                ),
+            )
+            .select_from(text("pg_stat_activity AS a"))
+            .where(text("a.pid = pg_backend_pid()")),
+        )
+        .returning(audit_log.c.id)
+    )
+    after = cast(bindparam("after"), UUID(as_uuid=True))
+    batch = (
+        select(auth_users.c.id)
+        .where(or_(after.is_(None), auth_users.c.id > after))
+        .order_by(auth_users.c.id)
+        .limit(bindparam("batch_size", type_=Integer))
+        .cte("batch")
+    )
+    ghosts = (
+        select(
+            auth_users.c.id, auth_users.c.email, auth_users.c.email_confirmed_at,
+            auth_users.c.deleted_at, auth_users.c.created_at, auth_users.c.updated_at,
+        )
+        .join(batch, batch.c.id == auth_users.c.id)
+        .where(~exists().where(profiles.c.id == auth_users.c.id))
+        .with_for_update(read=True, key_share=True, of=auth_users)
+        .cte("ghosts")
+    )
+    repaired = (
+        pg_insert(profiles)
+        .from_select(
+            ["id", "email", "email_verified", "deleted_at", "created_at", "updated_at"],
+            select(
+                ghosts.c.id,
+                ghosts.c.email,
+                ghosts.c.email_confirmed_at.is_not(None),
+                ghosts.c.deleted_at,
+                func.coalesce(ghosts.c.created_at, func.now()),
+                func.coalesce(ghosts.c.updated_at, ghosts.c.created_at, func.now()),
+            ),
+        )
+        .on_conflict_do_nothing(index_elements=[profiles.c.id])
+        .returning(literal(1).label("one"))
+        .cte("repaired")
+    )
+    last_id = select(batch.c.id).order_by(batch.c.id.desc()).limit(1).scalar_subquery()
+    repaired_count = select(func.count()).select_from(repaired).scalar_subquery()
+    batches_so_far = func.coalesce(cast(details["batches"].astext, Integer), 0)
+    progress = (
+        update(audit_log)
+        .where(audit_log.c.id == bindparam("run_id"), exists(select(batch.c.id)))
+        .values(
+            records_affected=audit_log.c.records_affected + repaired_count,
+            details=details.op("||")(
+                func.jsonb_build_object("batches", batches_so_far + 1, "last_id", last_id)
+            ),
+        )
+        .returning(literal(1).label("one"))
+        .cte("progress")
+    )
+    batch_statement = select(
+        last_id.label("last_id"),
+        repaired_count.label("repaired"),
+        select(func.count()).select_from(batch).scalar_subquery().label("scanned"),
+        select(func.count()).select_from(progress).scalar_subquery().label("logged"),
+    )
+    finish = (
+        update(audit_log)
+        .where(audit_log.c.id == bindparam("run_id"))
+        .values(
+            status=bindparam("status", type_=Text),
+            finished_at=func.clock_timestamp(),
+            details=case(
+                (error.is_(None), details),
+                else_=details.op("||")(func.jsonb_build_object("error", error)),
+            ),
+        )
+    )
+    return BackfillStatements(
+        mark_interrupted=mark_interrupted, start=start, batch=batch_statement, finish=finish
+    )
+
+
+# -- what the command line needs around a run --------------------------------------
+
+@dataclass(frozen=True)
+class Plan:
+    """What a backfill would do: ghosts to repair, auth users to walk, batches."""
+
+    ghosts: int
+    auth_users: int
+    batch_size: int
+    resume_after: Any
+
+    @property
+    def batches(self) -> int:
+        return -(-self.auth_users // self.batch_size) if self.auth_users else 0
+
+
+def estimated_auth_users(conn: Connection) -> int:
+    """The planner's row estimate for auth.users (free; exact enough for a progress bar)."""
+    value = conn.execute(text("SELECT reltuples::bigint FROM pg_class WHERE oid = 'auth.users'::regclass")).scalar()
+    return max(int(value or 0), 0)
+
+
+def resume_point(conn: Connection, statements: BackfillStatements, job_name: str = JOB_NAME) -> Any:
+    """The id after which to continue, if the newest run of the job was cut short; else None.
+
+    Only safe while the signup trigger is installed (no new ghost can appear
+    behind the point), which the caller checks.
+    """
+    conn.execute(_statement(statements.mark_interrupted), {"job_name": job_name})
+    row = conn.execute(
+        select(audit_log.c.status, audit_log.c.details["last_id"].astext)
+        .where(audit_log.c.job_name == job_name)
+        .order_by(audit_log.c.id.desc())
+        .limit(1)
+    ).first()
+    if row is None or row[0] not in ("interrupted", "failed") or row[1] is None:
+        return None
+    return row[1]
+
+
+def plan(conn: Connection, batch_size: int, resume_after: Any = None) -> Plan:
+    from ghostsync.health import count_ghosts
+
+    return Plan(
+        ghosts=count_ghosts(conn),
+        auth_users=estimated_auth_users(conn),
+        batch_size=batch_size,
+        resume_after=resume_after,
+    )
+
+
+def log_dry_run(conn: Connection, found: Plan, job_name: str = JOB_NAME) -> int:
+    """Record a dry run (status ``dry_run``, nothing written) and return its audit id."""
+    run_id = conn.execute(
+        insert(audit_log)
+        .values(
+            job_name=job_name, status="dry_run", records_affected=0,
+            started_at=func.clock_timestamp(), finished_at=func.clock_timestamp(),
+            details={"would_repair": found.ghosts, "batch_size": found.batch_size, "batches": found.batches},
+        )
+        .returning(audit_log.c.id)
+    ).scalar_one()
+    return int(run_id)

@@ -68,6 +68,9 @@ CREATE OR REPLACE TRIGGER on_auth_user_created
 DROP_TRIGGER = "DROP TRIGGER IF EXISTS on_auth_user_created ON auth.users;"
 DROP_FUNCTION = "DROP FUNCTION IF EXISTS public.handle_new_user();"
 
+FUNCTIONS = {"public.handle_new_user()": CREATE_FUNCTION}
+TRIGGERS = ("on_auth_user_created",)
+
 
 def upgrade() -> None:
     op.execute(CREATE_FUNCTION)

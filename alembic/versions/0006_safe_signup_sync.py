@@ -88,6 +88,8 @@ END
 $function$;
 """
 
+FUNCTIONS = {"public.handle_new_user()": SAFE_HANDLE_NEW_USER}
+
 
 def upgrade() -> None:
     # CREATE OR REPLACE keeps the function's owner and grants (EXECUTE stays revoked).

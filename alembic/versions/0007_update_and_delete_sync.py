@@ -32,7 +32,7 @@ down_revision = "ghostsync_0006"
 branch_labels = None
 depends_on = None
 
-CREATE_FUNCTIONS = r"""
+CREATE_HANDLE_USER_UPDATED = r"""
 CREATE OR REPLACE FUNCTION public.handle_user_updated()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -78,7 +78,9 @@ BEGIN
   RETURN NULL;
 END
 $function$;
+"""
 
+CREATE_HANDLE_USER_DELETED = r"""
 CREATE OR REPLACE FUNCTION public.handle_user_deleted()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -107,7 +109,9 @@ BEGIN
   RETURN OLD;
 END
 $function$;
+"""
 
+REVOKE_EXECUTE = r"""
 REVOKE ALL ON FUNCTION public.handle_user_updated() FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.handle_user_deleted() FROM PUBLIC;
 DO $ghostsync$
@@ -147,9 +151,17 @@ DROP FUNCTION IF EXISTS public.handle_user_updated();
 DROP FUNCTION IF EXISTS public.handle_user_deleted();
 """
 
+FUNCTIONS = {
+    "public.handle_user_updated()": CREATE_HANDLE_USER_UPDATED,
+    "public.handle_user_deleted()": CREATE_HANDLE_USER_DELETED,
+}
+TRIGGERS = ("on_auth_user_updated", "on_auth_user_deleted")
+
 
 def upgrade() -> None:
-    op.execute(CREATE_FUNCTIONS)
+    op.execute(CREATE_HANDLE_USER_UPDATED)
+    op.execute(CREATE_HANDLE_USER_DELETED)
+    op.execute(REVOKE_EXECUTE)
     execute_guarded(CREATE_TRIGGERS, "create triggers on_auth_user_updated and on_auth_user_deleted")
 
 
