@@ -53,11 +53,11 @@ JOB_NAME = "backfill_ghost_users"
 class BackfillStatements:
     """SQL text of one backfill run; bind parameters are named ``:name``.
 
-    - ``mark_interrupted`` (``:job_name``): close the rows of dead runs.
-    - ``start`` (``:job_name``, ``:mode``): insert the ``running`` row, return its id.
+    - ``mark_interrupted`` (``:job``): close the rows of dead runs.
+    - ``start`` (``:job``, ``:run_mode``): insert the ``running`` row, return its id.
     - ``batch`` (``:run_id``, ``:after``, ``:batch_size``): repair one batch and
       return ``last_id``, ``repaired``, ``scanned`` (``last_id`` NULL when done).
-    - ``finish`` (``:run_id``, ``:status``, ``:error``): close the run.
+    - ``finish`` (``:run_id``, ``:run_status``, ``:run_error``): close the run.
     """
 
     mark_interrupted: str | Executable
@@ -102,8 +102,8 @@ def run_batched(
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    conn.execute(_statement(statements.mark_interrupted), {"job_name": job_name})
-    run_id = int(conn.execute(_statement(statements.start), {"job_name": job_name, "mode": mode}).scalar_one())
+    conn.execute(_statement(statements.mark_interrupted), {"job": job_name})
+    run_id = int(conn.execute(_statement(statements.start), {"job": job_name, "run_mode": mode}).scalar_one())
     result = BackfillResult(run_id=run_id)
     after: Any = start_after
     try:
@@ -140,7 +140,7 @@ def run_batched(
 def _finish(
     conn: Connection, statements: BackfillStatements, result: BackfillResult, status: str, error: str | None
 ) -> None:
-    conn.execute(_statement(statements.finish), {"run_id": result.run_id, "status": status, "error": error})
+    conn.execute(_statement(statements.finish), {"run_id": result.run_id, "run_status": status, "run_error": error})
     result.status = status
 
 
@@ -166,11 +166,11 @@ _SESSION_GONE = text(
 def current_statements() -> BackfillStatements:
     """The backfill as the package does it today (``ghostsync backfill``), built from ``models``."""
     details = audit_log.c.details
-    error = cast(bindparam("error", type_=Text), Text)
+    error = cast(bindparam("run_error", type_=Text), Text)
 
     mark_interrupted = (
         update(audit_log)
-        .where(audit_log.c.job_name == bindparam("job_name"), audit_log.c.status == "running", _SESSION_GONE)
+        .where(audit_log.c.job_name == bindparam("job"), audit_log.c.status == "running", _SESSION_GONE)
         .values(
             status="interrupted",
             finished_at=func.now(),
@@ -184,12 +184,12 @@ def current_statements() -> BackfillStatements:
         .from_select(
             ["job_name", "status", "records_affected", "started_at", "details"],
             select(
-                bindparam("job_name", type_=Text),
+                bindparam("job", type_=Text),
                 literal("running"),
                 literal(0),
                 func.clock_timestamp(),
                 func.jsonb_build_object(
-                    "mode", cast(bindparam("mode", type_=Text), Text),
+                    "mode", cast(bindparam("run_mode", type_=Text), Text),
                     "pid", func.pg_backend_pid(),
                     "backend_start", literal_column("a.backend_start"),
                     "batches", 0,
@@ -260,7 +260,7 @@ def current_statements() -> BackfillStatements:
         update(audit_log)
         .where(audit_log.c.id == bindparam("run_id"))
         .values(
-            status=bindparam("status", type_=Text),
+            status=bindparam("run_status", type_=Text),
             finished_at=func.clock_timestamp(),
             details=case(
                 (error.is_(None), details),
@@ -301,7 +301,7 @@ def resume_point(conn: Connection, statements: BackfillStatements, job_name: str
     Only safe while the signup trigger is installed (no new ghost can appear
     behind the point), which the caller checks.
     """
-    conn.execute(_statement(statements.mark_interrupted), {"job_name": job_name})
+    conn.execute(_statement(statements.mark_interrupted), {"job": job_name})
     row = conn.execute(
         select(audit_log.c.status, audit_log.c.details["last_id"].astext)
         .where(audit_log.c.job_name == job_name)

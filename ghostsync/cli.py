@@ -18,6 +18,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+
 from ghostsync import backfill, export, health, repair, status
 from ghostsync.database import engine_for, resolve_url
 from ghostsync.errors import GhostsyncError, describe
@@ -124,27 +126,39 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
+    """Retry failed syncs, then fix stale profiles, then backfill ghosts; each step reported on its own."""
     url = resolve_url(args.database_url)
+    undone: list[str] = []
     engine = engine_for(url, application_name="ghostsync-repair")
     try:
         with engine.connect() as conn:
             retried = repair.repair_failed_syncs(conn)
-            stale = repair.fix_stale_profiles(conn)
+            try:
+                stale: int | str = repair.fix_stale_profiles(conn)
+            except DBAPIError as exc:
+                stale = "not fixed"
+                undone.append(f"stale profiles: {describe(exc, url)}")
     finally:
         engine.dispose()
     auto = engine_for(url, autocommit=True, application_name="ghostsync-repair")
     try:
         with auto.connect() as conn:
-            filled = backfill.run_batched(conn, backfill.current_statements(), batch_size=args.batch_size,
-                                          mode="repair")
+            try:
+                filled = backfill.run_batched(conn, backfill.current_statements(), batch_size=args.batch_size,
+                                              mode="repair")
+                backfilled: int | str = filled.repaired
+            except DBAPIError as exc:
+                backfilled = "no"
+                undone.append(f"backfill: {describe(exc, url)}")
     finally:
         auto.dispose()
     print(f"repair: {retried.repaired} failed sync(s) repaired, {retried.still_failing} still failing; "
-          f"{stale} stale profile(s) fixed; {filled.repaired} ghost(s) backfilled "
-          f"(audit rows {retried.run_id}, {filled.run_id})")
+          f"{stale} stale profile(s) fixed; {backfilled} ghost(s) backfilled")
     for line in retried.errors[:10]:
         print(f"  still failing: {line}", file=sys.stderr)
-    return 0 if retried.still_failing == 0 else 1
+    for line in undone:
+        print(f"  not done: {line}", file=sys.stderr)
+    return 0 if retried.still_failing == 0 and not undone else 1
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -81,3 +81,34 @@ def revisions_base_to_head() -> list[str]:
     """Every revision id, oldest first."""
     script = ScriptDirectory.from_config(Config(str(REPO / "alembic.ini")))
     return [rev.revision for rev in reversed(list(script.walk_revisions()))]
+
+
+def seed_bulk_ghosts(db: SupabaseDatabase, n: int, *, created_ago: str = "1 day") -> None:
+    """``n`` auth users inserted set-based with triggers off (as a dump/restore would), so all are ghosts."""
+    db.sql(
+        "SET session_replication_role = replica; "
+        "INSERT INTO auth.users (instance_id, id, aud, role, email, email_confirmed_at, raw_app_meta_data, "
+        "raw_user_meta_data, created_at, updated_at) "
+        "SELECT '00000000-0000-0000-0000-000000000000', gen_random_uuid(), 'authenticated', 'authenticated', "
+        "'bulk' || g || '@example.com', CASE WHEN g % 2 = 0 THEN now() END, '{}', '{}', "
+        "now() - %s::interval, now() - %s::interval FROM generate_series(1, %s) g; "
+        "SET session_replication_role = origin",
+        (created_ago, created_ago, n),
+    )
+
+
+def failures(db: SupabaseDatabase) -> list[tuple]:
+    """(user_id, operation, sqlstate, message, failures) of every recorded failed sync."""
+    return db.sql("SELECT user_id::text, operation, sqlstate, message, failures FROM ghostsync.sync_failures "
+                  "ORDER BY last_failed_at")
+
+
+def ghostsync_cli(db: SupabaseDatabase, *args: str, url: str | None = None, timeout: float = 300):
+    """Run the ``ghostsync`` command against ``db`` (as postgres unless ``url`` says otherwise)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, DATABASE_URL=url or db.url())
+    return subprocess.run([sys.executable, "-m", "ghostsync.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO)

@@ -44,7 +44,7 @@ UPDATE public.cleanup_audit_log AS l
 SET status = 'interrupted',
     finished_at = now(),
     details = l.details || jsonb_build_object('error', 'the run ended without finishing (its session is gone)')
-WHERE l.job_name = :job_name
+WHERE l.job_name = :job
   AND l.status = 'running'
   AND NOT EXISTS (
     SELECT 1 FROM pg_stat_activity AS a
@@ -55,8 +55,8 @@ WHERE l.job_name = :job_name
 
 START = r"""
 INSERT INTO public.cleanup_audit_log (job_name, status, records_affected, started_at, details)
-SELECT :job_name, 'running', 0, clock_timestamp(),
-       jsonb_build_object('mode', CAST(:mode AS text), 'pid', pg_backend_pid(),
+SELECT :job, 'running', 0, clock_timestamp(),
+       jsonb_build_object('mode', CAST(:run_mode AS text), 'pid', pg_backend_pid(),
                           'backend_start', a.backend_start, 'batches', 0)
 FROM pg_stat_activity AS a
 WHERE a.pid = pg_backend_pid()
@@ -107,10 +107,10 @@ SELECT (SELECT id FROM batch ORDER BY id DESC LIMIT 1) AS last_id,
 
 FINISH = r"""
 UPDATE public.cleanup_audit_log
-SET status = :status,
+SET status = :run_status,
     finished_at = clock_timestamp(),
-    details = CASE WHEN CAST(:error AS text) IS NULL THEN details
-                   ELSE details || jsonb_build_object('error', CAST(:error AS text)) END
+    details = CASE WHEN CAST(:run_error AS text) IS NULL THEN details
+                   ELSE details || jsonb_build_object('error', CAST(:run_error AS text)) END
 WHERE id = :run_id
 """
 

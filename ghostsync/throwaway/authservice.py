@@ -20,7 +20,7 @@ import psycopg2
 AUTH_ROLE = "supabase_auth_admin"
 
 SIGNUP_INSERT = """
-INSERT INTO users (
+INSERT INTO {table} (
   instance_id, id, aud, role, email, encrypted_password, email_confirmed_at,
   phone, phone_confirmed_at, raw_app_meta_data, raw_user_meta_data,
   is_sso_user, is_anonymous, confirmation_token, confirmation_sent_at,
@@ -31,15 +31,18 @@ INSERT INTO users (
   %(sso)s, %(anonymous)s, '', now(), now(), now()
 )
 """
-SIGNUP_UPDATE = "UPDATE users SET role = 'authenticated', updated_at = now() WHERE id = %(id)s"
+SIGNUP_UPDATE = "UPDATE {table} SET role = 'authenticated', updated_at = now() WHERE id = %(id)s"
 
 
 class AuthService:
     """A client of one database that behaves like the auth service."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, *, table: str = "users", options: str | None = None) -> None:
+        """``table`` is the name written (unqualified by default, as the auth service does);
+        ``options`` are libpq options, e.g. ``-c search_path=...``."""
         self.dsn = dsn
-        self.conn = psycopg2.connect(dsn)
+        self.table = table
+        self.conn = psycopg2.connect(dsn, options=options) if options else psycopg2.connect(dsn)
 
     def close(self) -> None:
         self.conn.close()
@@ -54,7 +57,7 @@ class AuthService:
         try:
             with self.conn.cursor() as cur:
                 for sql, params in statements:
-                    cur.execute(sql, params)
+                    cur.execute(sql.replace("{table}", self.table), params)
             self.conn.commit()
         except Exception:
             self.conn.rollback()
@@ -90,27 +93,27 @@ class AuthService:
 
     def confirm_email(self, user_id: uuid.UUID) -> None:
         self._transaction((
-            "UPDATE users SET email_confirmed_at = now(), confirmation_token = '', updated_at = now()"
+            "UPDATE {table} SET email_confirmed_at = now(), confirmation_token = '', updated_at = now()"
             " WHERE id = %(id)s",
             {"id": str(user_id)},
         ))
 
     def change_email(self, user_id: uuid.UUID, new_email: str) -> None:
         self._transaction((
-            "UPDATE users SET email = %(email)s, email_change = '', email_change_token_new = '',"
+            "UPDATE {table} SET email = %(email)s, email_change = '', email_change_token_new = '',"
             " email_change_confirm_status = 0, updated_at = now() WHERE id = %(id)s",
             {"id": str(user_id), "email": new_email},
         ))
 
     def sign_in(self, user_id: uuid.UUID) -> None:
         self._transaction((
-            "UPDATE users SET last_sign_in_at = now(), updated_at = now() WHERE id = %(id)s",
+            "UPDATE {table} SET last_sign_in_at = now(), updated_at = now() WHERE id = %(id)s",
             {"id": str(user_id)},
         ))
 
     def convert_anonymous(self, user_id: uuid.UUID, email: str) -> None:
         self._transaction((
-            "UPDATE users SET is_anonymous = false, email = %(email)s, email_confirmed_at = now(),"
+            "UPDATE {table} SET is_anonymous = false, email = %(email)s, email_confirmed_at = now(),"
             " updated_at = now() WHERE id = %(id)s",
             {"id": str(user_id), "email": email},
         ))
@@ -118,17 +121,17 @@ class AuthService:
     def soft_delete(self, user_id: uuid.UUID) -> None:
         obfuscated = f"{uuid.uuid4().hex}@deleted.invalid"
         self._transaction((
-            "UPDATE users SET email = %(email)s, phone = NULL, raw_user_meta_data = '{}',"
+            "UPDATE {table} SET email = %(email)s, phone = NULL, raw_user_meta_data = '{}',"
             " raw_app_meta_data = '{}', deleted_at = now(), updated_at = now() WHERE id = %(id)s",
             {"id": str(user_id), "email": obfuscated},
         ))
 
     def hard_delete(self, user_id: uuid.UUID) -> None:
-        self._transaction(("DELETE FROM users WHERE id = %(id)s", {"id": str(user_id)}))
+        self._transaction(("DELETE FROM {table} WHERE id = %(id)s", {"id": str(user_id)}))
 
     def count_users(self) -> int:
         with self.conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM users")
+            cur.execute(f"SELECT count(*) FROM {self.table}")
             (n,) = cur.fetchone()
         self.conn.commit()
         return int(n)

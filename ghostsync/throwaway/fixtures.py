@@ -85,9 +85,9 @@ class SupabaseDatabase:
         self._engines.append(engine)
         return engine
 
-    def auth(self) -> AuthService:
+    def auth(self, **kwargs: Any) -> AuthService:
         """A client that writes auth.users as the auth service does."""
-        return AuthService(self.url(AUTH_ROLE))
+        return AuthService(self.url(AUTH_ROLE), **kwargs)
 
     def sql(self, statement: str, params: Any = None, *, user: str = SUPERUSER) -> list[tuple[Any, ...]]:
         """Run one statement in autocommit as ``user``; return its rows (if any)."""

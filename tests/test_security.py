@@ -1,0 +1,122 @@
+"""Security, read from the catalogs the way Supabase's database linter reads them."""
+
+from __future__ import annotations
+
+import re
+
+import psycopg2
+import pytest
+
+from ghostsync import chain
+
+PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE")
+OWN_TABLES = ("public.cleanup_audit_log", "ghostsync.sync_failures", "public.alembic_version")
+API_ROLES = ("anon", "authenticated")
+RELATION_AFTER = re.compile(r"\b(?:FROM|INTO|UPDATE|JOIN|TABLE)\s+([A-Za-z_][\w.\"]*)", re.IGNORECASE)
+CALL = re.compile(r"(?<!AS )\b([A-Za-z_][\w.]*)\s*\(")
+NOT_CALLS = {"coalesce", "values", "exists", "in", "and", "or", "not", "if", "when", "then", "into", "on",
+             "conflict", "returning", "raise", "set", "select"}
+
+
+@pytest.fixture
+def head(db):
+    db.upgrade()
+    return db
+
+
+def ghostsync_functions(db):
+    signatures = list(chain.installed_at().functions)
+    return db.sql(
+        "SELECT p.oid::regprocedure::text, p.prosecdef, p.proconfig, p.prosrc FROM pg_proc p "
+        "WHERE p.oid = ANY (%s::regprocedure[])",
+        (signatures,),
+    )
+
+
+def test_every_function_pins_search_path_and_names_only_qualified_objects(head):
+    functions = ghostsync_functions(head)
+    assert len(functions) == 3
+    for signature, secdef, config, source in functions:
+        source = re.sub(r"'(?:[^']|'')*'", "''", source)  # string literals name nothing
+        assert secdef is True, signature
+        assert config == ['search_path=""'], signature
+        for name in RELATION_AFTER.findall(source):
+            if name.upper() == "SET":  # ON CONFLICT ... DO UPDATE SET
+                continue
+            assert "." in name, f"{signature}: unqualified relation {name}"
+        for name in CALL.findall(source):
+            if name.lower() not in NOT_CALLS:
+                assert "." in name, f"{signature}: unqualified call {name}()"
+
+
+def test_no_security_definer_function_is_executable_by_api_roles(head):
+    for signature, *_ in ghostsync_functions(head):
+        for role in ("public", *API_ROLES):
+            if role == "public":
+                acl = head.value("SELECT proacl::text FROM pg_proc WHERE oid = %s::regprocedure", (signature,))
+                assert not re.search(r"(^\{|,)=\w*X", acl), f"{signature} executable by PUBLIC: {acl}"
+            else:
+                assert head.value("SELECT has_function_privilege(%s, %s, 'EXECUTE')", (role, signature)) is False
+
+
+def test_own_tables_are_closed_to_api_roles(head):
+    for table in OWN_TABLES:
+        for role in API_ROLES:
+            for privilege in PRIVILEGES:
+                allowed = head.value("SELECT has_table_privilege(%s, %s, %s)", (role, table, privilege))
+                assert allowed is False, f"{role} has {privilege} on {table}"
+    assert head.value("SELECT has_schema_privilege('anon', 'ghostsync', 'USAGE')") is False
+    conn = psycopg2.connect(head.url("supabase_admin"))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET ROLE authenticated")
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                cur.execute("SELECT * FROM public.cleanup_audit_log")
+    finally:
+        conn.close()
+
+
+def test_ghostsync_created_profiles_have_rls_and_adopted_ones_without_warn(db):
+    db.upgrade()
+    assert db.value("SELECT relrowsecurity FROM pg_class WHERE oid = 'public.users'::regclass") is True
+    assert db.value("SELECT relrowsecurity FROM pg_class WHERE oid = 'public.cleanup_audit_log'::regclass") is True
+
+
+def test_adopted_profiles_without_rls_make_status_warn(db):
+    from tests.seeding import ghostsync_cli
+
+    db.sql("CREATE TABLE public.users (id uuid PRIMARY KEY, email text, email_verified boolean NOT NULL DEFAULT "
+           "false, created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now())",
+           user="postgres")
+    db.upgrade()
+    proc = ghostsync_cli(db, "status")
+    assert "warning: public.users has row level security disabled" in proc.stdout
+    assert proc.returncode == 0, "a warning is not a failure"
+
+
+def test_planted_objects_on_the_writers_search_path_change_nothing(head):
+    head.sql("""
+        CREATE SCHEMA evil;
+        CREATE TABLE evil.users (LIKE auth.users);
+        ALTER TABLE evil.users ALTER COLUMN id DROP NOT NULL;
+        CREATE TABLE evil.sync_failures (user_id uuid, operation text, sqlstate text, message text);
+        CREATE FUNCTION evil.now() RETURNS timestamptz LANGUAGE sql AS $$ SELECT '1999-01-01'::timestamptz $$;
+        CREATE FUNCTION evil.coalesce(timestamptz, timestamptz) RETURNS timestamptz LANGUAGE sql
+          AS $$ SELECT '1999-01-01'::timestamptz $$;
+        GRANT USAGE ON SCHEMA evil TO PUBLIC;
+        GRANT ALL ON ALL TABLES IN SCHEMA evil TO PUBLIC;
+        GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA evil TO PUBLIC;
+    """)
+    options = "-c search_path=evil,pg_catalog,public,auth"
+    with head.auth(table="auth.users", options=options) as auth:
+        uid = auth.signup(email="safe@example.com")
+        auth.confirm_email(uid)
+        auth.change_email(uid, "safe2@example.com")
+    assert head.value("SELECT count(*) FROM evil.users") == 0
+    assert head.value("SELECT count(*) FROM evil.sync_failures") == 0
+    email, verified, updated = head.sql("SELECT email, email_verified, updated_at FROM public.users "
+                                        "WHERE id = %s", (str(uid),))[0]
+    assert (email, verified) == ("safe2@example.com", True)
+    # the writer's own now() resolved to evil.now(); ghostsync's functions used pg_catalog.now()
+    assert head.value("SELECT extract(year FROM created_at) FROM auth.users WHERE id = %s", (str(uid),)) == 1999
+    assert updated.year > 2000
