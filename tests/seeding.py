@@ -90,7 +90,7 @@ def seed_bulk_ghosts(db: SupabaseDatabase, n: int, *, created_ago: str = "1 day"
         "INSERT INTO auth.users (instance_id, id, aud, role, email, email_confirmed_at, raw_app_meta_data, "
         "raw_user_meta_data, created_at, updated_at) "
         "SELECT '00000000-0000-0000-0000-000000000000', gen_random_uuid(), 'authenticated', 'authenticated', "
-        "'bulk' || g || '@example.com', CASE WHEN g % 2 = 0 THEN now() END, '{}', '{}', "
+        "'bulk' || g || '@example.com', CASE WHEN g %% 2 = 0 THEN now() END, '{}', '{}', "
         "now() - %s::interval, now() - %s::interval FROM generate_series(1, %s) g; "
         "SET session_replication_role = origin",
         (created_ago, created_ago, n),
