@@ -37,14 +37,16 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import Executable
 
-from ghostsync.models import audit_log, auth_users, profiles
+from ghostsync.models import audit_log, auth_users, profiles, sync_failures
 
 JOB_NAME = "backfill_ghost_users"
 
@@ -64,6 +66,30 @@ class BackfillStatements:
     start: str | Executable
     batch: str | Executable
     finish: str | Executable
+    row_by_row: RowByRow | None = None
+
+
+@dataclass(frozen=True)
+class RowByRow:
+    """How to get past a batch that one bad row makes fail (optional).
+
+    - ``ghost_ids`` (``:after``, ``:batch_size``): rows ``id, is_ghost`` of the batch's auth users;
+    - ``repair_some`` (``:ghost_ids``, a list of ids as text): write those ghosts' profiles;
+    - ``record_failure`` (``:ghost_id``, ``:failed_state``, ``:failed_message``): record a profile that
+      cannot be written;
+    - ``progress`` (``:run_id``, ``:repaired``, ``:last_id``): log the batch in the run's audit row.
+    Without it, a failing batch fails the run (the backfill revision's behaviour).
+    """
+
+    ghost_ids: str | Executable
+    repair_some: str | Executable
+    record_failure: str | Executable
+    progress: str | Executable
+
+
+# SQLSTATE classes of errors caused by one row's data; anything else (a lost
+# connection, a lock timeout, a shutdown) stops the run so it can be resumed.
+ROW_ERROR_CLASSES = ("22", "23", "P0", "44")
 
 
 def _statement(sql: str | Executable) -> Executable:
@@ -75,6 +101,7 @@ class BackfillResult:
     run_id: int
     status: str = "running"
     repaired: int = 0
+    unrepairable: int = 0
     scanned: int = 0
     batches: int = 0
     longest_batch_s: float = 0.0
@@ -112,17 +139,25 @@ def run_batched(
                 _finish(conn, statements, result, "interrupted", "stopped after max_batches")
                 return result
             began = time.perf_counter()
-            row = conn.execute(
-                _statement(statements.batch),
-                {"run_id": run_id, "after": after, "batch_size": batch_size},
-            ).one()
+            try:
+                row = conn.execute(
+                    _statement(statements.batch),
+                    {"run_id": run_id, "after": after, "batch_size": batch_size},
+                ).one()
+                last_id, repaired, scanned = row.last_id, int(row.repaired), int(row.scanned)
+            except DBAPIError as exc:
+                if statements.row_by_row is None or not _row_error(exc):
+                    raise
+                last_id, repaired, scanned, failed = _batch_row_by_row(
+                    conn, statements.row_by_row, run_id, after, batch_size)
+                result.unrepairable += failed
             elapsed = time.perf_counter() - began
-            if row.last_id is None:
+            if last_id is None:
                 break
-            after = row.last_id
+            after = last_id
             result.batches += 1
-            result.repaired += int(row.repaired)
-            result.scanned += int(row.scanned)
+            result.repaired += repaired
+            result.scanned += scanned
             result.batch_seconds.append(elapsed)
             result.longest_batch_s = max(result.longest_batch_s, elapsed)
             if on_batch is not None:
@@ -135,6 +170,47 @@ def run_batched(
         raise
     _finish(conn, statements, result, "succeeded", None)
     return result
+
+
+def _row_error(exc: DBAPIError) -> bool:
+    code = getattr(exc.orig, "pgcode", None) or ""
+    return code[:2] in ROW_ERROR_CLASSES
+
+
+def _batch_row_by_row(
+    conn: Connection, steps: RowByRow, run_id: int, after: Any, batch_size: int
+) -> tuple[Any, int, int, int]:
+    """The failed batch again, halved until each bad ghost stands alone; those are recorded, not retried."""
+    rows = conn.execute(_statement(steps.ghost_ids), {"after": after, "batch_size": batch_size}).all()
+    if not rows:
+        return None, 0, 0, 0
+    ghosts = [str(user_id) for user_id, is_ghost in rows if is_ghost]
+    repaired, failed = _repair_halving(conn, steps, ghosts)
+    last_id = rows[-1][0]
+    conn.execute(_statement(steps.progress), {"run_id": run_id, "repaired": repaired, "last_id": last_id})
+    return last_id, repaired, len(rows), failed
+
+
+def _repair_halving(conn: Connection, steps: RowByRow, ghosts: list[str]) -> tuple[int, int]:
+    """(repaired, recorded as failed): one statement per half, so a bad row costs about 2·log2(n) statements."""
+    if not ghosts:
+        return 0, 0
+    try:
+        written = conn.execute(_statement(steps.repair_some), {"ghost_ids": ghosts}).rowcount
+        return int(written or 0), 0
+    except DBAPIError as exc:
+        if not _row_error(exc):
+            raise
+        if len(ghosts) == 1:
+            diag = getattr(exc.orig, "diag", None)
+            message = getattr(diag, "message_primary", None) or str(exc.orig)
+            conn.execute(_statement(steps.record_failure),
+                         {"ghost_id": ghosts[0], "failed_state": exc.orig.pgcode, "failed_message": message})
+            return 0, 1
+    middle = len(ghosts) // 2
+    left = _repair_halving(conn, steps, ghosts[:middle])
+    right = _repair_halving(conn, steps, ghosts[middle:])
+    return left[0] + right[0], left[1] + right[1]
 
 
 def _finish(
@@ -208,14 +284,22 @@ def current_statements() -> BackfillStatements:
         .limit(bindparam("batch_size", type_=Integer))
         .cte("batch")
     )
-    ghosts = (
+    # One primary-key probe per batch row, whatever the statistics say (see the revision's BATCH).
+    row = (
         select(
             auth_users.c.id, auth_users.c.email, auth_users.c.email_confirmed_at,
             auth_users.c.deleted_at, auth_users.c.created_at, auth_users.c.updated_at,
         )
-        .join(batch, batch.c.id == auth_users.c.id)
-        .where(~exists().where(profiles.c.id == auth_users.c.id))
-        .with_for_update(read=True, key_share=True, of=auth_users)
+        .where(auth_users.c.id == batch.c.id)
+        .with_for_update(read=True, key_share=True)
+        .lateral("g")
+    )
+    has_profile = select(literal(1)).where(profiles.c.id == batch.c.id).scalar_subquery()
+    ghosts = (
+        select(row)
+        .select_from(batch)
+        .join(row, true())
+        .where(has_profile.is_(None))
         .cte("ghosts")
     )
     repaired = (
@@ -269,8 +353,67 @@ def current_statements() -> BackfillStatements:
         )
     )
     return BackfillStatements(
-        mark_interrupted=mark_interrupted, start=start, batch=batch_statement, finish=finish
+        mark_interrupted=mark_interrupted, start=start, batch=batch_statement, finish=finish,
+        row_by_row=_row_by_row_statements(),
     )
+
+
+def _row_by_row_statements() -> RowByRow:
+    after = cast(bindparam("after"), UUID(as_uuid=True))
+    ghost_ids = (
+        select(auth_users.c.id, ~exists().where(profiles.c.id == auth_users.c.id))
+        .where(or_(after.is_(None), auth_users.c.id > after))
+        .order_by(auth_users.c.id)
+        .limit(bindparam("batch_size", type_=Integer))
+    )
+    user_id = bindparam("ghost_id", type_=UUID(as_uuid=True))
+    some = cast(bindparam("ghost_ids", type_=ARRAY(Text)), ARRAY(UUID(as_uuid=True)))
+    repair_some = (
+        pg_insert(profiles)
+        .from_select(
+            ["id", "email", "email_verified", "deleted_at", "created_at", "updated_at"],
+            select(
+                auth_users.c.id,
+                auth_users.c.email,
+                auth_users.c.email_confirmed_at.is_not(None),
+                auth_users.c.deleted_at,
+                func.coalesce(auth_users.c.created_at, func.now()),
+                func.coalesce(auth_users.c.updated_at, auth_users.c.created_at, func.now()),
+            )
+            .where(auth_users.c.id == func.any(some))
+            .with_for_update(read=True, key_share=True),
+        )
+        .on_conflict_do_nothing(index_elements=[profiles.c.id])
+    )
+    failure = pg_insert(sync_failures).values(
+        user_id=user_id, operation="BACKFILL",
+        sqlstate=bindparam("failed_state", type_=Text), message=bindparam("failed_message", type_=Text),
+    )
+    record_failure = failure.on_conflict_do_update(
+        index_elements=[sync_failures.c.user_id],
+        set_={
+            "operation": failure.excluded.operation,
+            "sqlstate": failure.excluded.sqlstate,
+            "message": failure.excluded.message,
+            "last_failed_at": func.now(),
+            "failures": sync_failures.c.failures + 1,
+        },
+    )
+    details = audit_log.c.details
+    progress = (
+        update(audit_log)
+        .where(audit_log.c.id == bindparam("run_id"))
+        .values(
+            records_affected=audit_log.c.records_affected + bindparam("repaired", type_=Integer),
+            details=details.op("||")(
+                func.jsonb_build_object(
+                    "batches", func.coalesce(cast(details["batches"].astext, Integer), 0) + 1,
+                    "last_id", cast(bindparam("last_id"), UUID(as_uuid=True)),
+                )
+            ),
+        )
+    )
+    return RowByRow(ghost_ids=ghost_ids, repair_some=repair_some, record_failure=record_failure, progress=progress)
 
 
 # -- what the command line needs around a run --------------------------------------
@@ -290,9 +433,16 @@ class Plan:
 
 
 def estimated_auth_users(conn: Connection) -> int:
-    """The planner's row estimate for auth.users (free; exact enough for a progress bar)."""
-    value = conn.execute(text("SELECT reltuples::bigint FROM pg_class WHERE oid = 'auth.users'::regclass")).scalar()
-    return max(int(value or 0), 0)
+    """The planner's row estimate for auth.users (free; exact enough for a progress bar).
+
+    A table never analyzed has no estimate (-1, or 0 with pages): then it is counted.
+    """
+    estimate, pages = conn.execute(
+        text("SELECT reltuples::bigint, relpages FROM pg_class WHERE oid = 'auth.users'::regclass")
+    ).one()
+    if estimate is None or estimate < 0 or (estimate == 0 and pages > 0):
+        return int(conn.execute(select(func.count()).select_from(auth_users)).scalar_one())
+    return int(estimate)
 
 
 def resume_point(conn: Connection, statements: BackfillStatements, job_name: str = JOB_NAME) -> Any:

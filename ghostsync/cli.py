@@ -122,6 +122,10 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     print(f"backfill {result.status}: repaired {result.repaired} ghost user(s), walked {result.scanned} auth "
           f"user(s) in {result.batches} batch(es), longest batch {result.longest_batch_s * 1000:.0f} ms "
           f"(audit row {result.run_id})")
+    if result.unrepairable:
+        print(f"{result.unrepairable} ghost(s) could not be repaired (recorded in ghostsync.sync_failures, "
+              "see `ghostsync status`): fix the cause, then run `ghostsync repair`", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -147,6 +151,9 @@ def cmd_repair(args: argparse.Namespace) -> int:
                 filled = backfill.run_batched(conn, backfill.current_statements(), batch_size=args.batch_size,
                                               mode="repair")
                 backfilled: int | str = filled.repaired
+                if filled.unrepairable:
+                    undone.append(f"backfill: {filled.unrepairable} ghost(s) could not be repaired "
+                                  "(recorded in ghostsync.sync_failures)")
             except DBAPIError as exc:
                 backfilled = "no"
                 undone.append(f"backfill: {describe(exc, url)}")

@@ -213,3 +213,18 @@ def test_export_supabase_equals_online_upgrade(pg, tmp_path):
         assert fingerprint(pushed) == fingerprint(online)
         assert ghost_count(pushed) == 0 and len(profiles(pushed)) == 7
         assert ghostsync_cli(pushed, "status").returncode == 0
+
+
+def test_backfill_records_a_ghost_it_cannot_repair_and_repairs_the_rest(db):
+    db.upgrade()
+    db.sql("ALTER TABLE public.users ADD CONSTRAINT users_email_key UNIQUE (email)", user="postgres")
+    with db.auth() as auth:
+        auth.signup(email="bulk777@example.com")  # the address a bulk ghost will also have
+    seed_bulk_ghosts(db, 3_000)
+    proc = ghostsync_cli(db, "backfill", "--batch-size", "1000")
+    assert proc.returncode == 1
+    assert "repaired 2999 ghost user(s)" in proc.stdout
+    assert "1 ghost(s) could not be repaired (recorded in ghostsync.sync_failures" in proc.stderr
+    [(operation, sqlstate, message)] = db.sql("SELECT operation, sqlstate, message FROM ghostsync.sync_failures")
+    assert (operation, sqlstate) == ("BACKFILL", "23505") and "users_email_key" in message
+    assert ghost_count(db) == 1 and duplicate_count(db) == 0
