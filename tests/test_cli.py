@@ -219,7 +219,7 @@ def test_backfill_records_a_ghost_it_cannot_repair_and_repairs_the_rest(db):
     db.upgrade()
     db.sql("ALTER TABLE public.users ADD CONSTRAINT users_email_key UNIQUE (email)", user="postgres")
     with db.auth() as auth:
-        auth.signup(email="bulk777@example.com")  # the address a bulk ghost will also have
+        auth.signup(email="bulk777@example.com", sso=True)  # a bulk ghost will have this address too
     seed_bulk_ghosts(db, 3_000)
     proc = ghostsync_cli(db, "backfill", "--batch-size", "1000")
     assert proc.returncode == 1
