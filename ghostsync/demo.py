@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg2
 from sqlalchemy import create_engine
 
-from ghostsync import health
+from ghostsync import chain, health
 from ghostsync.throwaway import binaries
 from ghostsync.throwaway.authservice import AUTH_ROLE, AuthService
 from ghostsync.throwaway.server import ThrowawayServer
@@ -113,7 +113,7 @@ def run_demo(ordinary: int = 20) -> int:
                 _say(f"   audit: job={row['job_name']} status={row['status']} "
                      f"records_affected={row['records_affected']} started={row['started_at']:%H:%M:%S} "
                      f"finished={row['finished_at']:%H:%M:%S}")
-            for state in health.trigger_states(conn):
+            for state in health.trigger_states(conn, tuple(chain.installed_at().triggers)):
                 _say(f"   trigger {state.name}: exists={state.exists} enabled={state.enabled} "
                      f"function={state.function}")
             healthy = health.count_ghosts(conn) == 0 and profile is not None
