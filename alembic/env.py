@@ -5,7 +5,8 @@ Contract:
   ``sqlalchemy.url`` in alembic.ini; ``postgres://`` and ``postgresql://`` run
   on psycopg2 (``ghostsync.urls``).
 - A connection passed in ``config.attributes["connection"]`` is used as is
-  (tests, pytest-alembic, host applications).
+  (tests, host applications); an Engine there (pytest-alembic) is connected
+  once per command.
 - Each revision runs in its own transaction, so a lock taken by one revision
   is released before the next begins.
 - Offline (``alembic upgrade head --sql``) prints SQL that psql, or the
@@ -19,7 +20,8 @@ from logging.config import fileConfig
 
 from alembic import context
 from alembic.util import CommandError
-from sqlalchemy import create_engine, pool
+from sqlalchemy import MetaData, create_engine, pool
+from sqlalchemy.engine import Connection, Engine
 
 from ghostsync import urls
 from ghostsync.models import metadata
@@ -43,13 +45,36 @@ def database_url() -> str:
         raise CommandError(str(exc)) from None
 
 
+GHOSTSYNC_SCHEMAS = (None, "public", "ghostsync")
+GHOSTSYNC_TABLES = {"users", "cleanup_audit_log", "sync_failures"}
+
+
 def include_name(name: str | None, type_: str, parent_names: object) -> bool:
-    """Autogenerate compares only ghostsync's own tables in public."""
+    """Autogenerate reflects only ghostsync's own tables (public and ghostsync schemas)."""
     if type_ == "schema":
-        return name in (None, "public")
+        return name in GHOSTSYNC_SCHEMAS
     if type_ == "table":
-        return name in {"users", "cleanup_audit_log"}
+        return name in GHOSTSYNC_TABLES
     return True
+
+
+def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    """auth.users is the auth service's table: modelled for queries, never compared."""
+    return not (type_ == "table" and getattr(obj, "schema", None) == "auth")
+
+
+def comparison_metadata(default_schema: str | None) -> MetaData:
+    """The models as autogenerate must see them: the default schema left implicit.
+
+    Alembic reflects the tables of the connection's default schema (public) with
+    schema None; the models name "public" explicitly so every query is
+    qualified. Compared as is, every foreign key of public.users would look
+    removed and re-added. Used only for comparing; the revisions run raw SQL.
+    """
+    compared = MetaData()
+    for table in metadata.sorted_tables:
+        table.to_metadata(compared, schema=None if table.schema == default_schema else table.schema)
+    return compared
 
 
 def run_migrations_offline() -> None:
@@ -67,6 +92,12 @@ def run_migrations_offline() -> None:
 
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
+    if isinstance(connection, Engine):
+        # pytest-alembic passes its engine: one connection per command, so no
+        # transaction is left open between commands.
+        with connection.connect() as conn:
+            _run_on(conn)
+        return
     if connection is not None:
         _run_on(connection)
         return
@@ -80,12 +111,15 @@ def run_migrations_online() -> None:
     engine.dispose()
 
 
-def _run_on(connection: object) -> None:
+def _run_on(connection: Connection) -> None:
     context.configure(
-        connection=connection,  # type: ignore[arg-type]
-        target_metadata=target_metadata,
+        connection=connection,
+        target_metadata=comparison_metadata(connection.dialect.default_schema_name),
         transaction_per_migration=True,
+        include_schemas=True,
         include_name=include_name,
+        include_object=include_object,
+        compare_server_default=True,
     )
     with context.begin_transaction():
         context.run_migrations()

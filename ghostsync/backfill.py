@@ -205,7 +205,8 @@ def _repair_halving(conn: Connection, steps: RowByRow, ghosts: list[str]) -> tup
             diag = getattr(exc.orig, "diag", None)
             message = getattr(diag, "message_primary", None) or str(exc.orig)
             conn.execute(_statement(steps.record_failure),
-                         {"ghost_id": ghosts[0], "failed_state": exc.orig.pgcode, "failed_message": message})
+                         {"ghost_id": ghosts[0], "failed_state": getattr(exc.orig, "pgcode", None) or "XX000",
+                          "failed_message": message})
             return 0, 1
     middle = len(ghosts) // 2
     left = _repair_halving(conn, steps, ghosts[:middle])
@@ -226,7 +227,7 @@ def _finish_quietly(
     """Record the end of a broken run if the connection still works; the next run marks it otherwise."""
     try:
         _finish(conn, statements, result, status, error[:2000])
-    except Exception:  # noqa: BLE001 - the original error is the one to report
+    except Exception:
         result.status = status
 
 

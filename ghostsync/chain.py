@@ -27,6 +27,9 @@ class Installed:
     revision: str | None
     functions: dict[str, str] = field(default_factory=dict)
     triggers: list[str] = field(default_factory=list)
+    # signature -> the revision just below the one that installed it: downgrading
+    # there and upgrading again reinstalls the function's text.
+    reinstall_from: dict[str, str] = field(default_factory=dict)
 
 
 def script_directory(ini: Path | str = DEFAULT_INI) -> ScriptDirectory:
@@ -52,6 +55,7 @@ def installed_at(revision: str | None = None, ini: Path | str = DEFAULT_INI) -> 
         module = rev.module
         for signature, statement in getattr(module, "FUNCTIONS", {}).items():
             result.functions[signature] = function_body(statement)
+            result.reinstall_from[signature] = str(rev.down_revision or "base")
         for trigger in getattr(module, "TRIGGERS", ()):
             if trigger not in result.triggers:
                 result.triggers.append(trigger)

@@ -185,12 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; run the command again to continue", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - every failure becomes one line
+    except Exception as exc:
         if args.debug:
             raise
         try:
             url = resolve_url(args.database_url)
-        except Exception:  # noqa: BLE001
+        except Exception:
             url = None
         print(f"ghostsync: {describe(exc, url)}", file=sys.stderr)
         return 2

@@ -25,4 +25,4 @@ def engine_for(url: str, *, autocommit: bool = False, application_name: str = "g
                                   "connect_args": {"application_name": application_name, "connect_timeout": 10}}
     if autocommit:
         options["isolation_level"] = "AUTOCOMMIT"
-    return create_engine(url, **options)  # type: ignore[arg-type]
+    return create_engine(url, **options)

@@ -22,7 +22,7 @@ def _where(url: str | None) -> tuple[str, str]:
     try:
         parsed = make_url(url or "")
         return f"{parsed.host or 'localhost'}:{parsed.port or 5432}", parsed.username or "?"
-    except Exception:  # noqa: BLE001 - any unparsable URL
+    except Exception:
         return "the database", "?"
 
 

@@ -14,12 +14,16 @@ the revision file, frozen.
 
 Settings (``alembic -x name=value`` first, then the environment):
 
-==============  ==========================  =======
--x              environment                 default
-==============  ==========================  =======
-lock_timeout    GHOSTSYNC_LOCK_TIMEOUT      2s
-lock_retries    GHOSTSYNC_LOCK_RETRIES      5
-==============  ==========================  =======
+=================  =============================  =======
+-x                 environment                    default
+=================  =============================  =======
+lock_timeout       GHOSTSYNC_LOCK_TIMEOUT         2s
+lock_retries       GHOSTSYNC_LOCK_RETRIES         5
+statement_timeout  GHOSTSYNC_STATEMENT_TIMEOUT    60s
+=================  =============================  =======
+
+The statement timeout (also per transaction) bounds any single DDL step; the
+backfill's batches run outside these transactions and are not subject to it.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ class LockPolicy:
 
     timeout_ms: int = 2000
     retries: int = 5
+    statement_timeout_ms: int = 60000
     first_backoff_s: float = 0.25
     max_backoff_s: float = 5.0
 
@@ -65,9 +70,12 @@ class LockPolicy:
         x_args: dict[str, str] = context.get_x_argument(as_dictionary=True)
         timeout = x_args.get("lock_timeout") or os.environ.get("GHOSTSYNC_LOCK_TIMEOUT") or "2s"
         retries = x_args.get("lock_retries") or os.environ.get("GHOSTSYNC_LOCK_RETRIES") or "5"
+        statement = (x_args.get("statement_timeout") or os.environ.get("GHOSTSYNC_STATEMENT_TIMEOUT")
+                     or "60s")
         if not retries.isdigit():
             raise CommandError(f"bad lock_retries {retries!r}: use a whole number")
-        return cls(timeout_ms=parse_duration_ms(timeout), retries=int(retries))
+        return cls(timeout_ms=parse_duration_ms(timeout), retries=int(retries),
+                   statement_timeout_ms=parse_duration_ms(statement))
 
     def backoff(self, attempt: int) -> float:
         return float(min(self.max_backoff_s, self.first_backoff_s * (2**attempt)))
@@ -79,9 +87,11 @@ def execute_guarded(sql: str, what: str, policy: LockPolicy | None = None) -> No
     ``what`` names the step in the error message, e.g. "create trigger on auth.users".
     """
     policy = policy or LockPolicy.configured()
-    set_timeout = f"SET LOCAL lock_timeout = '{policy.timeout_ms}ms'"
+    set_timeout = (f"SET LOCAL lock_timeout = '{policy.timeout_ms}ms'; "
+                   f"SET LOCAL statement_timeout = '{policy.statement_timeout_ms}ms'")
     if context.is_offline_mode():
-        op.execute(set_timeout)
+        op.execute(f"SET LOCAL lock_timeout = '{policy.timeout_ms}ms'")
+        op.execute(f"SET LOCAL statement_timeout = '{policy.statement_timeout_ms}ms'")
         op.execute(sql)
         return
     conn = op.get_bind()

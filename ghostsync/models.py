@@ -16,7 +16,6 @@ from sqlalchemy import (
     Column,
     ForeignKey,
     Identity,
-    Integer,
     MetaData,
     String,
     Table,
@@ -59,6 +58,7 @@ profiles = Table(
     Column("updated_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
     Column("deleted_at", TIMESTAMP(timezone=True)),
     schema="public",
+    comment="One profile per auth.users row, kept by ghostsync.",
 )
 
 audit_log = Table(
@@ -72,6 +72,7 @@ audit_log = Table(
     Column("finished_at", TIMESTAMP(timezone=True)),
     Column("details", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     schema="public",
+    comment="One row per ghostsync job run.",
 )
 
 sync_failures = Table(
@@ -83,8 +84,9 @@ sync_failures = Table(
     Column("message", Text, nullable=False),
     Column("first_failed_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
     Column("last_failed_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
-    Column("failures", Integer, nullable=False, server_default=text("1")),
+    Column("failures", BigInteger, nullable=False, server_default=text("1")),
     schema="ghostsync",
+    comment="Profile writes that failed; the auth write went through. Cleared by ghostsync repair.",
 )
 
 GHOSTSYNC_TABLES = (profiles, audit_log, sync_failures)

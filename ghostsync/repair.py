@@ -93,7 +93,8 @@ def repair_failed_syncs(conn: Connection, *, limit: int | None = None) -> Repair
             except DBAPIError as exc:
                 result.still_failing += 1
                 sqlstate = getattr(exc.orig, "pgcode", None) or "XX000"
-                message = str(getattr(exc.orig, "diag", None) and exc.orig.diag.message_primary or exc.orig)
+                diag = getattr(exc.orig, "diag", None)
+                message = str(getattr(diag, "message_primary", None) or exc.orig)
                 result.errors.append(f"{user_id}: {sqlstate} {message}")
                 with conn.begin():
                     conn.execute(

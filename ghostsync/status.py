@@ -116,10 +116,32 @@ def _functions(conn: Connection, expected: dict[str, str]) -> dict[str, str]:
     return states
 
 
-def _revision(conn: Connection) -> str | None:
+def _revision(conn: Connection, known: set[str]) -> str | None:
+    """ghostsync's row of alembic_version.
+
+    Inside a host project the table holds one row per branch head; the row
+    that names a ghostsync revision is ghostsync's. A row naming no known
+    revision is reported only when no ghostsync row exists (a newer or foreign
+    ghostsync).
+    """
     if conn.execute(text("SELECT to_regclass('public.alembic_version')")).scalar() is None:
         return None
-    return conn.execute(text("SELECT version_num FROM public.alembic_version")).scalar()
+    rows = [r[0] for r in conn.execute(text("SELECT version_num FROM public.alembic_version ORDER BY 1"))]
+    ours = [r for r in rows if r in known]
+    if ours:
+        return ours[0]
+    strangers = [r for r in rows if r.startswith("ghostsync_")]
+    if strangers:
+        raise StatusError(
+            f"the database is at revision {strangers[0]}, which this ghostsync does not know: "
+            "upgrade ghostsync (or point it at the right alembic.ini)"
+        )
+    if len(rows) == 1:
+        raise StatusError(
+            f"the database is at revision {rows[0]}, which this ghostsync does not know: "
+            "upgrade ghostsync (or point it at the right alembic.ini)"
+        )
+    return None
 
 
 def _last_run(conn: Connection, job: str) -> dict[str, Any] | None:
@@ -159,13 +181,7 @@ def _require(conn: Connection) -> None:
 def collect(conn: Connection, *, since: timedelta | None = None) -> Status:
     """Gather the status in one read-only transaction."""
     _require(conn)
-    revision = _revision(conn)
-    known = chain.known_revisions()
-    if revision is not None and revision not in known:
-        raise StatusError(
-            f"the database is at revision {revision}, which this ghostsync does not know: "
-            "upgrade ghostsync (or point it at the right alembic.ini)"
-        )
+    revision = _revision(conn, chain.known_revisions())
     expected = chain.installed_at()
     failed = int(conn.execute(select(func.count()).select_from(sync_failures)).scalar_one())
     if since is None:
@@ -195,11 +211,11 @@ def collect(conn: Connection, *, since: timedelta | None = None) -> Status:
         last_repair=_last_run(conn, "repair_failed_syncs"),
         since_seconds=int(since.total_seconds()) if since is not None else None,
     )
-    _judge(status, rls=_profiles_rls(conn))
+    _judge(status, rls=_profiles_rls(conn), reinstall_from=expected.reinstall_from)
     return status
 
 
-def _judge(status: Status, *, rls: bool) -> None:
+def _judge(status: Status, *, rls: bool, reinstall_from: dict[str, str]) -> None:
     window = "" if status.since_seconds is None else f" created in the last {status.since_seconds} s"
     if status.ghosts:
         status.problems.append(
@@ -219,12 +235,13 @@ def _judge(status: Status, *, rls: bool) -> None:
             status.problems.append(f"trigger {name} on auth.users is missing: run `alembic upgrade head`")
         elif not state["enabled"]:
             status.problems.append(f"trigger {name} on auth.users is disabled: ENABLE it")
-    for signature, state in status.functions.items():
-        if state == "differs":
+    for signature, verdict in status.functions.items():
+        if verdict == "differs":
+            below = reinstall_from.get(signature, "base")
             status.problems.append(
                 f"function {signature} differs from what revision {status.head} installs "
-                "(edited by hand?): run `alembic downgrade -1 && alembic upgrade head` to reinstall it")
-        elif state == "missing":
+                f"(edited by hand?): `alembic downgrade {below} && alembic upgrade head` reinstalls it")
+        elif verdict == "missing":
             status.problems.append(f"function {signature} is missing: run `alembic upgrade head`")
     if status.revision != status.head:
         status.problems.append(
@@ -257,8 +274,8 @@ def render_text(status: Status) -> str:
     for name, state in status.triggers.items():
         word = "enabled" if state["enabled"] else ("DISABLED" if state["exists"] else "MISSING")
         lines.append(f"  trigger           {name}: {word}")
-    for signature, state in status.functions.items():
-        lines.append(f"  function          {signature}: {state}")
+    for signature, verdict in status.functions.items():
+        lines.append(f"  function          {signature}: {verdict}")
     for label, run in (("last backfill", status.last_backfill), ("last repair", status.last_repair)):
         if run is None:
             lines.append(f"  {label:<17} never")

@@ -50,7 +50,7 @@ def test_status_healthy(head):
     assert proc.stdout.startswith("ghostsync status: HEALTHY")
     code, data = status_json(head)
     assert code == 0
-    assert JSON_KEYS <= set(data)
+    assert set(data) >= JSON_KEYS
     assert (data["ghosts"], data["orphans"], data["failed_syncs"], data["stale_profiles"]) == (0, 0, 0, 0)
     assert data["trigger_enabled"] is True and data["function_matches_head"] is True
     assert data["revision"] == data["head"] and data["healthy"] is True and data["problems"] == []
@@ -228,3 +228,15 @@ def test_backfill_records_a_ghost_it_cannot_repair_and_repairs_the_rest(db):
     [(operation, sqlstate, message)] = db.sql("SELECT operation, sqlstate, message FROM ghostsync.sync_failures")
     assert (operation, sqlstate) == ("BACKFILL", "23505") and "users_email_key" in message
     assert ghost_count(db) == 1 and duplicate_count(db) == 0
+
+
+def test_drift_advice_reinstalls_the_function(head):
+    source = head.value("SELECT pg_get_functiondef('public.handle_new_user()'::regprocedure)")
+    head.sql(source.replace("RETURN NEW;", "RETURN NEW; -- edited by hand"), user="postgres")
+    proc = ghostsync_cli(head, "status")
+    advice = re.search(r"`alembic downgrade (\S+) && alembic upgrade head` reinstalls it", proc.stdout)
+    assert proc.returncode == 1 and advice, proc.stdout
+    assert advice.group(1) == "ghostsync_0005"
+    head.downgrade(advice.group(1))
+    head.upgrade("head")
+    assert ghostsync_cli(head, "status").returncode == 0

@@ -18,7 +18,9 @@ CREATE TABLE public.users (
   updated_at timestamptz NOT NULL DEFAULT now()
 )
 """
-ADOPTED_FK_NO_CASCADE = ADOPTED_WITHOUT_FK.replace("id uuid PRIMARY KEY", "id uuid PRIMARY KEY REFERENCES auth.users (id)")
+ADOPTED_FK_NO_CASCADE = ADOPTED_WITHOUT_FK.replace(
+    "id uuid PRIMARY KEY", "id uuid PRIMARY KEY REFERENCES auth.users (id)"
+)
 
 
 def row(db, uid):

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.seeding import head_revision
-from tests.seeding import audit_rows, duplicate_count, ghost_count, profiles, seed_app_with_profiles, seed_ghosts
+from tests.seeding import (
+    audit_rows,
+    duplicate_count,
+    ghost_count,
+    head_revision,
+    profiles,
+    seed_app_with_profiles,
+    seed_ghosts,
+)
 
 HEAD = head_revision()
 

@@ -191,7 +191,7 @@ def upgrade() -> None:
         op.execute(CHECK_AUTH_SCHEMA)
         # Creating public.users adds a foreign key to auth.users: a brief lock there.
         execute_guarded(CREATE_OR_ADOPT_PROFILES, "create or adopt public.users")
-        op.execute(CREATE_OR_ADOPT_AUDIT_LOG)
+        execute_guarded(CREATE_OR_ADOPT_AUDIT_LOG, "create or adopt public.cleanup_audit_log")
 
 
 def downgrade() -> None:

@@ -16,8 +16,6 @@ Downgrade drops the trigger, then the function; no profile is touched.
 
 from __future__ import annotations
 
-from alembic import op
-
 from ghostsync.locking import execute_guarded
 
 revision = "ghostsync_0002"
@@ -73,10 +71,10 @@ TRIGGERS = ("on_auth_user_created",)
 
 
 def upgrade() -> None:
-    op.execute(CREATE_FUNCTION)
+    execute_guarded(CREATE_FUNCTION, "create function public.handle_new_user()")
     execute_guarded(CREATE_TRIGGER, "create trigger on_auth_user_created on auth.users")
 
 
 def downgrade() -> None:
     execute_guarded(DROP_TRIGGER, "drop trigger on_auth_user_created on auth.users")
-    op.execute(DROP_FUNCTION)
+    execute_guarded(DROP_FUNCTION, "drop function public.handle_new_user()")

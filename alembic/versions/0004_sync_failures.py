@@ -19,7 +19,7 @@ needs repair.
 
 from __future__ import annotations
 
-from alembic import op
+from ghostsync.locking import execute_guarded
 
 revision = "ghostsync_0004"
 down_revision = "ghostsync_0003"
@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS ghostsync.sync_failures (
   message text NOT NULL,
   first_failed_at timestamptz NOT NULL DEFAULT now(),
   last_failed_at timestamptz NOT NULL DEFAULT now(),
-  failures integer NOT NULL DEFAULT 1
+  failures bigint NOT NULL DEFAULT 1
 );
 COMMENT ON TABLE ghostsync.sync_failures IS
   'Profile writes that failed; the auth write went through. Cleared by ghostsync repair.';
@@ -58,7 +58,7 @@ $ghostsync$;
 
 
 def upgrade() -> None:
-    op.execute(CREATE_FAILURES)
+    execute_guarded(CREATE_FAILURES, "create ghostsync.sync_failures")
 
 
 def downgrade() -> None:

@@ -18,7 +18,7 @@ Downgrade restores ghostsync_0002's function text exactly.
 
 from __future__ import annotations
 
-from alembic import op
+from ghostsync.locking import execute_guarded
 
 revision = "ghostsync_0006"
 down_revision = "ghostsync_0005"
@@ -93,8 +93,8 @@ FUNCTIONS = {"public.handle_new_user()": SAFE_HANDLE_NEW_USER}
 
 def upgrade() -> None:
     # CREATE OR REPLACE keeps the function's owner and grants (EXECUTE stays revoked).
-    op.execute(SAFE_HANDLE_NEW_USER)
+    execute_guarded(SAFE_HANDLE_NEW_USER, "replace function public.handle_new_user()")
 
 
 def downgrade() -> None:
-    op.execute(PREVIOUS_HANDLE_NEW_USER)
+    execute_guarded(PREVIOUS_HANDLE_NEW_USER, "restore function public.handle_new_user()")

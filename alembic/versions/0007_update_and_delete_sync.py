@@ -23,8 +23,6 @@ Downgrade drops both triggers, then both functions; no row is touched.
 
 from __future__ import annotations
 
-from alembic import op
-
 from ghostsync.locking import execute_guarded
 
 revision = "ghostsync_0007"
@@ -159,12 +157,12 @@ TRIGGERS = ("on_auth_user_updated", "on_auth_user_deleted")
 
 
 def upgrade() -> None:
-    op.execute(CREATE_HANDLE_USER_UPDATED)
-    op.execute(CREATE_HANDLE_USER_DELETED)
-    op.execute(REVOKE_EXECUTE)
+    execute_guarded(CREATE_HANDLE_USER_UPDATED, "create function public.handle_user_updated()")
+    execute_guarded(CREATE_HANDLE_USER_DELETED, "create function public.handle_user_deleted()")
+    execute_guarded(REVOKE_EXECUTE, "revoke EXECUTE on the sync functions")
     execute_guarded(CREATE_TRIGGERS, "create triggers on_auth_user_updated and on_auth_user_deleted")
 
 
 def downgrade() -> None:
     execute_guarded(DROP_TRIGGERS, "drop triggers on_auth_user_updated and on_auth_user_deleted")
-    op.execute(DROP_FUNCTIONS)
+    execute_guarded(DROP_FUNCTIONS, "drop functions handle_user_updated and handle_user_deleted")

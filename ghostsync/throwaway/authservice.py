@@ -132,7 +132,8 @@ class AuthService:
     def count_users(self) -> int:
         with self.conn.cursor() as cur:
             cur.execute(f"SELECT count(*) FROM {self.table}")
-            (n,) = cur.fetchone()
+            row = cur.fetchone()
+            n = row[0] if row else 0
         self.conn.commit()
         return int(n)
 

