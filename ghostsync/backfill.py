@@ -240,6 +240,28 @@ _SESSION_GONE = text(
 )
 
 
+PROFILE_COLUMNS = ["id", "email", "email_verified", "deleted_at", "created_at", "updated_at"]
+
+
+def _profile_values(source: Any) -> list[Any]:
+    """A profile's values from auth.users columns (``source`` is auth.users' or a CTE's ``.c``)."""
+    return [
+        source.id,
+        source.email,
+        source.email_confirmed_at.is_not(None),
+        source.deleted_at,
+        func.coalesce(source.created_at, func.now()),
+        func.coalesce(source.updated_at, source.created_at, func.now()),
+    ]
+
+
+def _insert_profiles_from(rows: Any) -> Any:
+    """INSERT INTO public.users ... SELECT ``rows`` ON CONFLICT (id) DO NOTHING."""
+    return pg_insert(profiles).from_select(PROFILE_COLUMNS, rows).on_conflict_do_nothing(
+        index_elements=[profiles.c.id]
+    )
+
+
 def current_statements() -> BackfillStatements:
     """The backfill as the package does it today (``ghostsync backfill``), built from ``models``."""
     details = audit_log.c.details
@@ -304,19 +326,7 @@ def current_statements() -> BackfillStatements:
         .cte("ghosts")
     )
     repaired = (
-        pg_insert(profiles)
-        .from_select(
-            ["id", "email", "email_verified", "deleted_at", "created_at", "updated_at"],
-            select(
-                ghosts.c.id,
-                ghosts.c.email,
-                ghosts.c.email_confirmed_at.is_not(None),
-                ghosts.c.deleted_at,
-                func.coalesce(ghosts.c.created_at, func.now()),
-                func.coalesce(ghosts.c.updated_at, ghosts.c.created_at, func.now()),
-            ),
-        )
-        .on_conflict_do_nothing(index_elements=[profiles.c.id])
+        _insert_profiles_from(select(*_profile_values(ghosts.c)))
         .returning(literal(1).label("one"))
         .cte("repaired")
     )
@@ -369,22 +379,10 @@ def _row_by_row_statements() -> RowByRow:
     )
     user_id = bindparam("ghost_id", type_=UUID(as_uuid=True))
     some = cast(bindparam("ghost_ids", type_=ARRAY(Text)), ARRAY(UUID(as_uuid=True)))
-    repair_some = (
-        pg_insert(profiles)
-        .from_select(
-            ["id", "email", "email_verified", "deleted_at", "created_at", "updated_at"],
-            select(
-                auth_users.c.id,
-                auth_users.c.email,
-                auth_users.c.email_confirmed_at.is_not(None),
-                auth_users.c.deleted_at,
-                func.coalesce(auth_users.c.created_at, func.now()),
-                func.coalesce(auth_users.c.updated_at, auth_users.c.created_at, func.now()),
-            )
-            .where(auth_users.c.id == func.any(some))
-            .with_for_update(read=True, key_share=True),
-        )
-        .on_conflict_do_nothing(index_elements=[profiles.c.id])
+    repair_some = _insert_profiles_from(
+        select(*_profile_values(auth_users.c))
+        .where(auth_users.c.id == func.any(some))
+        .with_for_update(read=True, key_share=True)
     )
     failure = pg_insert(sync_failures).values(
         user_id=user_id, operation="BACKFILL",

@@ -22,23 +22,15 @@ from ghostsync import chain, health
 from ghostsync.throwaway import binaries
 from ghostsync.throwaway.authservice import AUTH_ROLE, AuthService
 from ghostsync.throwaway.server import ThrowawayServer
-from ghostsync.throwaway.supabase import make_cluster_supabase_like, make_database_supabase_like
+from ghostsync.throwaway.supabase import (
+    APP_PROFILES_SQL,
+    make_cluster_supabase_like,
+    make_database_supabase_like,
+)
 from ghostsync.urls import normalize
 
 REPO = Path(__file__).resolve().parent.parent
 EMBEDDED_DEFAULT = (17, 18, 16, 15)
-
-# The app's own profile table and the code path that used to fill it, before ghostsync.
-APP_SCHEMA = """
-CREATE TABLE public.users (
-  id uuid PRIMARY KEY REFERENCES auth.users (id) ON DELETE CASCADE,
-  email text,
-  email_verified boolean NOT NULL DEFAULT false,
-  created_at timestamptz NOT NULL DEFAULT now(),
-  updated_at timestamptz NOT NULL DEFAULT now()
-);
-ALTER TABLE public.users ENABLE ROW LEVEL SECURITY;
-"""
 
 
 def _say(text: str = "") -> None:
@@ -65,7 +57,7 @@ def run_demo(ordinary: int = 20) -> int:
         with AuthService(server.url("demo", user=AUTH_ROLE)) as auth:
             app = psycopg2.connect(app_url)
             app.autocommit = True
-            app.cursor().execute(APP_SCHEMA)
+            app.cursor().execute(APP_PROFILES_SQL)
             for i in range(ordinary):
                 uid = auth.signup(email=f"user{i}@example.com", confirmed=i % 2 == 0)
                 app.cursor().execute(

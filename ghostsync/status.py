@@ -126,7 +126,7 @@ def _revision(conn: Connection, known: set[str]) -> str | None:
     """
     if conn.execute(text("SELECT to_regclass('public.alembic_version')")).scalar() is None:
         return None
-    rows = [r[0] for r in conn.execute(text("SELECT version_num FROM public.alembic_version ORDER BY 1"))]
+    rows = [str(r[0]) for r in conn.execute(text("SELECT version_num FROM public.alembic_version ORDER BY 1"))]
     ours = [r for r in rows if r in known]
     if ours:
         return ours[0]

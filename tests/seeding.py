@@ -8,16 +8,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from ghostsync.throwaway.fixtures import REPO, SupabaseDatabase
-
-APP_PROFILES = """
-CREATE TABLE public.users (
-  id uuid PRIMARY KEY REFERENCES auth.users (id) ON DELETE CASCADE,
-  email text,
-  email_verified boolean NOT NULL DEFAULT false,
-  created_at timestamptz NOT NULL DEFAULT now(),
-  updated_at timestamptz NOT NULL DEFAULT now()
-)
-"""
+from ghostsync.throwaway.supabase import APP_PROFILES_SQL
 
 
 def seed_ghosts(db: SupabaseDatabase, prefix: str = "ghost") -> dict[str, uuid.UUID]:
@@ -34,7 +25,7 @@ def seed_ghosts(db: SupabaseDatabase, prefix: str = "ghost") -> dict[str, uuid.U
 
 def seed_app_with_profiles(db: SupabaseDatabase, n: int) -> list[uuid.UUID]:
     """The app's own public.users and ``n`` users whose profile the app wrote itself."""
-    db.sql(APP_PROFILES, user="postgres")
+    db.sql(APP_PROFILES_SQL, user="postgres")
     ids = []
     with db.auth() as auth:
         for i in range(n):

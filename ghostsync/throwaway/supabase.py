@@ -116,6 +116,20 @@ RESET ROLE;
 """
 
 
+# The profile table a typical app already has before it installs ghostsync,
+# created by the app as ``postgres`` (the demo and the tests seed with it).
+APP_PROFILES_SQL = """
+CREATE TABLE public.users (
+  id uuid PRIMARY KEY REFERENCES auth.users (id) ON DELETE CASCADE,
+  email text,
+  email_verified boolean NOT NULL DEFAULT false,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE public.users ENABLE ROW LEVEL SECURITY;
+"""
+
+
 def make_cluster_supabase_like(superuser_dsn: str) -> None:
     """Create Supabase's roles on the server behind ``superuser_dsn``."""
     _run(superuser_dsn, CLUSTER_SQL)
