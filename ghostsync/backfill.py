@@ -49,13 +49,16 @@ from sqlalchemy.sql.expression import Executable
 from ghostsync.models import audit_log, auth_users, profiles, sync_failures
 
 JOB_NAME = "backfill_ghost_users"
+# Batches take well under a second; a run silent for a minute is dead (through a
+# pooler, the only sign of it, as its server session lives on).
+DEAD_AFTER_S = 60.0
 
 
 @dataclass(frozen=True)
 class BackfillStatements:
     """SQL text of one backfill run; bind parameters are named ``:name``.
 
-    - ``mark_interrupted`` (``:job``): close the rows of dead runs.
+    - ``mark_interrupted`` (``:job``, ``:dead_after`` seconds): close the rows of dead runs.
     - ``start`` (``:job``, ``:run_mode``): insert the ``running`` row, return its id.
     - ``batch`` (``:run_id``, ``:after``, ``:batch_size``): repair one batch and
       return ``last_id``, ``repaired``, ``scanned`` (``last_id`` NULL when done).
@@ -121,15 +124,18 @@ def run_batched(
     on_batch: ProgressCallback | None = None,
     max_batches: int | None = None,
     start_after: Any = None,
+    dead_after_s: float = DEAD_AFTER_S,
 ) -> BackfillResult:
     """Run the backfill on ``conn``, which must be in autocommit mode.
 
     ``start_after`` resumes the keyset walk after that id. ``max_batches``
     stops early (status ``interrupted``), as an operator's Ctrl-C would.
+    ``dead_after_s``: a ``running`` run of the job with no progress for that
+    long is taken for dead (see ``mark_interrupted``).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    conn.execute(_statement(statements.mark_interrupted), {"job": job_name})
+    conn.execute(_statement(statements.mark_interrupted), {"job": job_name, "dead_after": dead_after_s})
     run_id = int(conn.execute(_statement(statements.start), {"job": job_name, "run_mode": mode}).scalar_one())
     result = BackfillResult(run_id=run_id)
     after: Any = start_after
@@ -233,10 +239,14 @@ def _finish_quietly(
 
 # -- the command line's statements, built from the models ----------------------
 
-_SESSION_GONE = text(
-    "NOT EXISTS (SELECT 1 FROM pg_stat_activity AS a "
+# Dead: its server session is gone, or (through a transaction-mode pooler, whose
+# server sessions outlive their clients) no progress for :dead_after seconds.
+_RUN_DEAD = text(
+    "(NOT EXISTS (SELECT 1 FROM pg_stat_activity AS a "
     "WHERE a.pid = (cleanup_audit_log.details ->> 'pid')::int "
-    "AND a.backend_start = (cleanup_audit_log.details ->> 'backend_start')::timestamptz)"
+    "AND a.backend_start = (cleanup_audit_log.details ->> 'backend_start')::timestamptz) "
+    "OR coalesce((cleanup_audit_log.details ->> 'heartbeat_at')::timestamptz, cleanup_audit_log.started_at) "
+    "< clock_timestamp() - make_interval(secs => CAST(:dead_after AS double precision)))"
 )
 
 
@@ -269,12 +279,12 @@ def current_statements() -> BackfillStatements:
 
     mark_interrupted = (
         update(audit_log)
-        .where(audit_log.c.job_name == bindparam("job"), audit_log.c.status == "running", _SESSION_GONE)
+        .where(audit_log.c.job_name == bindparam("job"), audit_log.c.status == "running", _RUN_DEAD)
         .values(
             status="interrupted",
             finished_at=func.now(),
             details=details.op("||")(
-                literal({"error": "the run ended without finishing (its session is gone)"}, JSONB)
+                literal({"error": "the run ended without finishing"}, JSONB)
             ),
         )
     )
@@ -292,6 +302,7 @@ def current_statements() -> BackfillStatements:
                     "pid", func.pg_backend_pid(),
                     "backend_start", literal_column("a.backend_start"),
                     "batches", 0,
+                    "heartbeat_at", func.clock_timestamp(),
                 ),
             )
             .select_from(text("pg_stat_activity AS a"))
@@ -339,7 +350,8 @@ def current_statements() -> BackfillStatements:
         .values(
             records_affected=audit_log.c.records_affected + repaired_count,
             details=details.op("||")(
-                func.jsonb_build_object("batches", batches_so_far + 1, "last_id", last_id)
+                func.jsonb_build_object("batches", batches_so_far + 1, "last_id", last_id,
+                                        "heartbeat_at", func.clock_timestamp())
             ),
         )
         .returning(literal(1).label("one"))
@@ -408,6 +420,7 @@ def _row_by_row_statements() -> RowByRow:
                 func.jsonb_build_object(
                     "batches", func.coalesce(cast(details["batches"].astext, Integer), 0) + 1,
                     "last_id", cast(bindparam("last_id"), UUID(as_uuid=True)),
+                    "heartbeat_at", func.clock_timestamp(),
                 )
             ),
         )
@@ -444,13 +457,15 @@ def estimated_auth_users(conn: Connection) -> int:
     return int(estimate)
 
 
-def resume_point(conn: Connection, statements: BackfillStatements, job_name: str = JOB_NAME) -> Any:
+def resume_point(
+    conn: Connection, statements: BackfillStatements, job_name: str = JOB_NAME, dead_after_s: float = DEAD_AFTER_S
+) -> Any:
     """The id after which to continue, if the newest run of the job was cut short; else None.
 
     Only safe while the signup trigger is installed (no new ghost can appear
     behind the point), which the caller checks.
     """
-    conn.execute(_statement(statements.mark_interrupted), {"job": job_name})
+    conn.execute(_statement(statements.mark_interrupted), {"job": job_name, "dead_after": dead_after_s})
     row = conn.execute(
         select(audit_log.c.status, audit_log.c.details["last_id"].astext)
         .where(audit_log.c.job_name == job_name)

@@ -12,6 +12,7 @@ schema, missing privilege, unknown revision).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from datetime import timedelta
@@ -59,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=5000)
     p.add_argument("--dry-run", action="store_true", help="say what would be done; write nothing")
     p.add_argument("--no-resume", action="store_true", help="walk all of auth.users even after an interrupted run")
+    p.add_argument("--dead-after", type=parse_duration, metavar="DURATION",
+                   default=parse_duration(os.environ.get("GHOSTSYNC_BACKFILL_DEAD_AFTER", "60s")),
+                   help="take a 'running' run with no progress for DURATION for dead (default 60s; "
+                        "what tells a killed run through a transaction-mode pooler)")
 
     p = sub.add_parser("repair", help="retry failed syncs, fix stale profiles, backfill ghosts")
     p.add_argument("--batch-size", type=positive_int, default=5000)
@@ -95,7 +100,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             trigger_ready = _signup_trigger_ready(conn)
             after = None
             if not args.no_resume and trigger_ready:
-                after = backfill.resume_point(conn, statements)
+                after = backfill.resume_point(conn, statements, dead_after_s=args.dead_after.total_seconds())
             if not trigger_ready:
                 print("note: the signup trigger is not installed; new signups will be ghosts until "
                       "`alembic upgrade head`", file=sys.stderr)
@@ -113,6 +118,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             try:
                 result = backfill.run_batched(
                     conn, statements, batch_size=args.batch_size, mode="cli", start_after=after,
+                    dead_after_s=args.dead_after.total_seconds(),
                     on_batch=lambda r: bar.update(r.scanned, f", {r.repaired:,} repaired"),
                 )
             finally:

@@ -54,3 +54,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.section("PostgreSQL versions")
     for line in _version_lines():
         terminalreporter.write_line(line)
+
+
+# --- reliability tests (test_under_load.py, test_faults.py, test_pooler.py) ---------------------
+# --load-scale / GHOSTSYNC_LOAD_SCALE, the figures in the terminal summary, and PgBouncer's
+# availability (its tests are deselected, and reported NOT AVAILABLE, when it is missing).
+pytest_plugins = ["tests.reliability"]

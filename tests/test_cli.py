@@ -240,3 +240,26 @@ def test_drift_advice_reinstalls_the_function(head):
     head.downgrade(advice.group(1))
     head.upgrade("head")
     assert ghostsync_cli(head, "status").returncode == 0
+
+
+def test_a_run_whose_session_lives_on_but_makes_no_progress_is_taken_for_dead(db):
+    """As through a transaction-mode pooler: the recorded server session is alive, the client is not."""
+    db.upgrade()
+    seed_bulk_ghosts(db, 100)
+    import psycopg2
+
+    pooled = psycopg2.connect(db.url())  # stands for the pooled server session that outlives its client
+    try:
+        with pooled.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid(), backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+            pid, started = cur.fetchone()
+        pooled.commit()
+        db.sql("INSERT INTO public.cleanup_audit_log (job_name, status, started_at, details) VALUES "
+               "('backfill_ghost_users', 'running', now() - interval '5 minutes', jsonb_build_object("
+               "'pid', %s::int, 'backend_start', %s::timestamptz, 'heartbeat_at', now() - interval '5 minutes'))",
+               (pid, started))
+        proc = ghostsync_cli(db, "backfill")
+    finally:
+        pooled.close()
+    assert proc.returncode == 0, proc.stderr
+    assert [r[0] for r in audit_rows(db)][-2:] == ["interrupted", "succeeded"]

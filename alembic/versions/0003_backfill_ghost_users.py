@@ -13,7 +13,8 @@ of the backfill. Offline (``--sql``), the same batches run inside one DO block.
 Every run writes one cleanup_audit_log row, job_name 'backfill_ghost_users':
 status running, then succeeded (records_affected = profiles created) or
 failed (details.error), in which case the migration fails too. A run cut off
-by a crash stays 'running' until the next run marks it 'interrupted'. A second
+by a crash stays 'running' until the next run marks it 'interrupted' (its
+session gone, or no progress for a minute). A second
 run finds nothing and logs 0.
 
 Downgrade deletes nothing: a repaired profile is the user's profile.
@@ -39,17 +40,24 @@ depends_on = None
 DEFAULT_BATCH_SIZE = 5000
 log = logging.getLogger("alembic.ghostsync")
 
+# A run is dead when the server session that started it is gone, or (through a
+# transaction-mode pooler, whose server sessions outlive their clients) when it
+# has made no progress for :dead_after seconds.
 MARK_INTERRUPTED = r"""
 UPDATE public.cleanup_audit_log AS l
 SET status = 'interrupted',
     finished_at = now(),
-    details = l.details || jsonb_build_object('error', 'the run ended without finishing (its session is gone)')
+    details = l.details || jsonb_build_object('error', 'the run ended without finishing')
 WHERE l.job_name = :job
   AND l.status = 'running'
-  AND NOT EXISTS (
-    SELECT 1 FROM pg_stat_activity AS a
-    WHERE a.pid = (l.details ->> 'pid')::int
-      AND a.backend_start = (l.details ->> 'backend_start')::timestamptz
+  AND (
+    NOT EXISTS (
+      SELECT 1 FROM pg_stat_activity AS a
+      WHERE a.pid = (l.details ->> 'pid')::int
+        AND a.backend_start = (l.details ->> 'backend_start')::timestamptz
+    )
+    OR coalesce((l.details ->> 'heartbeat_at')::timestamptz, l.started_at)
+       < clock_timestamp() - make_interval(secs => CAST(:dead_after AS double precision))
   )
 """
 
@@ -57,7 +65,8 @@ START = r"""
 INSERT INTO public.cleanup_audit_log (job_name, status, records_affected, started_at, details)
 SELECT :job, 'running', 0, clock_timestamp(),
        jsonb_build_object('mode', CAST(:run_mode AS text), 'pid', pg_backend_pid(),
-                          'backend_start', a.backend_start, 'batches', 0)
+                          'backend_start', a.backend_start, 'batches', 0,
+                          'heartbeat_at', clock_timestamp())
 FROM pg_stat_activity AS a
 WHERE a.pid = pg_backend_pid()
 RETURNING id
@@ -102,7 +111,8 @@ progress AS (
   SET records_affected = records_affected + (SELECT count(*) FROM repaired),
       details = details || jsonb_build_object(
         'batches', coalesce((details ->> 'batches')::int, 0) + 1,
-        'last_id', (SELECT id FROM batch ORDER BY id DESC LIMIT 1))
+        'last_id', (SELECT id FROM batch ORDER BY id DESC LIMIT 1),
+        'heartbeat_at', clock_timestamp())
   WHERE id = :run_id AND EXISTS (SELECT 1 FROM batch)
   RETURNING 1
 )

@@ -1,0 +1,107 @@
+"""pytest plugin of the reliability tests (test_under_load.py, test_faults.py, test_pooler.py).
+
+- The size: ``--load-scale=ci`` (the default, fits CI) or ``--load-scale=large``;
+  ``GHOSTSYNC_LOAD_SCALE`` sets the default (``GHOSTSYNC_LOAD_SCALE=large make test``).
+- The figures each test records (signups attempted and failed, longest stall,
+  ghosts left, ...) are printed in a section of the terminal summary, so they
+  appear in ``make test`` output without ``-s``.
+- PgBouncer: when this machine has no ``pgbouncer``, the pooler tests are
+  deselected (not run, not counted as passed) and the summary says
+  ``PgBouncer: NOT AVAILABLE``.
+
+Loaded by tests/conftest.py (``pytest_plugins``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from ghostsync.throwaway import pgbouncer
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big the reliability tests are."""
+
+    name: str
+    members: int            # existing auth users whose profile the app wrote
+    ghosts: int             # existing auth users without a profile
+    clients: int            # concurrent signup clients
+    max_signups: int        # bound per load phase
+    deadline_s: float       # bound per load phase
+    batch_size: int         # backfill batch size under load
+    fault_ghosts: int       # ghosts in the fault tests
+    fault_batch_size: int   # backfill batch size in the fault tests
+    lock_timeout_ms: int    # -x lock_timeout of every migration under load
+    hold_s: float           # how long the long transaction holds its lock
+    stall_margin_ms: int    # allowed on top of lock_timeout for scheduling on a busy machine
+
+
+SCALES = {
+    "ci": Scale("ci", members=15_000, ghosts=5_000, clients=4, max_signups=20_000, deadline_s=120,
+                batch_size=500, fault_ghosts=20_000, fault_batch_size=100, lock_timeout_ms=300,
+                hold_s=2.0, stall_margin_ms=500),
+    "large": Scale("large", members=200_000, ghosts=50_000, clients=8, max_signups=200_000, deadline_s=600,
+                   batch_size=5_000, fault_ghosts=200_000, fault_batch_size=500, lock_timeout_ms=500,
+                   hold_s=8.0, stall_margin_ms=500),
+}
+
+FIGURES: list[str] = []
+POOLER_TESTS = "test_pooler.py"
+_deselected_pooler_tests: list[str] = []
+
+
+def record(line: str) -> None:
+    """Keep one line of figures for the terminal summary."""
+    FIGURES.append(line)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--load-scale", choices=sorted(SCALES), default=os.environ.get("GHOSTSYNC_LOAD_SCALE", "ci"),
+        help="size of the load and fault tests (default: $GHOSTSYNC_LOAD_SCALE or ci)",
+    )
+
+
+@pytest.fixture(scope="session")
+def scale(request: pytest.FixtureRequest) -> Scale:
+    return SCALES[request.config.getoption("--load-scale")]
+
+
+def _pgbouncer_line() -> str:
+    binary = pgbouncer.find()
+    if binary is None:
+        return "PgBouncer: NOT AVAILABLE on this machine; the pooler tests were not run"
+    return f"PgBouncer: {binary} ({pgbouncer.version(binary) or 'unknown version'})"
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return [_pgbouncer_line(), f"load scale: {config.getoption('--load-scale')}"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if pgbouncer.find() is not None:
+        return
+    keep, drop = [], []
+    for item in items:
+        (drop if item.path.name == POOLER_TESTS else keep).append(item)
+    if drop:
+        _deselected_pooler_tests.extend(item.nodeid for item in drop)
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if FIGURES:
+        terminalreporter.section(f"ghostsync under load and faults (scale {config.getoption('--load-scale')})")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
+    terminalreporter.section("PgBouncer")
+    line = _pgbouncer_line()
+    if _deselected_pooler_tests:
+        line += f" ({len(_deselected_pooler_tests)} deselected)"
+    terminalreporter.write_line(line)
