@@ -37,7 +37,6 @@ from sqlalchemy import (
     or_,
     select,
     text,
-    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
@@ -146,10 +145,7 @@ def run_batched(
                 return result
             began = time.perf_counter()
             try:
-                row = conn.execute(
-                    _statement(statements.batch),
-                    {"run_id": run_id, "after": after, "batch_size": batch_size},
-                ).one()
+                row = _batch_with_retries(conn, statements, run_id, after, batch_size)
                 last_id, repaired, scanned = row.last_id, int(row.repaired), int(row.scanned)
             except DBAPIError as exc:
                 if statements.row_by_row is None or not _row_error(exc):
@@ -176,6 +172,26 @@ def run_batched(
         raise
     _finish(conn, statements, result, "succeeded", None)
     return result
+
+
+FOREIGN_KEY_VIOLATION = "23503"
+BATCH_ATTEMPTS = 3
+
+
+def _batch_with_retries(
+    conn: Connection, statements: BackfillStatements, run_id: int, after: Any, batch_size: int
+) -> Any:
+    """One batch; repeated when an auth user it read was deleted before its profile was written."""
+    for attempt in range(BATCH_ATTEMPTS):
+        try:
+            return conn.execute(
+                _statement(statements.batch),
+                {"run_id": run_id, "after": after, "batch_size": batch_size},
+            ).one()
+        except DBAPIError as exc:
+            if getattr(exc.orig, "pgcode", None) != FOREIGN_KEY_VIOLATION or attempt == BATCH_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _row_error(exc: DBAPIError) -> bool:
@@ -312,32 +328,19 @@ def current_statements() -> BackfillStatements:
     )
     after = cast(bindparam("after"), UUID(as_uuid=True))
     batch = (
-        select(auth_users.c.id)
+        select(
+            auth_users.c.id, auth_users.c.email, auth_users.c.email_confirmed_at,
+            auth_users.c.deleted_at, auth_users.c.created_at, auth_users.c.updated_at,
+        )
         .where(or_(after.is_(None), auth_users.c.id > after))
         .order_by(auth_users.c.id)
         .limit(bindparam("batch_size", type_=Integer))
         .cte("batch")
     )
-    # One primary-key probe per batch row, whatever the statistics say (see the revision's BATCH).
-    row = (
-        select(
-            auth_users.c.id, auth_users.c.email, auth_users.c.email_confirmed_at,
-            auth_users.c.deleted_at, auth_users.c.created_at, auth_users.c.updated_at,
-        )
-        .where(auth_users.c.id == batch.c.id)
-        .with_for_update(read=True, key_share=True)
-        .lateral("g")
-    )
+    # A primary-key probe per row, whatever the statistics say (see the revision's BATCH).
     has_profile = select(literal(1)).where(profiles.c.id == batch.c.id).scalar_subquery()
-    ghosts = (
-        select(row)
-        .select_from(batch)
-        .join(row, true())
-        .where(has_profile.is_(None))
-        .cte("ghosts")
-    )
     repaired = (
-        _insert_profiles_from(select(*_profile_values(ghosts.c)))
+        _insert_profiles_from(select(*_profile_values(batch.c)).where(has_profile.is_(None)))
         .returning(literal(1).label("one"))
         .cte("repaired")
     )

@@ -73,36 +73,26 @@ RETURNING id
 """
 
 # One batch, one statement: repair the ghosts among the next :batch_size auth
-# users by id and record the progress in the run's audit row, atomically.
-# Each batch row is looked up by primary key (the LATERAL with its locking
-# clause, and the scalar sub-select, cannot be turned into joins), so the plan
-# stays a few thousand index probes even on tables never analyzed.
-# FOR KEY SHARE skips auth users deleted while the batch runs instead of
-# failing on the foreign key.
+# users by id and record the progress in the run's audit row, atomically. The
+# profile check is a scalar sub-select, a primary-key probe per row whatever
+# the statistics say (an anti-join can be planned as a nested loop over a
+# sequential scan of public.users, quadratic in the ghosts it inserts). An auth
+# user deleted while the batch runs makes the foreign key fail (23503): the
+# runner then repeats the batch, which no longer sees that user.
 BATCH = r"""
 WITH batch AS (
-  SELECT u.id
+  SELECT u.id, u.email, u.email_confirmed_at, u.created_at, u.updated_at
   FROM auth.users AS u
   WHERE CAST(:after AS uuid) IS NULL OR u.id > CAST(:after AS uuid)
   ORDER BY u.id
   LIMIT :batch_size
 ),
-ghosts AS (
-  SELECT g.id, g.email, g.email_confirmed_at, g.created_at, g.updated_at
-  FROM batch
-  CROSS JOIN LATERAL (
-    SELECT u.id, u.email, u.email_confirmed_at, u.created_at, u.updated_at
-    FROM auth.users AS u
-    WHERE u.id = batch.id
-    FOR KEY SHARE
-  ) AS g
-  WHERE (SELECT 1 FROM public.users AS p WHERE p.id = batch.id) IS NULL
-),
 repaired AS (
   INSERT INTO public.users (id, email, email_verified, created_at, updated_at)
   SELECT id, email, email_confirmed_at IS NOT NULL,
          coalesce(created_at, now()), coalesce(updated_at, created_at, now())
-  FROM ghosts
+  FROM batch
+  WHERE (SELECT 1 FROM public.users AS p WHERE p.id = batch.id) IS NULL
   ON CONFLICT (id) DO NOTHING
   RETURNING 1
 ),
@@ -140,7 +130,9 @@ OFFLINE_TEMPLATE = r"""
 DO $ghostsync$
 DECLARE
   run_id bigint;
-  after_id uuid := NULL;
+  -- "id > after_id" alone, so the plan PL/pgSQL caches keeps the index range
+  -- scan; the nil uuid, which no walk step passes, is repaired first.
+  after_id uuid := '00000000-0000-0000-0000-000000000000';
   last_id uuid;
   n_repaired bigint;
   total bigint := 0;
@@ -150,29 +142,27 @@ BEGIN
   VALUES ('backfill_ghost_users', 'running', 0, clock_timestamp(),
           jsonb_build_object('mode', 'offline', 'pid', pg_backend_pid(), 'batches', 0))
   RETURNING id INTO run_id;
+  INSERT INTO public.users (id, email, email_verified, created_at, updated_at)
+  SELECT u.id, u.email, u.email_confirmed_at IS NOT NULL,
+         coalesce(u.created_at, now()), coalesce(u.updated_at, u.created_at, now())
+  FROM auth.users AS u
+  WHERE u.id = after_id AND NOT EXISTS (SELECT 1 FROM public.users AS p WHERE p.id = u.id)
+  ON CONFLICT (id) DO NOTHING;
+  GET DIAGNOSTICS total = ROW_COUNT;
   LOOP
     WITH batch AS (
-      SELECT u.id FROM auth.users AS u
-      WHERE after_id IS NULL OR u.id > after_id
+      SELECT u.id, u.email, u.email_confirmed_at, u.created_at, u.updated_at
+      FROM auth.users AS u
+      WHERE u.id > after_id
       ORDER BY u.id
       LIMIT {batch_size}
-    ),
-    ghosts AS (
-      SELECT g.id, g.email, g.email_confirmed_at, g.created_at, g.updated_at
-      FROM batch
-      CROSS JOIN LATERAL (
-        SELECT u.id, u.email, u.email_confirmed_at, u.created_at, u.updated_at
-        FROM auth.users AS u
-        WHERE u.id = batch.id
-        FOR KEY SHARE
-      ) AS g
-      WHERE (SELECT 1 FROM public.users AS p WHERE p.id = batch.id) IS NULL
     ),
     repaired AS (
       INSERT INTO public.users (id, email, email_verified, created_at, updated_at)
       SELECT id, email, email_confirmed_at IS NOT NULL,
              coalesce(created_at, now()), coalesce(updated_at, created_at, now())
-      FROM ghosts
+      FROM batch
+      WHERE (SELECT 1 FROM public.users AS p WHERE p.id = batch.id) IS NULL
       ON CONFLICT (id) DO NOTHING
       RETURNING 1
     )
