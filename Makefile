@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 LINT_STAMP := $(VENV)/.lint-stamp
 PG_VERSIONS ?= 15 17
 
-.PHONY: demo test servers venv clean lint
+.PHONY: demo test servers venv clean lint bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ demo: venv
 
 test: servers
 	GHOSTSYNC_PG_VERSIONS="$(shell echo $(PG_VERSIONS) | tr ' ' ',')" $(PY) -m pytest
+
+# ratios measured side by side on a throwaway PostgreSQL; writes bench/results.json (docs/PERFORMANCE.md)
+bench: servers
+	$(PY) -m bench
 
 $(LINT_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,lint]'
