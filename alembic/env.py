@@ -9,6 +9,8 @@ Contract:
   once per command.
 - Each revision runs in its own transaction, so a lock taken by one revision
   is released before the next begins.
+- A database error ends the command with one ``FAILED:`` line (``--raiseerr``
+  for the traceback).
 - Offline (``alembic upgrade head --sql``) prints SQL that psql, or the
   Supabase SQL editor, applies as the ``postgres`` role.
 """
@@ -22,8 +24,10 @@ from alembic import context
 from alembic.util import CommandError
 from sqlalchemy import MetaData, create_engine, pool
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from ghostsync import urls
+from ghostsync.errors import describe
 from ghostsync.models import metadata
 
 config = context.config
@@ -112,6 +116,24 @@ def run_migrations_online() -> None:
 
 
 def _run_on(connection: Connection) -> None:
+    try:
+        _configure_and_run(connection)
+    except DBAPIError as exc:
+        # One FAILED: line instead of a traceback (alembic --raiseerr shows the chain).
+        raise CommandError(
+            f"{describe(exc, database_url_or_none())}; the revisions before this one are applied, "
+            "so `alembic upgrade head` continues from there"
+        ) from exc
+
+
+def database_url_or_none() -> str | None:
+    try:
+        return database_url()
+    except CommandError:
+        return None
+
+
+def _configure_and_run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=comparison_metadata(connection.dialect.default_schema_name),

@@ -136,6 +136,9 @@ def test_failed_backfill_is_logged_failed_and_fails_the_migration(db):
     """, user="postgres")
     proc = db.alembic_cli("upgrade", "head")
     assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "FAILED: database error 23514: new row for relation \"users\" violates check constraint" in out, out
+    assert "Traceback" not in out
     assert version(db) == "ghostsync_0002", "the backfill revision is not recorded as applied"
     [(status, _, finished, details)] = audit_rows(db)
     assert (status, finished) == ("failed", True)
