@@ -89,18 +89,6 @@ CROSS JOIN LATERAL (
 ) AS t
 """
 
-# The app's own profile table, as the demo and the suite have it before ghostsync.
-APP_PROFILES = """
-CREATE TABLE public.users (
-  id uuid PRIMARY KEY REFERENCES auth.users (id) ON DELETE CASCADE,
-  email text,
-  email_verified boolean NOT NULL DEFAULT false,
-  created_at timestamptz NOT NULL DEFAULT now(),
-  updated_at timestamptz NOT NULL DEFAULT now()
-);
-ALTER TABLE public.users ENABLE ROW LEVEL SECURITY;
-"""
-
 # Profiles the app wrote itself; every ``ghost_every``-th user (by signup
 # order) has none.
 SEED_PROFILES = """

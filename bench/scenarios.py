@@ -34,7 +34,6 @@ from sqlalchemy import text
 from bench import clients
 from bench.cluster import (
     ALEMBIC_INI,
-    APP_PROFILES,
     AUTH_ROLE,
     MIGRATING_ROLE,
     REPO,
@@ -45,6 +44,7 @@ from bench.cluster import (
 from bench.report import Figure, median
 from ghostsync import backfill, health, status
 from ghostsync.database import engine_for
+from ghostsync.throwaway.supabase import APP_PROFILES_SQL
 from ghostsync.urls import normalize
 
 # The incident report's repair: one statement over the whole table.
@@ -132,7 +132,7 @@ def prepare(cluster: Cluster, settings: Settings) -> dict[str, float]:
 
     def app() -> None:
         cluster.clone("b_auth", "b_app")
-        cluster.execute("b_app", APP_PROFILES, user=MIGRATING_ROLE)
+        cluster.execute("b_app", APP_PROFILES_SQL, user=MIGRATING_ROLE)
         cluster.seed_profiles("b_app", ghost_every=10)
         cluster.vacuum("b_app", "auth.users", "public.users")
 
