@@ -319,9 +319,9 @@ def status_plans(cluster: Cluster, settings: Settings) -> dict[str, str]:
     plans: dict[str, str] = {}
     try:
         with engine.connect() as conn:
-            status._full_counts(conn)
+            health.full_counts(conn)
             queries = {"status_full_counts": sent[-1]}
-            status._recent_ghosts(conn, settings.since)
+            health.count_ghosts(conn, within=settings.since)
             queries["status_since"] = sent[-1]
             queries["bare_anti_join"] = (BARE_ANTI_JOIN, None)
             for name, (sql, params) in queries.items():
@@ -495,10 +495,10 @@ def bench_status(cluster: Cluster, settings: Settings) -> list[Figure]:
         if kind == "since":
             return status.collect(conn, since=settings.since)
         if kind == "full_sql":
-            return status._full_counts(conn)  # the one query behind the full counts
+            return health.full_counts(conn)  # the one query behind the full counts
         if kind == "three":  # the same three figures as three separate queries
             return health.count_ghosts(conn), health.count_orphans(conn), health.count_stale(conn)
-        return status._recent_ghosts(conn, settings.since)
+        return health.count_ghosts(conn, within=settings.since)
 
     try:
         with engine.connect() as conn:

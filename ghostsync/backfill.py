@@ -45,6 +45,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import Executable
 
+from ghostsync.health import count_ghosts
 from ghostsync.models import audit_log, auth_users, profiles, sync_failures
 
 JOB_NAME = "backfill_ghost_users"
@@ -481,8 +482,6 @@ def resume_point(
 
 
 def plan(conn: Connection, batch_size: int, resume_after: Any = None) -> Plan:
-    from ghostsync.health import count_ghosts
-
     return Plan(
         ghosts=count_ghosts(conn),
         auth_users=estimated_auth_users(conn),

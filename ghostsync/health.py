@@ -7,10 +7,10 @@ values, so the demo, the tests and the command line read the same figures.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import exists, func, or_, select
+from sqlalchemy import Interval, and_, bindparam, exists, func, or_, select
 from sqlalchemy.engine import Connection
 
 from ghostsync.models import audit_log, auth_users, profiles
@@ -18,20 +18,20 @@ from ghostsync.models import audit_log, auth_users, profiles
 TRIGGER_NAMES = ("on_auth_user_created",)
 
 
-def ghosts_query(since: datetime | None = None) -> Any:
-    """Auth users without a profile (optionally only those created since ``since``)."""
+def ghosts_query(within: timedelta | None = None) -> Any:
+    """Auth users without a profile; with ``within``, only those created that recently (server clock)."""
     query = (
         select(func.count())
         .select_from(auth_users)
         .where(~exists().where(profiles.c.id == auth_users.c.id))
     )
-    if since is not None:
-        query = query.where(auth_users.c.created_at >= since)
+    if within is not None:
+        query = query.where(auth_users.c.created_at >= func.now() - bindparam("within", within, type_=Interval))
     return query
 
 
-def count_ghosts(conn: Connection, since: datetime | None = None) -> int:
-    return int(conn.execute(ghosts_query(since)).scalar_one())
+def count_ghosts(conn: Connection, within: timedelta | None = None) -> int:
+    return int(conn.execute(ghosts_query(within)).scalar_one())
 
 
 def count_orphans(conn: Connection) -> int:
@@ -44,26 +44,34 @@ def count_orphans(conn: Connection) -> int:
     return int(conn.execute(query).scalar_one())
 
 
+def stale_condition() -> Any:
+    """A profile (joined to its auth user) whose email or email_verified disagrees with auth.users."""
+    return or_(
+        profiles.c.email.is_distinct_from(auth_users.c.email),
+        profiles.c.email_verified.is_distinct_from(auth_users.c.email_confirmed_at.is_not(None)),
+    )
+
+
 def count_stale(conn: Connection) -> int:
-    """Profiles whose email or email_verified disagrees with auth.users."""
-    verified = auth_users.c.email_confirmed_at.is_not(None)
     query = (
         select(func.count())
         .select_from(profiles.join(auth_users, auth_users.c.id == profiles.c.id))
-        .where(
-            or_(
-                profiles.c.email.is_distinct_from(auth_users.c.email),
-                profiles.c.email_verified.is_distinct_from(verified),
-            )
-        )
+        .where(stale_condition())
     )
     return int(conn.execute(query).scalar_one())
 
 
-def count_duplicate_profiles(conn: Connection) -> int:
-    """Profile ids present more than once (possible only on an adopted table without a key)."""
-    dupes = select(profiles.c.id).group_by(profiles.c.id).having(func.count() > 1).subquery()
-    return int(conn.execute(select(func.count()).select_from(dupes)).scalar_one())
+def full_counts(conn: Connection) -> tuple[int, int, int]:
+    """Ghosts, orphans and stale profiles in one full join over the two primary keys."""
+    joined = auth_users.outerjoin(profiles, profiles.c.id == auth_users.c.id, full=True)
+    row = conn.execute(
+        select(
+            func.count().filter(profiles.c.id.is_(None)),
+            func.count().filter(auth_users.c.id.is_(None)),
+            func.count().filter(and_(auth_users.c.id.is_not(None), profiles.c.id.is_not(None), stale_condition())),
+        ).select_from(joined)
+    ).one()
+    return int(row[0]), int(row[1]), int(row[2])
 
 
 @dataclass(frozen=True)

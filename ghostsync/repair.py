@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from ghostsync import health
 from ghostsync.audit import finish_run, start_run
 from ghostsync.models import auth_users, profiles, sync_failures
 
@@ -128,9 +129,7 @@ def fix_stale_profiles(conn: Connection) -> int:
         update(profiles)
         .where(
             profiles.c.id == auth_users.c.id,
-            (profiles.c.email.is_distinct_from(auth_users.c.email))
-            | (profiles.c.email_verified.is_distinct_from(verified))
-            | (profiles.c.deleted_at.is_distinct_from(auth_users.c.deleted_at)),
+            health.stale_condition() | profiles.c.deleted_at.is_distinct_from(auth_users.c.deleted_at),
         )
         .values(email=auth_users.c.email, email_verified=verified, deleted_at=auth_users.c.deleted_at,
                 updated_at=func.now())

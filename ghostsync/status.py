@@ -20,11 +20,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, func, literal_column, or_, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection
 
 from ghostsync import chain, health
-from ghostsync.models import auth_users, profiles, sync_failures
+from ghostsync.models import sync_failures
 
 SCHEMA_VERSION = 1
 
@@ -62,40 +62,6 @@ class Status:
         return data
 
 
-def _full_counts(conn: Connection) -> tuple[int, int, int]:
-    """Ghosts, orphans and stale profiles in one full join over the two primary keys."""
-    joined = auth_users.outerjoin(profiles, profiles.c.id == auth_users.c.id, full=True)
-    verified = auth_users.c.email_confirmed_at.is_not(None)
-    row = conn.execute(
-        select(
-            func.count().filter(profiles.c.id.is_(None)),
-            func.count().filter(auth_users.c.id.is_(None)),
-            func.count().filter(
-                and_(
-                    auth_users.c.id.is_not(None),
-                    profiles.c.id.is_not(None),
-                    or_(
-                        profiles.c.email.is_distinct_from(auth_users.c.email),
-                        profiles.c.email_verified.is_distinct_from(verified),
-                    ),
-                )
-            ),
-        ).select_from(joined)
-    ).one()
-    return int(row[0]), int(row[1]), int(row[2])
-
-
-def _recent_ghosts(conn: Connection, since: timedelta) -> int:
-    window_start = func.now() - literal_column(f"interval '{int(since.total_seconds())} seconds'")
-    return int(
-        conn.execute(
-            select(func.count())
-            .select_from(auth_users.outerjoin(profiles, profiles.c.id == auth_users.c.id))
-            .where(auth_users.c.created_at >= window_start, profiles.c.id.is_(None))
-        ).scalar_one()
-    )
-
-
 def _functions(conn: Connection, expected: dict[str, str]) -> dict[str, str]:
     """Each expected function: 'matches', 'differs' (text, SECURITY DEFINER or search_path) or 'missing'."""
     states: dict[str, str] = {}
@@ -130,15 +96,11 @@ def _revision(conn: Connection, known: set[str]) -> str | None:
     ours = [r for r in rows if r in known]
     if ours:
         return ours[0]
-    strangers = [r for r in rows if r.startswith("ghostsync_")]
-    if strangers:
+    # a newer ghostsync's row, or the only row there is
+    unknown = next((r for r in rows if r.startswith("ghostsync_")), rows[0] if len(rows) == 1 else None)
+    if unknown is not None:
         raise StatusError(
-            f"the database is at revision {strangers[0]}, which this ghostsync does not know: "
-            "upgrade ghostsync (or point it at the right alembic.ini)"
-        )
-    if len(rows) == 1:
-        raise StatusError(
-            f"the database is at revision {rows[0]}, which this ghostsync does not know: "
+            f"the database is at revision {unknown}, which this ghostsync does not know: "
             "upgrade ghostsync (or point it at the right alembic.ini)"
         )
     return None
@@ -185,11 +147,11 @@ def collect(conn: Connection, *, since: timedelta | None = None) -> Status:
     expected = chain.installed_at()
     failed = int(conn.execute(select(func.count()).select_from(sync_failures)).scalar_one())
     if since is None:
-        ghosts, orphans, stale = _full_counts(conn)
+        ghosts, orphans, stale = health.full_counts(conn)
         orphans_or_none: int | None = orphans
         stale_or_none: int | None = stale
     else:
-        ghosts = _recent_ghosts(conn, since)
+        ghosts = health.count_ghosts(conn, within=since)
         orphans_or_none = stale_or_none = None
     triggers = {
         state.name: {"exists": state.exists, "enabled": state.enabled}

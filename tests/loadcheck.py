@@ -22,9 +22,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -330,6 +332,19 @@ def assert_signups_unharmed(phase: Phase, scale: reliability.Scale) -> None:
     assert report.longest_stall_s() <= stall_bound_s(scale), (
         f"a signup stalled {report.longest_stall_s() * 1000:.0f} ms; lock_timeout is {scale.lock_timeout_ms} ms "
         f"(+{scale.stall_margin_ms} ms margin)")
+
+
+@contextmanager
+def released_after(conn: Any, seconds: float) -> Iterator[Callable[[], None]]:
+    """Yields ``start()``: from that moment ``conn`` rolls back after ``seconds``. Closes ``conn`` on exit."""
+    release = threading.Timer(seconds, conn.rollback)
+    try:
+        yield release.start
+    finally:
+        release.cancel()
+        if release.is_alive():
+            release.join()
+        conn.close()
 
 
 def hold_auth_users_lock(db: Any) -> Any:

@@ -5,17 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-import psycopg2
-
+from tests.loadcheck import hold_auth_users_lock
 from tests.seeding import ghost_count, seed_ghosts
-
-
-def hold_auth_users_lock(db):
-    """A long transaction as the auth service: it updated a row of auth.users and has not committed."""
-    conn = psycopg2.connect(db.url("supabase_auth_admin"))
-    with conn.cursor() as cur:
-        cur.execute("UPDATE users SET updated_at = now() WHERE id = (SELECT id FROM users LIMIT 1)")
-    return conn
 
 
 def test_upgrade_gives_up_cleanly_when_the_lock_never_frees(db):

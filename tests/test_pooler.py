@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import threading
 import time
 
 import psycopg2
@@ -29,6 +28,7 @@ from tests.loadcheck import (
     lock_args,
     lock_timeouts_since,
     reap,
+    released_after,
     run,
     running_run,
     seed_auth_users,
@@ -144,20 +144,13 @@ def test_lock_timeout_holds_through_pgbouncer(db, bouncer, scale):
     seed_existing(db, scale.members, scale.ghosts)
     before = snapshot(db)
     log_offset = server_log_size(db)
-    blocker = hold_auth_users_lock(db)
-    release = threading.Timer(scale.hold_s, blocker.rollback)
+    with released_after(hold_auth_users_lock(db), scale.hold_s) as start_clock:
 
-    def upgrade_while_blocked():
-        release.start()
-        return run(alembic_argv(*lock_args(scale, retries=10), "upgrade", "head"), url)
+        def upgrade_while_blocked():
+            start_clock()
+            return run(alembic_argv(*lock_args(scale, retries=10), "upgrade", "head"), url)
 
-    try:
         phase = under_load(scale, auth_url, upgrade_while_blocked)
-    finally:
-        release.cancel()
-        if release.is_alive():
-            release.join()
-        blocker.close()
     assert phase.result.returncode == 0, phase.result.stderr
     timeouts = lock_timeouts_since(db, log_offset)
     outcome = verify(db, before, phase.report)

@@ -12,7 +12,6 @@ in the terminal summary and kept in docs/RELIABILITY.md.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import psycopg2
@@ -26,6 +25,7 @@ from tests.loadcheck import (
     hold_auth_users_lock,
     lock_args,
     lock_timeouts_since,
+    released_after,
     run,
     seed_auth_users,
     seed_existing,
@@ -106,20 +106,13 @@ def test_upgrade_waits_behind_a_long_transaction_then_succeeds(db, scale):
     seed_existing(db, scale.members, scale.ghosts)
     before = snapshot(db)
     log_offset = server_log_size(db)
-    blocker = hold_auth_users_lock(db)
-    release = threading.Timer(scale.hold_s, blocker.rollback)
+    with released_after(hold_auth_users_lock(db), scale.hold_s) as start_clock:
 
-    def upgrade_while_blocked() -> Any:
-        release.start()
-        return run(alembic_argv(*lock_args(scale, retries=10), "upgrade", "head"), db.url())
+        def upgrade_while_blocked() -> Any:
+            start_clock()
+            return run(alembic_argv(*lock_args(scale, retries=10), "upgrade", "head"), db.url())
 
-    try:
         phase = under_load(scale, db.url(AUTH_ROLE), upgrade_while_blocked)
-    finally:
-        release.cancel()
-        if release.is_alive():
-            release.join()
-        blocker.close()
     proc = phase.result
     assert proc.returncode == 0, proc.stderr
     timeouts = lock_timeouts_since(db, log_offset)
@@ -139,26 +132,19 @@ def test_an_unguarded_lock_would_be_caught(db, scale):
     """Control: the same long transaction, and a lock taken without lock_timeout. Signups stall for as
     long as the transaction runs, so the bound the tests above assert does detect an unguarded step."""
     seed_existing(db, 1000, 0)
-    blocker = hold_auth_users_lock(db)
-    release = threading.Timer(scale.hold_s, blocker.rollback)
+    with released_after(hold_auth_users_lock(db), scale.hold_s) as start_clock:
 
-    def unguarded_lock() -> None:
-        release.start()
-        conn = psycopg2.connect(db.url("supabase_admin"))
-        try:
-            with conn.cursor() as cur:
-                cur.execute("LOCK TABLE auth.users IN SHARE ROW EXCLUSIVE MODE")
-            conn.commit()
-        finally:
-            conn.close()
+        def unguarded_lock() -> None:
+            start_clock()
+            conn = psycopg2.connect(db.url("supabase_admin"))
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("LOCK TABLE auth.users IN SHARE ROW EXCLUSIVE MODE")
+                conn.commit()
+            finally:
+                conn.close()
 
-    try:
         phase = under_load(scale, db.url(AUTH_ROLE), unguarded_lock)
-    finally:
-        release.cancel()
-        if release.is_alive():
-            release.join()
-        blocker.close()
     print(figures(db, "control: an unguarded LOCK TABLE behind the same transaction", phase, None))
     assert phase.report.failed == 0
     assert phase.report.longest_stall_s() > stall_bound_s(scale), (
@@ -226,19 +212,13 @@ def test_reinstall_behind_a_transaction_reading_the_audit_log(db, scale):
     reader = psycopg2.connect(db.url("postgres"))
     with reader.cursor() as cur:
         cur.execute("SELECT count(*) FROM public.cleanup_audit_log")
-    release = threading.Timer(scale.hold_s, reader.rollback)
+    with released_after(reader, scale.hold_s) as start_clock:
 
-    def reinstall_while_read() -> Any:
-        release.start()
-        return run(alembic_argv(*lock_args(scale, retries=10), "upgrade", "head"), db.url())
+        def reinstall_while_read() -> Any:
+            start_clock()
+            return run(alembic_argv(*lock_args(scale, retries=10), "upgrade", "head"), db.url())
 
-    try:
         phase = under_load(scale, db.url(AUTH_ROLE), reinstall_while_read)
-    finally:
-        release.cancel()
-        if release.is_alive():
-            release.join()
-        reader.close()
     proc = phase.result
     out = proc.stdout + proc.stderr
     failed_lines = [line for line in out.splitlines() if "FAILED" in line]
