@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Interval, and_, bindparam, exists, func, or_, select
 from sqlalchemy.engine import Connection
 
-from ghostsync.models import audit_log, auth_users, profiles
+from ghostsync.models import audit_log, auth_users, profiles, sync_failures
 
 TRIGGER_NAMES = ("on_auth_user_created",)
 
@@ -42,6 +42,11 @@ def count_orphans(conn: Connection) -> int:
         .where(~exists().where(auth_users.c.id == profiles.c.id))
     )
     return int(conn.execute(query).scalar_one())
+
+
+def count_failed_syncs(conn: Connection) -> int:
+    """Recorded profile writes that failed (ghostsync.sync_failures)."""
+    return int(conn.execute(select(func.count()).select_from(sync_failures)).scalar_one())
 
 
 def stale_condition() -> Any:

@@ -113,11 +113,6 @@ def repair_failed_syncs(conn: Connection, *, limit: int | None = None) -> Repair
     return result
 
 
-def count_failed_syncs(conn: Connection) -> int:
-    return int(conn.execute(select(func.count()).select_from(sync_failures)).scalar_one())
-
-
-
 def fix_stale_profiles(conn: Connection) -> int:
     """Bring every stale profile's email, email_verified and deleted_at in line with auth.users.
 

@@ -20,11 +20,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from ghostsync import chain, health
-from ghostsync.models import sync_failures
 
 SCHEMA_VERSION = 1
 
@@ -145,7 +144,7 @@ def collect(conn: Connection, *, since: timedelta | None = None) -> Status:
     _require(conn)
     revision = _revision(conn, chain.known_revisions())
     expected = chain.installed_at()
-    failed = int(conn.execute(select(func.count()).select_from(sync_failures)).scalar_one())
+    failed = health.count_failed_syncs(conn)
     if since is None:
         ghosts, orphans, stale = health.full_counts(conn)
         orphans_or_none: int | None = orphans

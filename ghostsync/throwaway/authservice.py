@@ -128,12 +128,3 @@ class AuthService:
 
     def hard_delete(self, user_id: uuid.UUID) -> None:
         self._transaction(("DELETE FROM {table} WHERE id = %(id)s", {"id": str(user_id)}))
-
-    def count_users(self) -> int:
-        with self.conn.cursor() as cur:
-            cur.execute(f"SELECT count(*) FROM {self.table}")
-            row = cur.fetchone()
-            n = row[0] if row else 0
-        self.conn.commit()
-        return int(n)
-

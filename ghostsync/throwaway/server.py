@@ -20,7 +20,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 from ghostsync.throwaway.binaries import Binaries
@@ -177,13 +176,3 @@ class ThrowawayServer:
 
     def psql(self) -> str:
         return str(self._bindir / "psql")
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection((self.host, self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise ServerError(f"server on port {self.port} did not come up")
