@@ -101,8 +101,11 @@ def test_connection_dropped_mid_batch_then_run_again(db, scale):
     installed_with_restored_ghosts(db, scale)
     before = snapshot(db)
     total = int(db.value("SELECT count(*) FROM auth.users"))
-    # a row in the middle of the walk, locked FOR UPDATE: the batch that reaches it waits there
-    middle = db.value("SELECT id FROM auth.users ORDER BY id OFFSET %s LIMIT 1", (total // 2,))
+    # a ghost in the middle of the walk, locked FOR UPDATE: the batch that writes its profile waits
+    # there (the profile's foreign key check needs a share lock on it; a member's row would not stop it)
+    middle = db.value(
+        "SELECT u.id FROM auth.users u WHERE NOT EXISTS (SELECT 1 FROM public.users p WHERE p.id = u.id) "
+        "ORDER BY u.id OFFSET %s LIMIT 1", (scale.fault_ghosts // 2,))
     blocker = psycopg2.connect(db.url("supabase_admin"))
     proc = None
     try:
