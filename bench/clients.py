@@ -1,7 +1,7 @@
 """Concurrent auth-service clients: signups and sign-ins, bounded in count and in time.
 
 Every client has its own connection as ``supabase_auth_admin`` and writes
-through ``ghostsync.throwaway.authservice.AuthService`` exactly as the auth
+through ``ghostsync.testing.authservice.AuthService`` exactly as the auth
 service does (unqualified ``users``; a signup is INSERT then UPDATE in one
 transaction).
 
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ghostsync.throwaway.authservice import AuthService
+from ghostsync.testing.authservice import AuthService
 
 _sequence = itertools.count(1)
 _sequence_lock = threading.Lock()

@@ -1,7 +1,7 @@
 """The benchmark's throwaway server, its databases and how they are seeded.
 
 One ``ThrowawayServer`` (loopback only, stopped at the end) made Supabase-like
-with ``ghostsync.throwaway.supabase``. Every database a measurement compares
+with ``ghostsync.testing.supabase``. Every database a measurement compares
 is a ``CREATE DATABASE ... TEMPLATE`` clone of one seeded database, so both
 sides of a ratio start from byte-identical data.
 
@@ -27,9 +27,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from ghostsync.throwaway import binaries
-from ghostsync.throwaway.server import SUPERUSER, ThrowawayServer
-from ghostsync.throwaway.supabase import (
+from ghostsync.testing import binaries
+from ghostsync.testing.server import SUPERUSER, ThrowawayServer
+from ghostsync.testing.supabase import (
     grant_database_privileges,
     make_cluster_supabase_like,
     make_database_supabase_like,

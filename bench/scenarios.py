@@ -44,7 +44,7 @@ from bench.cluster import (
 from bench.report import Figure, median
 from ghostsync import backfill, health, status
 from ghostsync.database import engine_for
-from ghostsync.throwaway.supabase import APP_PROFILES_SQL
+from ghostsync.testing.supabase import APP_PROFILES_SQL
 from ghostsync.urls import normalize
 
 # The incident report's repair: one statement over the whole table.

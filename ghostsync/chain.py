@@ -16,7 +16,7 @@ from pathlib import Path
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-DEFAULT_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
+DEFAULT_INI = Path(__file__).resolve().parent / "migrations" / "alembic.ini"
 _BODY = re.compile(r"AS \$function\$(.*?)\$function\$", re.DOTALL)
 
 

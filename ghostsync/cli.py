@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("repair", help="retry failed syncs, fix stale profiles, backfill ghosts")
     p.add_argument("--batch-size", type=positive_int, default=5000)
 
+    p = sub.add_parser("migrate", help="run Alembic's command line on the packaged chain (ghostsync migrate upgrade head)")
+    p.add_argument("alembic_args", nargs=argparse.REMAINDER)
+
     p = sub.add_parser("export-supabase", help="write the chain as Supabase CLI migrations")
     p.add_argument("directory", type=Path)
     return parser
@@ -180,7 +183,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"status": cmd_status, "backfill": cmd_backfill, "repair": cmd_repair,
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Alembic's own command line on the packaged chain: ``ghostsync migrate ARGS`` is ``alembic ARGS``."""
+    from alembic.config import CommandLine, Config
+
+    from ghostsync.chain import DEFAULT_INI
+
+    cli = CommandLine(prog="ghostsync migrate")
+    options = cli.parser.parse_args(args.alembic_args)
+    if not hasattr(options, "cmd"):
+        cli.parser.error("too few arguments")
+    cli.run_cmd(Config(file_=str(DEFAULT_INI), ini_section=options.name, cmd_opts=options), options)
+    return 0
+
+
+COMMANDS = {"migrate": cmd_migrate, "status": cmd_status, "backfill": cmd_backfill, "repair": cmd_repair,
             "export-supabase": cmd_export}
 
 

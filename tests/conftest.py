@@ -1,59 +1,29 @@
-"""The suite's throwaway databases: one Supabase-like server per PostgreSQL major version.
+"""The suite's databases come from ghostsync's own pytest plugin (``ghostsync[testing]``).
 
-Versions come from GHOSTSYNC_PG_VERSIONS (default "15,17": the majors Supabase
-runs). A version whose binaries this machine lacks runs no test at all and is
-named in the report header and the summary; nothing is skipped in its name.
+``db`` is the plugin's ``supabase_db`` (a fresh Supabase-like database on each
+available PostgreSQL version) and ``pg`` its ``supabase_server``: the suite
+uses the same fixtures a host project gets.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from ghostsync.throwaway import binaries
-from ghostsync.throwaway.fixtures import (
-    available_versions,
-    requested_versions,
-    supabase_database,
-    supabase_server,
-)
-
-REQUESTED = requested_versions()
-AVAILABLE, UNAVAILABLE = available_versions(REQUESTED)
-
-if not AVAILABLE:
-    raise pytest.UsageError(
-        f"no PostgreSQL server binaries for any of {REQUESTED}: run `make test`, which provides them"
-    )
-
-pg = supabase_server(AVAILABLE)
+from ghostsync.testing.plugin import available_versions
 
 
 @pytest.fixture
-def db(pg):
-    """A fresh Supabase-like database on each available PostgreSQL version."""
-    with supabase_database(pg) as database:
-        yield database
+def db(supabase_db):
+    return supabase_db
 
 
-def _version_lines() -> list[str]:
-    lines = []
-    for major in REQUESTED:
-        found = binaries.find(major)
-        if found is None:
-            lines.append(f"PostgreSQL {major}: NOT AVAILABLE on this machine; no test ran on it")
-        else:
-            lines.append(f"PostgreSQL {major}: {found.bindir} ({found.source})")
-    return lines
+@pytest.fixture(scope="session")
+def pg(supabase_server):
+    return supabase_server
 
 
-def pytest_report_header(config: pytest.Config) -> list[str]:
-    return _version_lines()
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    terminalreporter.section("PostgreSQL versions")
-    for line in _version_lines():
-        terminalreporter.write_line(line)
+def pytest_configure(config: pytest.Config) -> None:
+    available_versions(config)  # resolve once, so the header and summary name every version
 
 
 # --- reliability tests (test_under_load.py, test_faults.py, test_pooler.py) ---------------------

@@ -33,10 +33,11 @@ from typing import Any
 
 import psycopg2
 
-from ghostsync.throwaway.authservice import AUTH_ROLE
-from ghostsync.throwaway.fixtures import REPO, SupabaseDatabase
-from ghostsync.throwaway.loadgen import LoadReport, SignupLoad
-from ghostsync.throwaway.supabase import APP_PROFILES_SQL
+from ghostsync.testing.authservice import AUTH_ROLE
+from ghostsync.testing.fixtures import SupabaseDatabase
+from tests.paths import REPO
+from ghostsync.testing.loadgen import LoadReport, SignupLoad
+from ghostsync.testing.supabase import APP_PROFILES_SQL
 from tests import reliability
 from tests.seeding import duplicate_count, ghost_count
 

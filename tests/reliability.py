@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from ghostsync.throwaway import pgbouncer
+from ghostsync.testing import pgbouncer
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ import uuid
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from ghostsync.throwaway.fixtures import REPO, SupabaseDatabase
-from ghostsync.throwaway.supabase import APP_PROFILES_SQL
+from ghostsync.testing.fixtures import SupabaseDatabase
+from tests.paths import REPO
+from ghostsync.testing.supabase import APP_PROFILES_SQL
 
 
 def seed_ghosts(db: SupabaseDatabase, prefix: str = "ghost") -> dict[str, uuid.UUID]:

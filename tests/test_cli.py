@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine
 
 from ghostsync import backfill
-from ghostsync.throwaway.fixtures import supabase_database
+from ghostsync.testing.fixtures import supabase_database
 from ghostsync.urls import normalize
 from tests.catalog import fingerprint
 from tests.seeding import (

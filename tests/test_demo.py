@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from ghostsync.throwaway.fixtures import REPO
+from tests.paths import REPO
 
 
 def postgres_processes() -> set[str]:
@@ -15,7 +15,7 @@ def postgres_processes() -> set[str]:
 
 def test_demo_repairs_ghosts_and_stops_its_server():
     before = postgres_processes()
-    proc = subprocess.run([sys.executable, "-m", "ghostsync.demo"], cwd=REPO, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "ghostsync.testing.demo"], cwd=REPO, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout

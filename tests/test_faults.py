@@ -14,9 +14,9 @@ import time
 
 import psycopg2
 
-from ghostsync.throwaway.authservice import AUTH_ROLE
-from ghostsync.throwaway.fixtures import start_supabase_server, supabase_database
-from ghostsync.throwaway.loadgen import SignupLoad
+from ghostsync.testing.authservice import AUTH_ROLE
+from ghostsync.testing.fixtures import start_supabase_server, supabase_database
+from ghostsync.testing.loadgen import SignupLoad
 from tests import reliability
 from tests.loadcheck import (
     alembic_argv,

@@ -21,11 +21,11 @@ from alembic.command import downgrade, revision, upgrade
 from alembic.config import Config
 
 from ghostsync import chain
-from ghostsync.throwaway.fixtures import REPO
+from tests.paths import REPO
 from tests.seeding import ghost_count
 
 EXAMPLE = REPO / "docs" / "examples" / "0008_display_name.py"
-GHOSTSYNC_VERSIONS = REPO / "alembic" / "versions"
+GHOSTSYNC_VERSIONS = REPO / "ghostsync" / "migrations" / "versions"
 HEAD = chain.head()
 EXAMPLE_REVISION = "ghostsync_0008"
 SYNCED_FUNCTIONS = ("public.handle_new_user()", "public.handle_user_updated()")
@@ -49,7 +49,7 @@ def example_dir(tmp_path: Path) -> Path:
 
 def config_with_example(db, example_dir: Path, **x: str):
     config = db.alembic_config(**x)
-    config.set_main_option("version_locations", f"{GHOSTSYNC_VERSIONS}{os.pathsep}{example_dir}")
+    config.set_main_option("version_locations", f"{GHOSTSYNC_VERSIONS} {example_dir}")
     return config
 
 
@@ -84,9 +84,9 @@ def display_name_runs(db) -> list[tuple]:
 # -- the workflow, without a database ----------------------------------------------
 
 def test_alembic_revision_writes_a_file_with_the_conventions(tmp_path):
-    config = Config(str(REPO / "alembic.ini"))
+    config = Config(str(chain.DEFAULT_INI))
     config.attributes["configure_logger"] = False
-    config.set_main_option("version_locations", f"{GHOSTSYNC_VERSIONS}{os.pathsep}{tmp_path}")
+    config.set_main_option("version_locations", f"{GHOSTSYNC_VERSIONS} {tmp_path}")
     revision(config, message="profiles carry display_name", rev_id="ghostsync_0999",
                      version_path=str(tmp_path))
     [written] = list(tmp_path.glob("ghostsync_0999_*.py"))
@@ -94,7 +94,7 @@ def test_alembic_revision_writes_a_file_with_the_conventions(tmp_path):
     for convention in (
         'revision = "ghostsync_0999"',
         f'down_revision = "{HEAD}"',
-        "from ghostsync.locking import execute_guarded",
+        "from ghostsync.migrations.kit import execute_guarded",
         "UPGRADE_SQL = r\"\"\"",
         "DOWNGRADE_SQL = r\"\"\"",
         "FUNCTIONS: dict[str, str] = {}",
@@ -129,7 +129,7 @@ def test_example_renders_offline(example_dir):
     config = Config(str(REPO / "alembic.ini"), output_buffer=io.StringIO(),
                     cmd_opts=argparse.Namespace(x=["batch_size=7"]))
     config.attributes["configure_logger"] = False
-    config.set_main_option("version_locations", f"{GHOSTSYNC_VERSIONS}{os.pathsep}{example_dir}")
+    config.set_main_option("version_locations", f"{GHOSTSYNC_VERSIONS} {example_dir}")
     upgrade(config, f"{HEAD}:{EXAMPLE_REVISION}", sql=True)
     sql = config.output_buffer.getvalue()
     assert "ALTER TABLE public.users ADD COLUMN display_name text" in sql

@@ -17,11 +17,11 @@ import sys
 from pathlib import Path
 
 from ghostsync import chain
-from ghostsync.throwaway.fixtures import REPO
+from tests.paths import REPO
 from tests.seeding import ghost_count, ghostsync_cli, profiles, seed_ghosts
 
 GHOSTSYNC_HEAD = chain.head()
-GHOSTSYNC_VERSIONS = REPO / "alembic" / "versions"
+GHOSTSYNC_VERSIONS = REPO / "ghostsync" / "migrations" / "versions"
 GHOSTSYNC_OBJECTS = (
     "SELECT (SELECT count(*) FROM pg_trigger WHERE tgrelid = 'auth.users'::regclass AND NOT tgisinternal),"
     " (SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace"

@@ -24,7 +24,7 @@ from pytest_alembic.tests import (  # noqa: F401  (collected as tests of this mo
     test_upgrade,
 )
 
-from ghostsync.throwaway.fixtures import REPO
+from tests.paths import REPO
 
 
 @pytest.fixture

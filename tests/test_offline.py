@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from ghostsync.throwaway.fixtures import REPO, supabase_database
+from ghostsync.testing.fixtures import supabase_database
+from tests.paths import REPO
 from tests.catalog import fingerprint
 from tests.seeding import audit_rows, duplicate_count, ghost_count, profiles, seed_app_with_profiles, seed_ghosts
 

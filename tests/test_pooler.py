@@ -16,8 +16,8 @@ import time
 import psycopg2
 import pytest
 
-from ghostsync.throwaway.authservice import AUTH_ROLE
-from ghostsync.throwaway.pgbouncer import ThrowawayPgBouncer
+from ghostsync.testing.authservice import AUTH_ROLE
+from ghostsync.testing.pgbouncer import ThrowawayPgBouncer
 from tests import reliability
 from tests.loadcheck import (
     alembic_argv,

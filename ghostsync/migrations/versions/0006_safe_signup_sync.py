@@ -18,7 +18,7 @@ Downgrade restores ghostsync_0002's function text exactly.
 
 from __future__ import annotations
 
-from ghostsync.locking import execute_guarded
+from ghostsync.migrations.kit import execute_guarded
 
 revision = "ghostsync_0006"
 down_revision = "ghostsync_0005"

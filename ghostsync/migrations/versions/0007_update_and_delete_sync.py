@@ -23,7 +23,7 @@ Downgrade drops both triggers, then both functions; no row is touched.
 
 from __future__ import annotations
 
-from ghostsync.locking import execute_guarded
+from ghostsync.migrations.kit import execute_guarded
 
 revision = "ghostsync_0007"
 down_revision = "ghostsync_0006"

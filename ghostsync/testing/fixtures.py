@@ -1,14 +1,9 @@
-"""pytest fixture factories for throwaway Supabase-like databases.
+"""Throwaway Supabase-like servers and databases, as the pytest plugin's fixtures hand them out.
 
-In the style of pytest-postgresql: a session-scoped *server* fixture (one
-server per PostgreSQL major version, parametrized) and a function-scoped
-*database* fixture. pytest-postgresql's ``DatabaseJanitor`` makes every
-database: the server fixture loads a Supabase-like template once, and each
-test gets a fresh clone of it.
-
-``supabase_server(versions)`` returns the server fixture; versions whose
-binaries this machine lacks are left out (``unavailable_versions`` lists
-them, and the suite's report says so) rather than skipped as if they passed.
+In the style of pytest-postgresql: ``start_supabase_server`` starts one server
+and loads a Supabase-like template database once; ``supabase_database`` clones
+it for one test. pytest-postgresql's ``DatabaseJanitor`` makes every database.
+``ghostsync.testing.plugin`` wraps both as fixtures.
 """
 
 from __future__ import annotations
@@ -25,24 +20,23 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
-import pytest
 from alembic import command
 from alembic.config import Config
 from pytest_postgresql.janitor import DatabaseJanitor
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 
-from ghostsync.throwaway import binaries
-from ghostsync.throwaway.authservice import AUTH_ROLE, AuthService
-from ghostsync.throwaway.server import SUPERUSER, ThrowawayServer
-from ghostsync.throwaway.supabase import (
+from ghostsync.testing import binaries
+from ghostsync.testing.authservice import AUTH_ROLE, AuthService
+from ghostsync.testing.server import SUPERUSER, ThrowawayServer
+from ghostsync.testing.supabase import (
     grant_database_privileges,
     make_cluster_supabase_like,
     make_database_supabase_like,
 )
+from ghostsync.chain import DEFAULT_INI
 from ghostsync.urls import normalize
 
-REPO = Path(__file__).resolve().parents[2]
 MIGRATING_ROLE = "postgres"
 TEMPLATE = "supabase_template"
 
@@ -71,6 +65,7 @@ class SupabaseDatabase:
 
     owner: SupabaseServer
     name: str
+    alembic_ini: Path = DEFAULT_INI
     _engines: list[Engine] = field(default_factory=list)
 
     @property
@@ -105,7 +100,7 @@ class SupabaseDatabase:
         return rows[0][0] if rows else None
 
     def alembic_config(self, **x: str) -> Config:
-        config = Config(str(REPO / "alembic.ini"))
+        config = Config(str(self.alembic_ini))
         x_args = [f"database_url={self.url()}"] + [f"{k}={v}" for k, v in x.items()]
         config.cmd_opts = argparse.Namespace(x=x_args)
         config.attributes["configure_logger"] = False
@@ -121,8 +116,7 @@ class SupabaseDatabase:
         """Run the ``alembic`` command line as a deploy pipeline would."""
         env = dict(os.environ, DATABASE_URL=url or self.url())
         return subprocess.run(
-            [sys.executable, "-m", "alembic", "-c", str(REPO / "alembic.ini"), *args],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+            [sys.executable, "-m", "alembic", "-c", str(self.alembic_ini), *args], env=env, capture_output=True, text=True, timeout=timeout,
         )
 
     def psql(self, script: str, *, user: str = MIGRATING_ROLE) -> subprocess.CompletedProcess[str]:
@@ -135,18 +129,6 @@ class SupabaseDatabase:
     def dispose(self) -> None:
         for engine in self._engines:
             engine.dispose()
-
-
-def available_versions(requested: Sequence[int]) -> tuple[list[int], list[int]]:
-    """Split ``requested`` majors into (available, unavailable) on this machine."""
-    have = [m for m in requested if binaries.find(m) is not None]
-    return have, [m for m in requested if m not in have]
-
-
-def requested_versions(default: str = "15,17") -> list[int]:
-    """``GHOSTSYNC_PG_VERSIONS`` (comma-separated majors), else ``default``."""
-    raw = os.environ.get("GHOSTSYNC_PG_VERSIONS", default)
-    return [int(v) for v in raw.replace(" ", "").split(",") if v]
 
 
 def start_supabase_server(major: int) -> SupabaseServer:
@@ -162,32 +144,10 @@ def start_supabase_server(major: int) -> SupabaseServer:
     return supa
 
 
-def supabase_server(versions: Sequence[int]) -> Callable[..., Iterator[SupabaseServer]]:
-    """Session fixture factory: one Supabase-like server per available major version."""
-
-    @pytest.fixture(scope="session", params=list(versions), ids=[f"pg{v}" for v in versions])
-    def supabase_server_fixture(request: pytest.FixtureRequest) -> Iterator[SupabaseServer]:
-        supa = start_supabase_server(int(request.param))
-        try:
-            yield supa
-        finally:
-            supa.server.stop()
-
-    return supabase_server_fixture
-
-
 @contextmanager
 def supabase_database(supa: SupabaseServer) -> Iterator[SupabaseDatabase]:
     """A fresh database cloned from ``supa``'s template, dropped on exit.
 
-    Use it in a function fixture that depends on the server fixture::
-
-        pg = supabase_server([15, 17])
-
-        @pytest.fixture
-        def db(pg):
-            with supabase_database(pg) as database:
-                yield database
     """
     name = f"t_{uuid.uuid4().hex[:12]}"
     janitor = supa.janitor(name, template_dbname=supa.template)

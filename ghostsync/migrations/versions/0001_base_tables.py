@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from alembic import op
 
-from ghostsync.locking import execute_guarded
-from ghostsync.revision_errors import raise_ghostsync_errors
+from ghostsync.migrations.kit import execute_guarded
+from ghostsync.migrations.kit import raise_ghostsync_errors
 
 revision = "ghostsync_0001"
 down_revision = None

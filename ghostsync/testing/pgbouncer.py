@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ghostsync.throwaway.server import _free_port, _unprivileged_user
+from ghostsync.testing.server import _free_port, _unprivileged_user
 
 DEFAULT_USERS = ("postgres", "supabase_admin", "supabase_auth_admin")
 _CANDIDATES = ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer", "/usr/local/bin/pgbouncer")

@@ -1,4 +1,11 @@
-"""Lock-safe DDL for revisions.
+"""The kit: everything a revision uses from the package, and nothing more.
+
+This module is a stable contract. Revisions are frozen history; they reach
+the package only through the names defined here, passing every setting
+that shapes what they do as an explicit argument. A change here must never
+change what an existing revision does: add a new function instead.
+
+Lock-safe DDL for revisions.
 
 A statement that locks ``auth.users`` or ``public.users`` must not queue
 behind a long transaction: while it waits, every signup queues behind it.
@@ -31,11 +38,15 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from alembic import context, op
 from alembic.util import CommandError
 from sqlalchemy.exc import DBAPIError
+
+from ghostsync.backfill import BackfillStatements, run_batched
 
 LOCK_NOT_AVAILABLE = "55P03"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*$")
@@ -114,3 +125,29 @@ def execute_guarded(sql: str, what: str, policy: LockPolicy | None = None) -> No
         else:
             savepoint.commit()
             return
+
+
+# -- one-line errors for checks the revisions make in SQL ----------------------
+
+PREFIX = "ghostsync: "
+
+
+def ghostsync_message(exc: DBAPIError) -> str | None:
+    """The first line of a ``ghostsync:`` exception raised in SQL, else None."""
+    primary = getattr(getattr(exc.orig, "diag", None), "message_primary", None) or str(exc.orig)
+    first = primary.strip().splitlines()[0] if primary.strip() else ""
+    return first if first.startswith(PREFIX) else None
+
+
+@contextmanager
+def raise_ghostsync_errors() -> Iterator[None]:
+    try:
+        yield
+    except DBAPIError as exc:
+        message = ghostsync_message(exc)
+        if message is None:
+            raise
+        raise CommandError(message) from None
+
+
+__all__ = ["BackfillStatements", "LockNotAvailable", "LockPolicy", "execute_guarded", "raise_ghostsync_errors", "run_batched"]

@@ -14,8 +14,8 @@ Downgrade keeps the column and its values.
 
 from __future__ import annotations
 
-from ghostsync.locking import execute_guarded
-from ghostsync.revision_errors import raise_ghostsync_errors
+from ghostsync.migrations.kit import execute_guarded
+from ghostsync.migrations.kit import raise_ghostsync_errors
 
 revision = "ghostsync_0005"
 down_revision = "ghostsync_0004"

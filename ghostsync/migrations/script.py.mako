@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from alembic import op
 ${imports if imports else ""}
-from ghostsync.locking import execute_guarded
+from ghostsync.migrations.kit import execute_guarded
 
 revision = ${quoted(up_revision)}
 down_revision = ${quoted(down_revision)}

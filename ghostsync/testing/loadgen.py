@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import psycopg2
 
-from ghostsync.throwaway.authservice import AuthService
+from ghostsync.testing.authservice import AuthService
 
 
 @dataclass(frozen=True)

@@ -19,17 +19,16 @@ import psycopg2
 from sqlalchemy import create_engine
 
 from ghostsync import chain, health
-from ghostsync.throwaway import binaries
-from ghostsync.throwaway.authservice import AUTH_ROLE, AuthService
-from ghostsync.throwaway.server import ThrowawayServer
-from ghostsync.throwaway.supabase import (
+from ghostsync.testing import binaries
+from ghostsync.testing.authservice import AUTH_ROLE, AuthService
+from ghostsync.testing.server import ThrowawayServer
+from ghostsync.testing.supabase import (
     APP_PROFILES_SQL,
     make_cluster_supabase_like,
     make_database_supabase_like,
 )
 from ghostsync.urls import normalize
 
-REPO = Path(__file__).resolve().parent.parent
 EMBEDDED_DEFAULT = (17, 18, 16, 15)
 
 
@@ -79,8 +78,8 @@ def run_demo(ordinary: int = 20) -> int:
         _say("== alembic upgrade head   (as role postgres, DATABASE_URL=postgresql://postgres@.../demo)")
         env = dict(os.environ, DATABASE_URL=app_url)
         proc = subprocess.run(
-            [sys.executable, "-m", "alembic", "-c", str(REPO / "alembic.ini"), "upgrade", "head"],
-            cwd=REPO, env=env, capture_output=True, text=True,
+            [sys.executable, "-m", "ghostsync", "migrate", "upgrade", "head"],
+            env=env, capture_output=True, text=True,
         )
         for line in (proc.stdout + proc.stderr).splitlines():
             _say(f"   {line}")

@@ -19,7 +19,7 @@ needs repair.
 
 from __future__ import annotations
 
-from ghostsync.locking import execute_guarded
+from ghostsync.migrations.kit import execute_guarded
 
 revision = "ghostsync_0004"
 down_revision = "ghostsync_0003"

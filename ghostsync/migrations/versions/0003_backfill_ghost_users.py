@@ -30,7 +30,7 @@ import os
 from alembic import context, op
 from alembic.util import CommandError
 
-from ghostsync.backfill import BackfillStatements, run_batched
+from ghostsync.migrations.kit import BackfillStatements, run_batched
 
 revision = "ghostsync_0003"
 down_revision = "ghostsync_0002"

@@ -16,7 +16,7 @@ Downgrade drops the trigger, then the function; no profile is touched.
 
 from __future__ import annotations
 
-from ghostsync.locking import execute_guarded
+from ghostsync.migrations.kit import execute_guarded
 
 revision = "ghostsync_0002"
 down_revision = "ghostsync_0001"

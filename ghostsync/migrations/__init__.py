@@ -1,0 +1,8 @@
+"""ghostsync's Alembic chain, shipped inside the package.
+
+- ``alembic.ini``: the packaged configuration (``ghostsync migrate`` uses it);
+- ``env.py`` / ``environment``: URL handling, online and offline runs;
+- ``versions/``: the revisions, each with its frozen SQL; host projects list
+  ``ghostsync:migrations/versions`` in their ``version_locations``;
+- ``kit``: the stable contract through which revisions reach the package.
+"""

@@ -1,0 +1,157 @@
+"""Alembic environment for ghostsync (run by ``env.py``, packaged and top-level alike).
+
+Contract:
+- The URL comes from ``-x database_url``, then ``DATABASE_URL``, then
+  ``sqlalchemy.url`` in alembic.ini; ``postgres://`` and ``postgresql://`` run
+  on psycopg2 (``ghostsync.urls``).
+- A connection passed in ``config.attributes["connection"]`` is used as is
+  (tests, host applications); an Engine there (pytest-alembic) is connected
+  once per command.
+- Each revision runs in its own transaction, so a lock taken by one revision
+  is released before the next begins.
+- A database error ends the command with one ``FAILED:`` line (``--raiseerr``
+  for the traceback).
+- Offline (``alembic upgrade head --sql``) prints SQL that psql, or the
+  Supabase SQL editor, applies as the ``postgres`` role.
+"""
+
+from __future__ import annotations
+
+import os
+from logging.config import fileConfig
+
+from alembic import context
+from alembic.util import CommandError
+from sqlalchemy import MetaData, create_engine, pool
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from ghostsync import urls
+from ghostsync.errors import describe
+from ghostsync.models import metadata
+
+# Offline (--sql) only the dialect matters: no database is contacted.
+OFFLINE_URL = "postgresql+psycopg2://"
+
+
+def database_url() -> str:
+    url = (
+        context.get_x_argument(as_dictionary=True).get("database_url")
+        or os.environ.get("DATABASE_URL")
+        or context.config.get_main_option("sqlalchemy.url")
+        or ""
+    )
+    try:
+        return urls.normalize(url)
+    except urls.BadDatabaseURL as exc:
+        raise CommandError(str(exc)) from None
+
+
+GHOSTSYNC_SCHEMAS = (None, "public", "ghostsync")
+GHOSTSYNC_TABLES = {"users", "cleanup_audit_log", "sync_failures"}
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Autogenerate reflects only ghostsync's own tables (public and ghostsync schemas)."""
+    if type_ == "schema":
+        return name in GHOSTSYNC_SCHEMAS
+    if type_ == "table":
+        return name in GHOSTSYNC_TABLES
+    return True
+
+
+def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    """auth.users is the auth service's table: modelled for queries, never compared."""
+    return not (type_ == "table" and getattr(obj, "schema", None) == "auth")
+
+
+def comparison_metadata(default_schema: str | None) -> MetaData:
+    """The models as autogenerate must see them: the default schema left implicit.
+
+    Alembic reflects the tables of the connection's default schema (public) with
+    schema None; the models name "public" explicitly so every query is
+    qualified. Compared as is, every foreign key of public.users would look
+    removed and re-added. Used only for comparing; the revisions run raw SQL.
+    """
+    compared = MetaData()
+    for table in metadata.sorted_tables:
+        table.to_metadata(compared, schema=None if table.schema == default_schema else table.schema)
+    return compared
+
+
+def run_migrations_offline() -> None:
+    context.configure(
+        url=database_url_or_none() or OFFLINE_URL,
+        target_metadata=metadata,
+        literal_binds=True,
+        dialect_opts={"paramstyle": "named"},
+        transaction_per_migration=True,
+        include_name=include_name,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    connection = context.config.attributes.get("connection")
+    if isinstance(connection, Engine):
+        # pytest-alembic passes its engine: one connection per command, so no
+        # transaction is left open between commands.
+        with connection.connect() as conn:
+            _run_on(conn)
+        return
+    if connection is not None:
+        _run_on(connection)
+        return
+    engine = create_engine(
+        database_url(),
+        poolclass=pool.NullPool,
+        connect_args={"application_name": "ghostsync-migrate"},
+    )
+    with engine.connect() as conn:
+        _run_on(conn)
+    engine.dispose()
+
+
+def _run_on(connection: Connection) -> None:
+    try:
+        _configure_and_run(connection)
+    except DBAPIError as exc:
+        # One FAILED: line instead of a traceback (alembic --raiseerr shows the chain).
+        raise CommandError(
+            f"{describe(exc, database_url_or_none())}; the revisions before this one are applied, "
+            "so `alembic upgrade head` continues from there"
+        ) from exc
+
+
+def database_url_or_none() -> str | None:
+    try:
+        return database_url()
+    except CommandError:
+        return None
+
+
+def _configure_and_run(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=comparison_metadata(connection.dialect.default_schema_name),
+        transaction_per_migration=True,
+        include_schemas=True,
+        include_name=include_name,
+        include_object=include_object,
+        compare_server_default=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+
+def run() -> None:
+    """What an ``env.py`` does: configure logging from the ini, then run online or offline."""
+    config = context.config
+    if config.config_file_name is not None and config.attributes.get("configure_logger", True):
+        fileConfig(config.config_file_name, disable_existing_loggers=False)
+    if context.is_offline_mode():
+        run_migrations_offline()
+    else:
+        run_migrations_online()
