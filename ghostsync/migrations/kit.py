@@ -1,146 +1,612 @@
 """The kit: everything a revision uses from the package, and nothing more.
 
-This module is a stable contract. Revisions are frozen history; they reach
-the package only through the names defined here, passing every setting
-that shapes what they do as an explicit argument. A change here must never
-change what an existing revision does: add a new function instead.
+STABLE CONTRACT. Revisions are frozen history: once released, a revision
+file never changes, so what it does must not change either. A revision
+reaches the package only through the names below, and passes every value
+that shapes what it does (object definitions, job names, default batch size,
+dead-after time) as an explicit argument. The SQL each operation emits is
+pinned per revision by ``tests/test_revisions_pinned.py``: a change here
+that would change what an old revision does fails that test. To do
+something new, add a new operation; never change what an existing one
+emits.
 
-Lock-safe DDL for revisions.
+What the kit gives a revision:
 
-A statement that locks ``auth.users`` or ``public.users`` must not queue
-behind a long transaction: while it waits, every signup queues behind it.
-``execute_guarded`` runs such a statement with ``SET LOCAL lock_timeout`` (a
-per-transaction setting, so it holds through a transaction-mode pooler) inside
-a savepoint, and when the lock cannot be had it rolls back to the savepoint,
-waits with exponential backoff and tries again. After the last attempt it
-raises ``LockNotAvailable``; the revision's transaction then rolls back and
-the database stays as it was before that revision.
-
-The helper never changes the statement it is given: the SQL text stays in
-the revision file, frozen.
-
-Settings (``alembic -x name=value`` first, then the environment):
-
-=================  =============================  =======
--x                 environment                    default
-=================  =============================  =======
-lock_timeout       GHOSTSYNC_LOCK_TIMEOUT         2s
-lock_retries       GHOSTSYNC_LOCK_RETRIES         5
-statement_timeout  GHOSTSYNC_STATEMENT_TIMEOUT    60s
-=================  =============================  =======
-
-The statement timeout (also per transaction) bounds any single DDL step; the
-backfill's batches run outside these transactions and are not subject to it.
+- **Declarations** (``Column``, ``Function``, ``Trigger``, ``Declares``): the
+  revision states, as data next to its frozen SQL, the profile columns it
+  syncs and how each is derived from an auth row, and the functions and
+  triggers it installs. ``ghostsync status``, ``repair``, ``backfill`` and the
+  drift check read the declarations of the revision the database is at.
+- **Ownership** (``install_function``, ``drop_function``, ``install_trigger``,
+  ``drop_trigger``, ``record``): every object ghostsync creates is recorded in
+  ``ghostsync.objects`` in the same transaction as its DDL; an object of the
+  same name that is not recorded there (the app's) is never replaced or
+  dropped: the upgrade stops with one line instead.
+- **Lock safety** (``step``): every DDL step runs under a lock budget
+  (``-x lock_timeout``, shared out among the locks the step takes) inside a
+  savepoint, retried with backoff when its locks are busy; offline the same
+  retry runs inside the database (a ``DO`` block), so ``--sql`` files and
+  Supabase CLI migrations behave the same way.
+- **Jobs** (``backfill``): batched, resumable data work in short
+  transactions of its own, audited in ``cleanup_audit_log``.
+- **One-line errors** (``ghostsync_errors``): a check a revision makes in SQL
+  (``RAISE EXCEPTION 'ghostsync: ...'``) ends the command with one line.
 """
 
 from __future__ import annotations
 
-import os
-import re
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 from alembic import context, op
 from alembic.util import CommandError
 from sqlalchemy.exc import DBAPIError
 
-from ghostsync.backfill import BackfillStatements, run_batched
+from ghostsync import settings
+from ghostsync.backfill import BackfillResult, BackfillStatements, run_batched
+
+log = logging.getLogger("alembic.ghostsync")
 
 LOCK_NOT_AVAILABLE = "55P03"
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*$")
+QUERY_CANCELED = "57014"
+INSUFFICIENT_PRIVILEGE = "42501"
+MAX_BACKOFF_S = 2.0
+MESSAGE_PREFIX = "ghostsync: "
 
 
-class LockNotAvailable(CommandError):
-    """A guarded statement could not get its lock within the configured attempts."""
+# -- declarations ---------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Column:
+    """A column of public.users that the sync writes.
 
-def parse_duration_ms(value: str) -> int:
-    """``"2s"``, ``"500ms"`` or ``"1.5"`` (seconds) as whole milliseconds."""
-    match = _DURATION.match(value)
-    if not match:
-        raise CommandError(f"bad duration {value!r}: use e.g. 2s or 500ms")
-    number, unit = float(match.group(1)), match.group(2) or "s"
-    return int(number if unit == "ms" else number * 1000)
+    ``source`` is an SQL expression over the auth row, written with ``{row}``
+    for it (``"{row}.email_confirmed_at IS NOT NULL"``); ``sql_type`` is the type
+    the expression yields, ``max_length`` the longest value it can yield
+    (``None``: unbounded) and ``nullable`` whether it can be NULL. ``synced``
+    columns follow the auth row on every change (and make a profile stale when
+    they differ); the others are written when the profile is created, and,
+    where ``on_update`` gives an expression, whenever it is brought up to date.
+    """
+
+    name: str
+    source: str
+    sql_type: str
+    nullable: bool = True
+    max_length: int | None = None
+    synced: bool = True
+    on_update: str | None = None
+
+    def expression(self, row: str) -> str:
+        """The value for a new profile, from the auth row named ``row``."""
+        return self.source.format(row=row)
+
+    def update_expression(self, row: str) -> str | None:
+        """The value written when an existing profile is brought up to date (None: left as it is)."""
+        if self.on_update is not None:
+            return self.on_update.format(row=row)
+        return self.expression(row) if self.synced else None
 
 
 @dataclass(frozen=True)
-class LockPolicy:
-    """How long to wait for a lock, and how often to try."""
+class Function:
+    """A function a revision installs: its signature and its whole CREATE OR REPLACE statement."""
 
-    timeout_ms: int = 2000
-    retries: int = 5
-    statement_timeout_ms: int = 60000
-    first_backoff_s: float = 0.25
-    max_backoff_s: float = 5.0
+    signature: str
+    create: str
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A trigger a revision installs: its name, its table, and its definition exactly as
+    ``pg_get_triggerdef`` prints it under ``search_path = ''`` (drift compares the two)."""
+
+    name: str
+    table: str
+    definition: str
+
+    @property
+    def create(self) -> str:
+        if not self.definition.startswith("CREATE TRIGGER "):
+            raise ValueError(f"trigger {self.name}: the definition must start with 'CREATE TRIGGER '")
+        return "CREATE OR REPLACE TRIGGER " + self.definition.removeprefix("CREATE TRIGGER ") + ";"
+
+
+@dataclass(frozen=True)
+class Declares:
+    """What a revision changes in what ghostsync syncs and installs.
+
+    ``columns`` add or redefine profile columns (by name); ``functions`` and
+    ``triggers`` are installed or replaced (by signature / name); ``removes``
+    names functions (signatures) and triggers (names) this revision takes
+    away; ``jobs`` are the audit-log job names of data jobs it runs.
+    Walking the chain from base to a revision and applying each revision's
+    ``Declares`` gives what that revision leaves in place.
+    """
+
+    columns: tuple[Column, ...] = ()
+    functions: tuple[Function, ...] = ()
+    triggers: tuple[Trigger, ...] = ()
+    removes: tuple[str, ...] = ()
+    jobs: tuple[str, ...] = ()
+
+
+# -- settings ------------------------------------------------------------------------------------
+
+def _x_args() -> dict[str, str]:
+    try:
+        return dict(context.get_x_argument(as_dictionary=True))
+    except Exception:
+        return {}
+
+
+@dataclass(frozen=True)
+class LockBudget:
+    """How long any request may wait behind one attempt of a step, and how often to try.
+
+    From ``-x lock_timeout`` / ``GHOSTSYNC_LOCK_TIMEOUT`` (default 400ms),
+    ``lock_retries`` (20) and ``lock_backoff`` (100ms, doubling up to 2s).
+    """
+
+    budget: timedelta
+    retries: int
+    backoff: timedelta
+    statement_timeout: timedelta
 
     @classmethod
-    def configured(cls) -> LockPolicy:
-        """The policy from ``-x`` arguments or the environment, else the defaults."""
-        x_args: dict[str, str] = context.get_x_argument(as_dictionary=True)
-        timeout = x_args.get("lock_timeout") or os.environ.get("GHOSTSYNC_LOCK_TIMEOUT") or "2s"
-        retries = x_args.get("lock_retries") or os.environ.get("GHOSTSYNC_LOCK_RETRIES") or "5"
-        statement = (x_args.get("statement_timeout") or os.environ.get("GHOSTSYNC_STATEMENT_TIMEOUT")
-                     or "60s")
-        if not retries.isdigit():
-            raise CommandError(f"bad lock_retries {retries!r}: use a whole number")
-        return cls(timeout_ms=parse_duration_ms(timeout), retries=int(retries),
-                   statement_timeout_ms=parse_duration_ms(statement))
-
-    def backoff(self, attempt: int) -> float:
-        return float(min(self.max_backoff_s, self.first_backoff_s * (2**attempt)))
-
-
-def execute_guarded(sql: str, what: str, policy: LockPolicy | None = None) -> None:
-    """Run ``sql`` (one or more statements) under a lock timeout, retrying on lock timeouts.
-
-    ``what`` names the step in the error message, e.g. "create trigger on auth.users".
-    """
-    policy = policy or LockPolicy.configured()
-    set_timeout = (f"SET LOCAL lock_timeout = '{policy.timeout_ms}ms'; "
-                   f"SET LOCAL statement_timeout = '{policy.statement_timeout_ms}ms'")
-    if context.is_offline_mode():
-        op.execute(f"SET LOCAL lock_timeout = '{policy.timeout_ms}ms'")
-        op.execute(f"SET LOCAL statement_timeout = '{policy.statement_timeout_ms}ms'")
-        op.execute(sql)
-        return
-    conn = op.get_bind()
-    for attempt in range(policy.retries + 1):
-        savepoint = conn.begin_nested()
+    def configured(cls) -> LockBudget:
+        x = _x_args()
         try:
-            conn.exec_driver_sql(set_timeout)
-            conn.exec_driver_sql(sql, execution_options={"no_parameters": True})
-        except DBAPIError as exc:
-            savepoint.rollback()
-            if getattr(exc.orig, "pgcode", None) != LOCK_NOT_AVAILABLE:
-                raise
-            if attempt == policy.retries:
-                raise LockNotAvailable(
-                    f"gave up on '{what}': the lock was not free within {policy.timeout_ms} ms "
-                    f"in {policy.retries + 1} attempts (a long transaction holds it); nothing of "
-                    "this revision was applied. Retry later, or raise -x lock_timeout / -x lock_retries."
-                ) from None
-            time.sleep(policy.backoff(attempt))
+            return cls(
+                budget=settings.resolve_duration("lock_timeout", x),
+                retries=settings.resolve_count("lock_retries", x),
+                backoff=settings.resolve_duration("lock_backoff", x),
+                statement_timeout=settings.resolve_duration("statement_timeout", x),
+            )
+        except settings.SettingError as exc:
+            raise CommandError(str(exc)) from None
+
+    @property
+    def budget_ms(self) -> int:
+        return max(1, round(self.budget.total_seconds() * 1000))
+
+    def pause(self, attempt: int) -> float:
+        return float(min(MAX_BACKOFF_S, self.backoff.total_seconds() * (2**attempt)))
+
+
+# -- steps -----------------------------------------------------------------------------------------
+
+# How many tables a DROP TRIGGER on auth.users locks: the table itself and, where
+# Supabase's supautils extension runs the drop (supautils.drop_trigger_grants),
+# every listed table before it in the list's order.
+SUPAUTILS_DROP_LOCKS = (
+    "(SELECT 1 + count(*) FROM (SELECT g.t, g.n FROM pg_catalog.jsonb_array_elements_text("
+    "coalesce(nullif(pg_catalog.current_setting('supautils.drop_trigger_grants', true), '')::jsonb"
+    " -> current_user::text, '[]'::jsonb)) WITH ORDINALITY AS g(t, n)) AS grants"
+    " WHERE grants.t <> {table} AND pg_catalog.to_regclass(grants.t) IS NOT NULL"
+    " AND grants.n < coalesce((SELECT min(h.n) FROM pg_catalog.jsonb_array_elements_text("
+    "coalesce(nullif(pg_catalog.current_setting('supautils.drop_trigger_grants', true), '')::jsonb"
+    " -> current_user::text, '[]'::jsonb)) WITH ORDINALITY AS h(t, n) WHERE h.t = {table}), 2147483647))"
+)
+
+LOCK_PRELUDE = (
+    "SELECT pg_catalog.set_config('lock_timeout', "
+    "greatest(10, {budget_ms} / {locks})::int::text || 'ms', true), "
+    "pg_catalog.set_config('statement_timeout', '{statement_ms}ms', true)"
+)
+
+OFFLINE_LOCK_STEP = """DO $ghostsync_step$
+DECLARE
+  attempt int := 0;
+BEGIN
+  LOOP
+    BEGIN
+      PERFORM pg_catalog.set_config('lock_timeout', greatest(10, {budget_ms} / {locks})::int::text || 'ms', true);
+      PERFORM pg_catalog.set_config('statement_timeout', '{statement_ms}ms', true);
+{body}
+      EXIT;
+    EXCEPTION WHEN lock_not_available THEN
+      attempt := attempt + 1;
+      IF attempt > {retries} THEN
+        RAISE EXCEPTION 'ghostsync: gave up on %: its locks were not free within {budget_ms} ms in % attempts '
+          '(a long transaction holds them); nothing of this revision was applied. Retry later, or raise '
+          '-x lock_timeout / -x lock_retries', {what}, attempt;
+      END IF;
+      PERFORM pg_catalog.pg_sleep(least({max_backoff}, {backoff} * 2 ^ (attempt - 1)));
+    END;
+  END LOOP;
+END
+$ghostsync_step$;"""
+
+OFFLINE_PLAIN_PRELUDE = """DO $ghostsync_step$
+BEGIN
+  PERFORM pg_catalog.set_config('lock_timeout', '{budget_ms}ms', true);
+  PERFORM pg_catalog.set_config('statement_timeout', '{statement_ms}ms', true);
+END
+$ghostsync_step$;"""
+
+
+def _quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+@dataclass
+class StepReport:
+    """How one step went: how many attempts its locks needed, and how long it waited in all."""
+
+    what: str
+    attempts: int = 0
+    waited_s: float = 0.0
+    history: list[float] = field(default_factory=list)
+
+
+def step(sql: str, what: str, *, locks: str | None = None, budget: LockBudget | None = None) -> StepReport:
+    """Run ``sql`` (one or more statements) as one guarded step of the revision.
+
+    ``locks``: an SQL expression for how many tables the step locks that
+    requests of the auth service or the app wait on (``"1"`` for a trigger on
+    auth.users or an ALTER of public.users); ``None`` for a step that locks no
+    such table. A locking step gets ``lock_timeout`` = budget / locks per lock
+    and the whole budget as its statement timeout, and is retried with
+    backoff when a lock is busy; offline the retry loop is a ``DO`` block.
+    Any other step runs under the budget as its lock timeout and the
+    configured statement timeout. A ``ghostsync: ...`` exception the SQL
+    raises, and a lock that never came free, end the command with one line.
+    """
+    budget = budget or LockBudget.configured()
+    statement_ms = round(budget.statement_timeout.total_seconds() * 1000)
+    report = StepReport(what=what)
+    if context.is_offline_mode():
+        if locks is None:
+            op.execute(OFFLINE_PLAIN_PRELUDE.format(budget_ms=budget.budget_ms, statement_ms=statement_ms))
+            op.execute(sql)
         else:
-            savepoint.commit()
+            body = "\n".join("      " + line if line else line for line in sql.strip().splitlines())
+            op.execute(OFFLINE_LOCK_STEP.format(
+                budget_ms=budget.budget_ms, locks=locks, statement_ms=budget.budget_ms, body=body,
+                retries=budget.retries, what=_quote_literal(what), max_backoff=MAX_BACKOFF_S,
+                backoff=budget.backoff.total_seconds()))
+        return report
+    conn = op.get_bind()
+    began = time.monotonic()
+    with ghostsync_errors():
+        if locks is None:
+            conn.exec_driver_sql(LOCK_PRELUDE.format(budget_ms=budget.budget_ms, locks=1, statement_ms=statement_ms))
+            conn.exec_driver_sql(sql, execution_options={"no_parameters": True})
+            report.attempts = 1
+            return report
+        prelude = LOCK_PRELUDE.format(budget_ms=budget.budget_ms, locks=locks, statement_ms=budget.budget_ms)
+        for attempt in range(budget.retries + 1):
+            report.attempts = attempt + 1
+            tried = time.monotonic()
+            savepoint = conn.begin_nested()
+            try:
+                conn.exec_driver_sql(prelude)
+                conn.exec_driver_sql(sql, execution_options={"no_parameters": True})
+            except DBAPIError as exc:
+                savepoint.rollback()
+                code = getattr(exc.orig, "pgcode", None)
+                if code not in (LOCK_NOT_AVAILABLE, QUERY_CANCELED):
+                    raise
+                report.history.append(time.monotonic() - tried)
+                if attempt == budget.retries:
+                    report.waited_s = time.monotonic() - began
+                    _log_step(report, gave_up=True)
+                    raise CommandError(
+                        f"ghostsync: gave up on {what}: its locks were not free within {budget.budget_ms} ms "
+                        f"in {report.attempts} attempts (a long transaction holds them); nothing of this "
+                        "revision was applied. Retry later, or raise -x lock_timeout / -x lock_retries"
+                    ) from None
+                time.sleep(budget.pause(attempt))
+            else:
+                savepoint.commit()
+                break
+        # the rest of the revision runs under the ordinary limits again
+        conn.exec_driver_sql(LOCK_PRELUDE.format(budget_ms=budget.budget_ms, locks=1, statement_ms=statement_ms))
+    report.waited_s = time.monotonic() - began
+    _log_step(report)
+    return report
+
+
+def _log_step(report: StepReport, gave_up: bool = False) -> None:
+    outcome = "gave up after" if gave_up else "locks taken on attempt"
+    log.info("ghostsync: %s: %s %d (%.0f ms in all)", report.what, outcome, report.attempts,
+             report.waited_s * 1000)
+
+
+# -- ownership -------------------------------------------------------------------------------------
+
+REGISTER = """INSERT INTO ghostsync.objects (kind, name, created, revision, owner)
+VALUES ({kind}, {name}, {created}, {revision}, current_user)
+ON CONFLICT (kind, name) DO UPDATE SET revision = EXCLUDED.revision, recorded_at = pg_catalog.now();"""
+
+UNREGISTER = "DELETE FROM ghostsync.objects WHERE kind = {kind} AND name = {name};"
+
+GUARD_FUNCTION = """DO $ghostsync_guard$
+BEGIN
+  IF pg_catalog.to_regprocedure({signature}) IS NOT NULL AND NOT EXISTS (
+    SELECT 1 FROM ghostsync.objects WHERE kind = 'function' AND name = {signature}
+  ) THEN
+    RAISE EXCEPTION 'ghostsync: function % exists and was not created by ghostsync: it is left as it is; '
+      'rename or drop it yourself if it is yours to change', {signature};
+  END IF;
+END
+$ghostsync_guard$;"""
+
+REVOKE_EXECUTE = """REVOKE ALL ON FUNCTION {signature} FROM PUBLIC;
+DO $ghostsync_guard$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'anon') THEN
+    REVOKE ALL ON FUNCTION {signature} FROM anon;
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'authenticated') THEN
+    REVOKE ALL ON FUNCTION {signature} FROM authenticated;
+  END IF;
+END
+$ghostsync_guard$;"""
+
+DROP_OWN_FUNCTION = """DO $ghostsync_guard$
+BEGIN
+  IF EXISTS (SELECT 1 FROM ghostsync.objects WHERE kind = 'function' AND name = {signature}) THEN
+    EXECUTE 'DROP FUNCTION IF EXISTS ' || {signature};
+    DELETE FROM ghostsync.objects WHERE kind = 'function' AND name = {signature};
+  ELSIF pg_catalog.to_regprocedure({signature}) IS NOT NULL THEN
+    RAISE NOTICE 'ghostsync: function % was not created by ghostsync: left in place', {signature};
+  END IF;
+END
+$ghostsync_guard$;"""
+
+GUARD_TRIGGER = """DO $ghostsync_guard$
+BEGIN
+  IF EXISTS (
+    SELECT 1 FROM pg_catalog.pg_trigger
+    WHERE tgrelid = {table}::regclass AND tgname = {name} AND NOT tgisinternal
+  ) AND NOT EXISTS (
+    SELECT 1 FROM ghostsync.objects WHERE kind = 'trigger' AND name = {name} || ' ON ' || {table}
+  ) THEN
+    RAISE EXCEPTION 'ghostsync: trigger % on % exists and was not created by ghostsync: it is left as it is',
+      {name}, {table};
+  END IF;
+END
+$ghostsync_guard$;"""
+
+DROP_OWN_TRIGGER = """DO $ghostsync_drop$
+BEGIN
+  IF EXISTS (SELECT 1 FROM ghostsync.objects WHERE kind = 'trigger' AND name = {name} || ' ON ' || {table}) THEN
+    BEGIN
+      DROP TRIGGER IF EXISTS {ident} ON {table_ident};
+    EXCEPTION WHEN insufficient_privilege THEN
+      RAISE EXCEPTION 'ghostsync: cannot drop trigger % on %: role % is not its owner (%) and this database '
+        'does not let it drop the trigger; hosted Supabase allows it through supautils '
+        '(supautils.drop_trigger_grants); here run the downgrade as the owner or a superuser '
+        '(DATABASE_URL of supabase_admin); nothing of this revision was applied',
+        {name}, {table}, current_user,
+        (SELECT pg_catalog.pg_get_userbyid(relowner) FROM pg_catalog.pg_class WHERE oid = {table}::regclass);
+    END;
+    DELETE FROM ghostsync.objects WHERE kind = 'trigger' AND name = {name} || ' ON ' || {table};
+  ELSIF EXISTS (
+    SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = {table}::regclass AND tgname = {name} AND NOT tgisinternal
+  ) THEN
+    RAISE NOTICE 'ghostsync: trigger % on % was not created by ghostsync: left in place', {name}, {table};
+  END IF;
+END
+$ghostsync_drop$;"""
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"' if not name.isidentifier() or name.lower() != name else name
+
+
+def function_sql(function: Function, revision: str) -> str:
+    """Create or replace ``function`` unless a function of that signature exists that ghostsync
+    did not create; revoke EXECUTE from PUBLIC, anon and authenticated; record it as ghostsync's.
+    Creating a function in the ``ghostsync`` schema locks no table the auth service uses."""
+    signature = _quote_literal(function.signature)
+    return "\n".join((
+        GUARD_FUNCTION.format(signature=signature),
+        function.create.strip(),
+        REVOKE_EXECUTE.format(signature=function.signature),
+        REGISTER.format(kind="'function'", name=signature, created="true", revision=_quote_literal(revision)),
+    ))
+
+
+def install_function(function: Function, revision: str) -> None:
+    step(function_sql(function, revision), f"create function {function.signature}")
+
+
+def drop_function_sql(signature: str) -> str:
+    """Drop a function ghostsync created (per ``ghostsync.objects``); anything else stays."""
+    return DROP_OWN_FUNCTION.format(signature=_quote_literal(signature))
+
+
+def drop_function(signature: str) -> None:
+    step(drop_function_sql(signature), f"drop function {signature}")
+
+
+def trigger_sql(trigger: Trigger, revision: str) -> str:
+    """Create or replace ``trigger`` unless a trigger of that name on its table exists that
+    ghostsync did not create; record it. Locks its table (SHARE ROW EXCLUSIVE)."""
+    name, table = _quote_literal(trigger.name), _quote_literal(trigger.table)
+    return "\n".join((
+        GUARD_TRIGGER.format(name=name, table=table),
+        trigger.create,
+        REGISTER.format(kind="'trigger'", name=f"{name} || ' ON ' || {table}", created="true",
+                        revision=_quote_literal(revision)),
+    ))
+
+
+def install_triggers(triggers: tuple[Trigger, ...], revision: str) -> None:
+    """All of ``triggers`` in one step: their table is locked once, under one budget."""
+    tables = {t.table for t in triggers}
+    step("\n".join(trigger_sql(t, revision) for t in triggers),
+         "create trigger(s) " + ", ".join(f"{t.name} on {t.table}" for t in triggers), locks=str(len(tables)))
+
+
+def drop_trigger_sql(name: str, table: str) -> str:
+    schema, _, relname = table.partition(".")
+    return DROP_OWN_TRIGGER.format(name=_quote_literal(name), table=_quote_literal(table), ident=_ident(name),
+                                   table_ident=f"{_ident(schema)}.{_ident(relname)}")
+
+
+def drop_triggers(names: tuple[str, ...], table: str, *, functions: tuple[str, ...] = ()) -> None:
+    """Drop the triggers ghostsync created (per ``ghostsync.objects``) on ``table``, then the
+    ``functions`` they called, in one step; anything else stays.
+
+    Where the role may drop them only through supautils, the drop also locks
+    the tables supautils locks; the budget is shared among all of them.
+    Where it may not drop them at all, the command ends with one line naming
+    what is missing, and nothing of the revision is applied.
+    """
+    sql = [drop_trigger_sql(name, table) for name in names] + [drop_function_sql(f) for f in functions]
+    step("\n".join(sql), "drop trigger(s) " + ", ".join(names) + f" on {table}"
+         + (" and function(s) " + ", ".join(functions) if functions else ""),
+         locks=SUPAUTILS_DROP_LOCKS.format(table=_quote_literal(table)))
+
+
+ADD_OR_ADOPT_COLUMN = """DO $ghostsync_column$
+DECLARE
+  found_type text;
+  found_length int;
+  found_not_null boolean;
+BEGIN
+  SELECT pg_catalog.format_type(a.atttypid, NULL),
+         CASE WHEN a.atttypid IN ('pg_catalog.varchar'::regtype, 'pg_catalog.bpchar'::regtype) AND a.atttypmod > 4
+              THEN a.atttypmod - 4 END,
+         a.attnotnull
+    INTO found_type, found_length, found_not_null
+  FROM pg_catalog.pg_attribute AS a
+  WHERE a.attrelid = 'public.users'::regclass AND a.attname = {name} AND a.attnum > 0 AND NOT a.attisdropped;
+  IF found_type IS NULL THEN
+    ALTER TABLE public.users ADD COLUMN {ident} {sql_type};
+    {register_created}
+    RETURN;
+  END IF;
+  found_type := pg_catalog.regexp_replace(found_type, '^.*\\.', '');
+  IF NOT found_type = ANY ({accepted}) THEN
+    RAISE EXCEPTION 'ghostsync: existing column public.users.% is %, but the sync writes % into it: '
+      'change its type to one of % or drop it; nothing was changed', {name}, found_type, {sql_type_literal},
+      pg_catalog.array_to_string({accepted}, ', ');
+  END IF;
+  IF found_length IS NOT NULL AND found_length < {needed_length} THEN
+    RAISE EXCEPTION 'ghostsync: existing column public.users.% is %(%), but the sync writes values up to % '
+      'characters long into it: widen it (ALTER TABLE public.users ALTER COLUMN % TYPE %); nothing was changed',
+      {name}, found_type, found_length, {needed_length_text}, {name}, {sql_type_literal};
+  END IF;
+  IF found_not_null AND {nullable} THEN
+    RAISE EXCEPTION 'ghostsync: existing column public.users.% is NOT NULL, but the sync writes NULL into it '
+      'for some users (%): drop the NOT NULL (ALTER TABLE public.users ALTER COLUMN % DROP NOT NULL); '
+      'nothing was changed', {name}, {null_when}, {name};
+  END IF;
+  {register_adopted}
+END
+$ghostsync_column$;"""
+
+ACCEPTED_TYPES = {
+    "text": ("text", "character varying", "citext"),
+    "boolean": ("boolean",),
+    "timestamptz": ("timestamp with time zone", "timestamp without time zone"),
+    "uuid": ("uuid",),
+    "jsonb": ("jsonb", "json"),
+}
+
+
+def column_sql(column: Column, revision: str, *, null_when: str = "") -> str:
+    """Add ``column`` to public.users, or adopt an existing one after checking that it takes
+    every value the sync writes (type, length, NULL); refuses with one line otherwise.
+    Adding a nullable column without a default changes only the catalog, but locks
+    public.users (ACCESS EXCLUSIVE) for that moment."""
+    accepted = ACCEPTED_TYPES.get(column.sql_type, (column.sql_type,))
+    name = _quote_literal(column.name)
+    full = _quote_literal(f"public.users.{column.name}")
+    return ADD_OR_ADOPT_COLUMN.format(
+        name=name, ident=_ident(column.name), sql_type=column.sql_type,
+        sql_type_literal=_quote_literal(column.sql_type),
+        accepted="ARRAY[" + ", ".join(_quote_literal(t) for t in accepted) + "]",
+        needed_length=column.max_length or 0, needed_length_text=_quote_literal(str(column.max_length or 0)),
+        nullable="true" if column.nullable else "false",
+        null_when=_quote_literal(null_when or "its source is NULL"),
+        register_created=REGISTER.format(kind="'column'", name=full, created="true",
+                                         revision=_quote_literal(revision)),
+        register_adopted=REGISTER.format(kind="'column'", name=full, created="false",
+                                         revision=_quote_literal(revision)),
+    )
+
+
+def record(kind: str, name: str, *, created: bool, revision: str) -> str:
+    """The statement that records an object in ``ghostsync.objects`` (for a revision's own step)."""
+    return REGISTER.format(kind=_quote_literal(kind), name=_quote_literal(name),
+                           created="true" if created else "false", revision=_quote_literal(revision))
+
+
+# -- jobs ------------------------------------------------------------------------------------------
+
+def backfill(
+    statements: BackfillStatements,
+    offline_sql: str,
+    *,
+    job_name: str,
+    default_batch_size: int,
+    default_dead_after: str,
+) -> BackfillResult | None:
+    """Run a batched job: online in autocommit batches (each its own short transaction),
+    offline as ``offline_sql`` (``{batch_size}`` filled in). The revision passes its own
+    statements, job name and defaults; ``-x batch_size`` / ``GHOSTSYNC_BATCH_SIZE`` and
+    ``-x dead_after`` / ``GHOSTSYNC_DEAD_AFTER`` override the defaults."""
+    x = _x_args()
+    try:
+        batch_size = settings.resolve_count("batch_size", x, default=str(default_batch_size))
+        dead_after = settings.resolve_duration("dead_after", x, default=default_dead_after)
+        interval = settings.resolve_duration("progress_interval", x)
+    except settings.SettingError as exc:
+        raise CommandError(str(exc)) from None
+    migration = op.get_context()
+    if migration.as_sql:
+        op.execute(offline_sql.format(batch_size=batch_size))
+        return None
+    progress = _ProgressLog(job_name, interval.total_seconds())
+    with migration.autocommit_block(), ghostsync_errors():
+        result = run_batched(op.get_bind(), statements, batch_size=batch_size, mode="online", job_name=job_name,
+                             dead_after_s=dead_after.total_seconds(), on_batch=progress)
+    log.info("ghostsync: %s repaired %d row(s) in %d batch(es) over %d auth user(s); longest batch %.0f ms; "
+             "audit row %d", job_name, result.repaired, result.batches, result.scanned,
+             result.longest_batch_s * 1000, result.run_id)
+    return result
+
+
+class _ProgressLog:
+    """Logs a progress line at a steady interval, so a pipeline without a terminal shows it is alive."""
+
+    def __init__(self, job_name: str, interval_s: float) -> None:
+        self.job_name = job_name
+        self.interval_s = interval_s
+        self.began = self.last = time.monotonic()
+
+    def __call__(self, result: BackfillResult) -> None:
+        now = time.monotonic()
+        if now - self.last < self.interval_s:
             return
+        self.last = now
+        rate = result.scanned / max(now - self.began, 1e-6)
+        log.info("ghostsync: %s: %d auth user(s) walked, %d repaired, %d batch(es), %.0f/s", self.job_name,
+                 result.scanned, result.repaired, result.batches, rate)
 
 
-# -- one-line errors for checks the revisions make in SQL ----------------------
-
-PREFIX = "ghostsync: "
-
+# -- one-line errors ---------------------------------------------------------------------------------
 
 def ghostsync_message(exc: DBAPIError) -> str | None:
-    """The first line of a ``ghostsync:`` exception raised in SQL, else None."""
+    """The first line of a ``ghostsync: ...`` exception raised in SQL, else None."""
     primary = getattr(getattr(exc.orig, "diag", None), "message_primary", None) or str(exc.orig)
     first = primary.strip().splitlines()[0] if primary.strip() else ""
-    return first if first.startswith(PREFIX) else None
+    return first if first.startswith(MESSAGE_PREFIX) else None
 
 
 @contextmanager
-def raise_ghostsync_errors() -> Iterator[None]:
+def ghostsync_errors() -> Iterator[None]:
+    """A ``ghostsync: ...`` exception raised in SQL becomes Alembic's one ``FAILED:`` line."""
     try:
         yield
     except DBAPIError as exc:
@@ -150,4 +616,46 @@ def raise_ghostsync_errors() -> Iterator[None]:
         raise CommandError(message) from None
 
 
-__all__ = ["BackfillStatements", "LockNotAvailable", "LockPolicy", "execute_guarded", "raise_ghostsync_errors", "run_batched"]
+def check(sql: str) -> None:
+    """Run a check (a ``DO`` block that raises ``ghostsync: ...`` when a precondition fails)."""
+    if context.is_offline_mode():
+        op.execute(sql)
+        return
+    with ghostsync_errors():
+        op.get_bind().exec_driver_sql(sql, execution_options={"no_parameters": True})
+
+
+def offline() -> bool:
+    return bool(context.is_offline_mode())
+
+
+def execute(sql: str) -> None:
+    """Run SQL that locks nothing the auth service or the app waits on (no guard needed)."""
+    check(sql)
+
+
+__all__ = [
+    "BackfillStatements",
+    "Column",
+    "Declares",
+    "Function",
+    "LockBudget",
+    "Trigger",
+    "backfill",
+    "check",
+    "drop_function",
+    "drop_function_sql",
+    "execute",
+    "ghostsync_errors",
+    "column_sql",
+    "drop_trigger_sql",
+    "drop_triggers",
+    "function_sql",
+    "install_function",
+    "install_triggers",
+    "trigger_sql",
+    "offline",
+    "record",
+    "step",
+]
+

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,15 +26,17 @@ from pytest_postgresql.janitor import DatabaseJanitor
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 
+from ghostsync.chain import DEFAULT_INI
 from ghostsync.testing import binaries
 from ghostsync.testing.authservice import AUTH_ROLE, AuthService
 from ghostsync.testing.server import SUPERUSER, ThrowawayServer
 from ghostsync.testing.supabase import (
+    DEFAULT_ROLE_SETUP,
+    ROLE_SETUPS,
     grant_database_privileges,
     make_cluster_supabase_like,
     make_database_supabase_like,
 )
-from ghostsync.chain import DEFAULT_INI
 from ghostsync.urls import normalize
 
 MIGRATING_ROLE = "postgres"
@@ -43,10 +45,14 @@ TEMPLATE = "supabase_template"
 
 @dataclass
 class SupabaseServer:
-    """A running server whose cluster is Supabase-like, with a template database."""
+    """A running server whose cluster is Supabase-like, with a template database.
+
+    ``roles`` is its role setup, one of ``ROLE_SETUPS`` (see ``ghostsync.testing.supabase``).
+    """
 
     server: ThrowawayServer
     template: str = TEMPLATE
+    roles: str = DEFAULT_ROLE_SETUP
 
     @property
     def major(self) -> int:
@@ -116,7 +122,8 @@ class SupabaseDatabase:
         """Run the ``alembic`` command line as a deploy pipeline would."""
         env = dict(os.environ, DATABASE_URL=url or self.url())
         return subprocess.run(
-            [sys.executable, "-m", "alembic", "-c", str(self.alembic_ini), *args], env=env, capture_output=True, text=True, timeout=timeout,
+            [sys.executable, "-m", "alembic", "-c", str(self.alembic_ini), *args],
+            env=env, capture_output=True, text=True, timeout=timeout,
         )
 
     def psql(self, script: str, *, user: str = MIGRATING_ROLE) -> subprocess.CompletedProcess[str]:
@@ -131,17 +138,59 @@ class SupabaseDatabase:
             engine.dispose()
 
 
-def start_supabase_server(major: int) -> SupabaseServer:
+def start_supabase_server(major: int, roles: str = DEFAULT_ROLE_SETUP) -> SupabaseServer:
+    """Start a server of PostgreSQL ``major`` in role setup ``roles`` ("membership", "current" or
+    "hosted", the default: today's hosted Supabase) with its Supabase-like template database."""
+    if roles not in ROLE_SETUPS:
+        raise ValueError(f"unknown role setup {roles!r}: expected one of {', '.join(ROLE_SETUPS)}")
     found = binaries.find(major)
     if found is None:
         raise RuntimeError(f"PostgreSQL {major} is not available on this machine")
     server = ThrowawayServer(found).start()
-    make_cluster_supabase_like(server.url())
-    supa = SupabaseServer(server)
-    janitor = supa.janitor(TEMPLATE, as_template=True)
-    janitor.init()
-    make_database_supabase_like(server.url(TEMPLATE))
+    try:
+        make_cluster_supabase_like(server.url(), roles)
+        supa = SupabaseServer(server, roles=roles)
+        janitor = supa.janitor(TEMPLATE, as_template=True)
+        janitor.init()
+        make_database_supabase_like(server.url(TEMPLATE), roles)
+    except BaseException:
+        server.stop()
+        raise
     return supa
+
+
+class SupabaseServers:
+    """Servers started on first use, one per (major, role setup), kept until ``stop_all()``.
+
+        servers = SupabaseServers()
+        with supabase_database(servers.get(17, "current")) as db: ...
+        servers.stop_all()
+    """
+
+    def __init__(self) -> None:
+        self._servers: dict[tuple[int, str], SupabaseServer] = {}
+
+    def get(self, major: int, roles: str = DEFAULT_ROLE_SETUP) -> SupabaseServer:
+        """The running server of PostgreSQL ``major`` in role setup ``roles``, started if need be."""
+        key = (int(major), roles)
+        if key not in self._servers:
+            self._servers[key] = start_supabase_server(key[0], roles)
+        return self._servers[key]
+
+    def running(self) -> list[SupabaseServer]:
+        return list(self._servers.values())
+
+    def stop_all(self) -> None:
+        """Stop every server started here (each one even if another fails to stop)."""
+        errors: list[BaseException] = []
+        while self._servers:
+            _, supa = self._servers.popitem()
+            try:
+                supa.server.stop()
+            except Exception as exc:  # stop the others, then report the first failure
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
 
 @contextmanager

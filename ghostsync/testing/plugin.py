@@ -4,7 +4,12 @@ Registered through the ``pytest11`` entry point, so a host project that
 installs ``ghostsync[testing]`` gets the fixtures without any conftest:
 
 - ``supabase_server`` (session): one Supabase-like server per PostgreSQL major
-  version, parametrized (ids ``pg15``, ``pg17``);
+  version in the "hosted" role setup (today's hosted Supabase), parametrized
+  (ids ``pg15``, ``pg17``);
+- ``supabase_servers`` (session): ``.get(major, roles)`` starts (once) and returns
+  the server of a major version in any role setup ("membership", "current",
+  "hosted"); every server it started stops at the end of the session:
+  ``with supabase_database(supabase_servers.get(pg.major, "current")) as db: ...``;
 - ``supabase_db`` (function): a fresh database cloned from that server's
   template, dropped afterwards; ``supabase_db.upgrade()`` runs ghostsync's
   chain on it as the ``postgres`` role, ``supabase_db.auth()`` writes
@@ -28,7 +33,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from ghostsync.testing.fixtures import SupabaseDatabase, SupabaseServer
+    from ghostsync.testing.fixtures import SupabaseDatabase, SupabaseServer, SupabaseServers
 
 DEFAULT_VERSIONS = "15,17"
 
@@ -88,14 +93,19 @@ def supabase_pg_major(request: pytest.FixtureRequest) -> int:
 
 
 @pytest.fixture(scope="session")
-def supabase_server(supabase_pg_major: int) -> Iterator[SupabaseServer]:
-    from ghostsync.testing.fixtures import start_supabase_server
+def supabase_servers() -> Iterator[SupabaseServers]:
+    from ghostsync.testing.fixtures import SupabaseServers
 
-    supa = start_supabase_server(supabase_pg_major)
+    servers = SupabaseServers()
     try:
-        yield supa
+        yield servers
     finally:
-        supa.server.stop()
+        servers.stop_all()
+
+
+@pytest.fixture(scope="session")
+def supabase_server(supabase_pg_major: int, supabase_servers: SupabaseServers) -> SupabaseServer:
+    return supabase_servers.get(supabase_pg_major, "hosted")
 
 
 @pytest.fixture

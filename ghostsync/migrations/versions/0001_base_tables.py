@@ -1,25 +1,31 @@
-"""Base tables: public.users and public.cleanup_audit_log, created or adopted.
+"""Base tables: public.users and public.cleanup_audit_log, created or adopted; ghostsync's own register.
 
 Revision ID: ghostsync_0001
 Revises:
 Create Date: 2026-11-24
 
-Creates each table only when it does not exist. An existing table (the usual
-case: the app already has its profiles) is adopted after checking that the
-columns ghostsync writes are there with usable types and that no other
-column would make ghostsync's inserts fail; otherwise the upgrade stops with a
-message naming what is wrong. An existing table is never rewritten.
+- The private schema ``ghostsync`` (the Data API does not expose it) and
+  ``ghostsync.objects``, where every object ghostsync creates or adopts is
+  recorded in the same transaction as its DDL. Nothing ghostsync did not
+  record there is ever replaced or dropped by it.
+- ``public.users`` is created when it does not exist (primary key referencing
+  ``auth.users(id)`` ON DELETE CASCADE, RLS on, closed to anon, and to
+  authenticated for the privileges RLS does not govern: TRUNCATE, REFERENCES,
+  TRIGGER). An existing table (the usual case: the app already has its
+  profiles) is adopted after checking that it takes every value the sync
+  writes; otherwise the upgrade stops before changing anything, with one
+  line naming what is wrong. An adopted table is never rewritten and its
+  privileges stay the app's.
+- ``public.cleanup_audit_log`` likewise; one created here is closed to the
+  API roles, its identity sequence included.
 
-Downgrade keeps both tables and all their rows: no downgrade deletes a
-profile or an audit row.
+Downgrade keeps both tables, the schema and the register: no downgrade
+deletes a profile or an audit row.
 """
 
 from __future__ import annotations
 
-from alembic import op
-
-from ghostsync.migrations.kit import execute_guarded
-from ghostsync.migrations.kit import raise_ghostsync_errors
+from ghostsync.migrations import kit
 
 revision = "ghostsync_0001"
 down_revision = None
@@ -36,12 +42,53 @@ END
 $ghostsync$;
 """
 
+CREATE_REGISTER = r"""
+DO $ghostsync$
+DECLARE
+  schema_created boolean := to_regnamespace('ghostsync') IS NULL;
+BEGIN
+  IF schema_created THEN
+    CREATE SCHEMA ghostsync;
+    COMMENT ON SCHEMA ghostsync IS 'ghostsync''s private objects; not for the Data API.';
+  END IF;
+  CREATE TABLE IF NOT EXISTS ghostsync.objects (
+    kind text NOT NULL,
+    name text NOT NULL,
+    created boolean NOT NULL,
+    revision text NOT NULL,
+    owner name NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (kind, name)
+  );
+  COMMENT ON TABLE ghostsync.objects IS
+    'What ghostsync created (created) or adopted (not created); nothing else is ever replaced or dropped by it.';
+  REVOKE ALL ON SCHEMA ghostsync FROM PUBLIC;
+  REVOKE ALL ON TABLE ghostsync.objects FROM PUBLIC;
+  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN
+    REVOKE ALL ON SCHEMA ghostsync FROM anon;
+    REVOKE ALL ON TABLE ghostsync.objects FROM anon;
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN
+    REVOKE ALL ON SCHEMA ghostsync FROM authenticated;
+    REVOKE ALL ON TABLE ghostsync.objects FROM authenticated;
+  END IF;
+  INSERT INTO ghostsync.objects (kind, name, created, revision, owner)
+  VALUES ('schema', 'ghostsync', schema_created, 'ghostsync_0001', current_user)
+  ON CONFLICT (kind, name) DO NOTHING;
+END
+$ghostsync$;
+"""
+
+# Checked as PostgreSQL judges them: the key of ON CONFLICT (id) must be a valid,
+# immediate (not deferrable), non-partial unique index whose only key column is
+# id (INCLUDE columns do not count); every column the sync writes must take
+# every value it writes.
 CREATE_OR_ADOPT_PROFILES = r"""
 DO $ghostsync$
 DECLARE
   problems text[] := '{}';
   need record;
-  found_type text;
+  found record;
 BEGIN
   IF to_regclass('public.users') IS NULL THEN
     CREATE TABLE public.users (
@@ -53,38 +100,67 @@ BEGIN
     );
     ALTER TABLE public.users ENABLE ROW LEVEL SECURITY;
     COMMENT ON TABLE public.users IS 'One profile per auth.users row, kept by ghostsync.';
+    -- Supabase's default privileges open new tables to the API roles; RLS governs
+    -- neither TRUNCATE, REFERENCES nor TRIGGER, and anon has no business with profiles.
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN
+      REVOKE ALL ON TABLE public.users FROM anon;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN
+      REVOKE TRUNCATE, REFERENCES, TRIGGER ON TABLE public.users FROM authenticated;
+    END IF;
+    INSERT INTO ghostsync.objects (kind, name, created, revision, owner)
+    VALUES ('table', 'public.users', true, 'ghostsync_0001', current_user)
+    ON CONFLICT (kind, name) DO NOTHING;
     RETURN;
   END IF;
 
   FOR need IN
     SELECT * FROM (VALUES
-      ('id', ARRAY['uuid']),
-      ('email', ARRAY['text', 'character varying', 'citext']),
-      ('email_verified', ARRAY['boolean']),
-      ('created_at', ARRAY['timestamp with time zone', 'timestamp without time zone']),
-      ('updated_at', ARRAY['timestamp with time zone', 'timestamp without time zone'])
-    ) AS n(col, types)
+      ('id', ARRAY['uuid'], false, 0, ''),
+      ('email', ARRAY['text', 'character varying', 'citext'], true, 255, 'phone and anonymous users have no email'),
+      ('email_verified', ARRAY['boolean'], false, 0, ''),
+      ('created_at', ARRAY['timestamp with time zone', 'timestamp without time zone'], false, 0, ''),
+      ('updated_at', ARRAY['timestamp with time zone', 'timestamp without time zone'], false, 0, '')
+    ) AS n(col, types, nullable, length, why_null)
   LOOP
-    SELECT regexp_replace(format_type(a.atttypid, NULL), '^.*\.', '') INTO found_type
+    SELECT regexp_replace(format_type(a.atttypid, NULL), '^.*\.', '') AS type_name,
+           CASE WHEN a.atttypid IN ('varchar'::regtype, 'bpchar'::regtype) AND a.atttypmod > 4
+                THEN a.atttypmod - 4 END AS length,
+           a.attnotnull AS not_null
+      INTO found
     FROM pg_attribute a
     WHERE a.attrelid = 'public.users'::regclass AND a.attname = need.col
       AND a.attnum > 0 AND NOT a.attisdropped;
-    IF found_type IS NULL THEN
+    IF found.type_name IS NULL THEN
       problems := problems || format('column %s is missing (needs %s)', need.col, need.types[1]);
-    ELSIF NOT found_type = ANY (need.types) THEN
-      problems := problems || format('column %s is %s (needs %s)', need.col, found_type,
+    ELSIF NOT found.type_name = ANY (need.types) THEN
+      problems := problems || format('column %s is %s (needs %s)', need.col, found.type_name,
                                      array_to_string(need.types, ' or '));
+    ELSIF found.length IS NOT NULL AND found.length < need.length THEN
+      problems := problems || format('column %s is %s(%s), but auth.users holds values up to %s characters (widen it)',
+                                     need.col, found.type_name, found.length, need.length);
+    ELSIF found.not_null AND need.nullable THEN
+      problems := problems || format('column %s is NOT NULL, but %s (drop the NOT NULL)', need.col, need.why_null);
     END IF;
   END LOOP;
 
   IF NOT EXISTS (
     SELECT 1 FROM pg_index i
-    WHERE i.indrelid = 'public.users'::regclass AND i.indisunique AND i.indpred IS NULL
-      AND i.indnatts = 1
+    WHERE i.indrelid = 'public.users'::regclass AND i.indisunique AND i.indisvalid AND i.indimmediate
+      AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts = 1
       AND i.indkey[0] = (SELECT attnum FROM pg_attribute
                          WHERE attrelid = 'public.users'::regclass AND attname = 'id' AND NOT attisdropped)
   ) THEN
-    problems := problems || 'column id is neither the primary key nor unique'::text;
+    IF EXISTS (
+      SELECT 1 FROM pg_index i
+      WHERE i.indrelid = 'public.users'::regclass AND i.indisunique AND NOT i.indimmediate AND i.indnkeyatts = 1
+        AND i.indkey[0] = (SELECT attnum FROM pg_attribute
+                           WHERE attrelid = 'public.users'::regclass AND attname = 'id' AND NOT attisdropped)
+    ) THEN
+      problems := problems || 'the key on column id is DEFERRABLE, and a deferrable key cannot serve ON CONFLICT (id) (make it NOT DEFERRABLE)'::text;
+    ELSE
+      problems := problems || 'column id is neither the primary key nor unique on its own'::text;
+    END IF;
   END IF;
 
   problems := problems || ARRAY(
@@ -97,9 +173,12 @@ BEGIN
   );
 
   IF cardinality(problems) > 0 THEN
-    RAISE EXCEPTION 'ghostsync: existing table public.users cannot be adopted: %',
+    RAISE EXCEPTION 'ghostsync: existing table public.users cannot be adopted: %; nothing was changed',
       array_to_string(problems, '; ');
   END IF;
+  INSERT INTO ghostsync.objects (kind, name, created, revision, owner)
+  VALUES ('table', 'public.users', false, 'ghostsync_0001', current_user)
+  ON CONFLICT (kind, name) DO NOTHING;
 END
 $ghostsync$;
 """
@@ -122,6 +201,22 @@ BEGIN
       details jsonb NOT NULL DEFAULT '{}'::jsonb
     );
     COMMENT ON TABLE public.cleanup_audit_log IS 'One row per ghostsync job run.';
+    -- The audit log is operators' data: closed to the API roles of end users,
+    -- its identity sequence too (USAGE or UPDATE on it would let anyone setval it).
+    ALTER TABLE public.cleanup_audit_log ENABLE ROW LEVEL SECURITY;
+    REVOKE ALL ON TABLE public.cleanup_audit_log FROM PUBLIC;
+    REVOKE ALL ON SEQUENCE public.cleanup_audit_log_id_seq FROM PUBLIC;
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN
+      REVOKE ALL ON TABLE public.cleanup_audit_log FROM anon;
+      REVOKE ALL ON SEQUENCE public.cleanup_audit_log_id_seq FROM anon;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN
+      REVOKE ALL ON TABLE public.cleanup_audit_log FROM authenticated;
+      REVOKE ALL ON SEQUENCE public.cleanup_audit_log_id_seq FROM authenticated;
+    END IF;
+    INSERT INTO ghostsync.objects (kind, name, created, revision, owner)
+    VALUES ('table', 'public.cleanup_audit_log', true, 'ghostsync_0001', current_user)
+    ON CONFLICT (kind, name) DO NOTHING;
   ELSE
     FOR need IN
       SELECT * FROM (VALUES
@@ -153,19 +248,12 @@ BEGIN
       ORDER BY a.attnum
     );
     IF cardinality(problems) > 0 THEN
-      RAISE EXCEPTION 'ghostsync: existing table public.cleanup_audit_log cannot be adopted: %',
+      RAISE EXCEPTION 'ghostsync: existing table public.cleanup_audit_log cannot be adopted: %; nothing was changed',
         array_to_string(problems, '; ');
     END IF;
-  END IF;
-
-  -- The audit log is operators' data: closed to the API roles of end users.
-  ALTER TABLE public.cleanup_audit_log ENABLE ROW LEVEL SECURITY;
-  REVOKE ALL ON TABLE public.cleanup_audit_log FROM PUBLIC;
-  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN
-    REVOKE ALL ON TABLE public.cleanup_audit_log FROM anon;
-  END IF;
-  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN
-    REVOKE ALL ON TABLE public.cleanup_audit_log FROM authenticated;
+    INSERT INTO ghostsync.objects (kind, name, created, revision, owner)
+    VALUES ('table', 'public.cleanup_audit_log', false, 'ghostsync_0001', current_user)
+    ON CONFLICT (kind, name) DO NOTHING;
   END IF;
 
   -- Alembic's version table lands in public too, where Supabase's default
@@ -185,16 +273,19 @@ END
 $ghostsync$;
 """
 
+DECLARES = kit.Declares()
+
 
 def upgrade() -> None:
-    with raise_ghostsync_errors():
-        op.execute(CHECK_AUTH_SCHEMA)
-        # Creating public.users adds a foreign key to auth.users: a brief lock there.
-        execute_guarded(CREATE_OR_ADOPT_PROFILES, "create or adopt public.users")
-        execute_guarded(CREATE_OR_ADOPT_AUDIT_LOG, "create or adopt public.cleanup_audit_log")
+    kit.check(CHECK_AUTH_SCHEMA)
+    kit.step(CREATE_REGISTER, "create schema ghostsync and ghostsync.objects")
+    kit.step(CREATE_OR_ADOPT_AUDIT_LOG, "create or adopt public.cleanup_audit_log")
+    # Creating public.users adds a foreign key to auth.users (a brief SHARE ROW
+    # EXCLUSIVE lock there); adopting it locks nothing. Last, so the lock is
+    # held only until this revision commits.
+    kit.step(CREATE_OR_ADOPT_PROFILES, "create or adopt public.users", locks="1")
 
 
 def downgrade() -> None:
-    # Both tables hold user data; rolling back never drops them.
+    # The tables hold user data and the register says what is ghostsync's: kept.
     pass
-

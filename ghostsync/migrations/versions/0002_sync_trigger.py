@@ -4,27 +4,34 @@ Revision ID: ghostsync_0002
 Revises: ghostsync_0001
 Create Date: 2026-11-24
 
-The function and trigger carry the incident report's names:
-public.handle_new_user() and on_auth_user_created. The function is SECURITY
-DEFINER so it can write public.users whatever role the auth service connects
-as; its search_path is pinned to '' and every name in it is schema-qualified,
-so an object planted on the writer's search_path cannot change what it does.
-End users' API roles may not execute it.
+The incident report names these public.handle_new_user() and
+on_auth_user_created; Supabase's own guide tells apps to use those very
+names for their own profiles table, so ghostsync's live apart:
+``ghostsync.handle_new_user()`` (in the private schema the Data API does not
+expose) and the trigger ``ghostsync_on_auth_user_created``. An app's
+function or trigger of the report's names is left as it is and keeps
+working beside ghostsync's.
 
-Downgrade drops the trigger, then the function; no profile is touched.
+The function is SECURITY DEFINER so it can write public.users whatever role
+the auth service connects as; its search_path is pinned to '' and every name
+in it is schema-qualified, so an object planted on the writer's search_path
+cannot change what it does. End users' API roles may not execute it.
+
+Downgrade drops the trigger, then the function (only ghostsync's, per
+ghostsync.objects); no profile is touched.
 """
 
 from __future__ import annotations
 
-from ghostsync.migrations.kit import execute_guarded
+from ghostsync.migrations import kit
 
 revision = "ghostsync_0002"
 down_revision = "ghostsync_0001"
 branch_labels = None
 depends_on = None
 
-CREATE_FUNCTION = r"""
-CREATE OR REPLACE FUNCTION public.handle_new_user()
+HANDLE_NEW_USER = kit.Function("ghostsync.handle_new_user()", r"""
+CREATE OR REPLACE FUNCTION ghostsync.handle_new_user()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -43,38 +50,32 @@ BEGIN
   RETURN NEW;
 END
 $function$;
+""")
 
-REVOKE ALL ON FUNCTION public.handle_new_user() FROM PUBLIC;
-DO $ghostsync$
-BEGIN
-  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN
-    REVOKE ALL ON FUNCTION public.handle_new_user() FROM anon;
-  END IF;
-  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN
-    REVOKE ALL ON FUNCTION public.handle_new_user() FROM authenticated;
-  END IF;
-END
-$ghostsync$;
-"""
+ON_AUTH_USER_CREATED = kit.Trigger(
+    "ghostsync_on_auth_user_created", "auth.users",
+    "CREATE TRIGGER ghostsync_on_auth_user_created AFTER INSERT ON auth.users "
+    "FOR EACH ROW EXECUTE FUNCTION ghostsync.handle_new_user()",
+)
 
-CREATE_TRIGGER = r"""
-CREATE OR REPLACE TRIGGER on_auth_user_created
-  AFTER INSERT ON auth.users
-  FOR EACH ROW EXECUTE FUNCTION public.handle_new_user();
-"""
-
-DROP_TRIGGER = "DROP TRIGGER IF EXISTS on_auth_user_created ON auth.users;"
-DROP_FUNCTION = "DROP FUNCTION IF EXISTS public.handle_new_user();"
-
-FUNCTIONS = {"public.handle_new_user()": CREATE_FUNCTION}
-TRIGGERS = ("on_auth_user_created",)
+DECLARES = kit.Declares(
+    columns=(
+        kit.Column("email", "{row}.email", "text", nullable=True, max_length=255),
+        kit.Column("email_verified", "{row}.email_confirmed_at IS NOT NULL", "boolean", nullable=False),
+        kit.Column("created_at", "coalesce({row}.created_at, pg_catalog.now())", "timestamptz",
+                   nullable=False, synced=False),
+        kit.Column("updated_at", "coalesce({row}.updated_at, {row}.created_at, pg_catalog.now())", "timestamptz",
+                   nullable=False, synced=False, on_update="pg_catalog.now()"),
+    ),
+    functions=(HANDLE_NEW_USER,),
+    triggers=(ON_AUTH_USER_CREATED,),
+)
 
 
 def upgrade() -> None:
-    execute_guarded(CREATE_FUNCTION, "create function public.handle_new_user()")
-    execute_guarded(CREATE_TRIGGER, "create trigger on_auth_user_created on auth.users")
+    kit.install_function(HANDLE_NEW_USER, revision)
+    kit.install_triggers((ON_AUTH_USER_CREATED,), revision)
 
 
 def downgrade() -> None:
-    execute_guarded(DROP_TRIGGER, "drop trigger on_auth_user_created on auth.users")
-    execute_guarded(DROP_FUNCTION, "drop function public.handle_new_user()")
+    kit.drop_triggers(("ghostsync_on_auth_user_created",), "auth.users", functions=("ghostsync.handle_new_user()",))

@@ -10,6 +10,14 @@ walks auth.users in keyset batches by id; online, each batch is its own short
 transaction (Alembic's autocommit block), so no lock is held for the length
 of the backfill. Offline (``--sql``), the same batches run inside one DO block.
 
+Each batch locks the ghosts it repairs FOR KEY SHARE while it writes their
+profiles, so an account deleted meanwhile is either gone before the batch
+reads it or deleted after the profile exists (and the delete sync, or the
+foreign key, removes it): no profile outlives its account. A profile the
+signup trigger or a concurrent confirmation writes first wins (ON CONFLICT
+DO NOTHING); the update sync of later revisions brings a profile written
+here up to date if the account changes before this batch commits.
+
 Every run writes one cleanup_audit_log row, job_name 'backfill_ghost_users':
 status running, then succeeded (records_affected = profiles created) or
 failed (details.error), in which case the migration fails too. A run cut off
@@ -19,26 +27,22 @@ run finds nothing and logs 0.
 
 Downgrade deletes nothing: a repaired profile is the user's profile.
 
-Settings: ``-x batch_size=N`` or GHOSTSYNC_BATCH_SIZE (default 5000).
+Settings: ``-x batch_size=N`` or GHOSTSYNC_BATCH_SIZE (default 5000); ``-x dead_after``.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-
-from alembic import context, op
-from alembic.util import CommandError
-
-from ghostsync.migrations.kit import BackfillStatements, run_batched
+from ghostsync.migrations import kit
 
 revision = "ghostsync_0003"
 down_revision = "ghostsync_0002"
 branch_labels = None
 depends_on = None
 
+JOB_NAME = "backfill_ghost_users"
 DEFAULT_BATCH_SIZE = 5000
-log = logging.getLogger("alembic.ghostsync")
+# Batches take well under a second; a run silent for a minute is dead.
+DEFAULT_DEAD_AFTER = "60s"
 
 # A run is dead when the server session that started it is gone, or (through a
 # transaction-mode pooler, whose server sessions outlive their clients) when it
@@ -81,18 +85,23 @@ RETURNING id
 # runner then repeats the batch, which no longer sees that user.
 BATCH = r"""
 WITH batch AS (
-  SELECT u.id, u.email, u.email_confirmed_at, u.created_at, u.updated_at
+  SELECT u.id
   FROM auth.users AS u
   WHERE CAST(:after AS uuid) IS NULL OR u.id > CAST(:after AS uuid)
   ORDER BY u.id
   LIMIT :batch_size
 ),
+ghosts AS (
+  SELECT u.id, u.email, u.email_confirmed_at, u.created_at, u.updated_at
+  FROM auth.users AS u
+  WHERE u.id IN (SELECT b.id FROM batch AS b WHERE (SELECT 1 FROM public.users AS p WHERE p.id = b.id) IS NULL)
+  FOR KEY SHARE OF u
+),
 repaired AS (
   INSERT INTO public.users (id, email, email_verified, created_at, updated_at)
   SELECT id, email, email_confirmed_at IS NOT NULL,
          coalesce(created_at, now()), coalesce(updated_at, created_at, now())
-  FROM batch
-  WHERE (SELECT 1 FROM public.users AS p WHERE p.id = batch.id) IS NULL
+  FROM ghosts
   ON CONFLICT (id) DO NOTHING
   RETURNING 1
 ),
@@ -121,7 +130,7 @@ SET status = :run_status,
 WHERE id = :run_id
 """
 
-STATEMENTS = BackfillStatements(
+STATEMENTS = kit.BackfillStatements(
     mark_interrupted=MARK_INTERRUPTED, start=START, batch=BATCH, finish=FINISH
 )
 
@@ -145,24 +154,30 @@ BEGIN
   INSERT INTO public.users (id, email, email_verified, created_at, updated_at)
   SELECT u.id, u.email, u.email_confirmed_at IS NOT NULL,
          coalesce(u.created_at, now()), coalesce(u.updated_at, u.created_at, now())
-  FROM auth.users AS u
-  WHERE u.id = after_id AND NOT EXISTS (SELECT 1 FROM public.users AS p WHERE p.id = u.id)
+  FROM (SELECT * FROM auth.users AS a
+        WHERE a.id = after_id AND NOT EXISTS (SELECT 1 FROM public.users AS p WHERE p.id = a.id)
+        FOR KEY SHARE) AS u
   ON CONFLICT (id) DO NOTHING;
   GET DIAGNOSTICS total = ROW_COUNT;
   LOOP
     WITH batch AS (
-      SELECT u.id, u.email, u.email_confirmed_at, u.created_at, u.updated_at
+      SELECT u.id
       FROM auth.users AS u
       WHERE u.id > after_id
       ORDER BY u.id
       LIMIT {batch_size}
     ),
+    ghosts AS (
+      SELECT u.id, u.email, u.email_confirmed_at, u.created_at, u.updated_at
+      FROM auth.users AS u
+      WHERE u.id IN (SELECT b.id FROM batch AS b WHERE (SELECT 1 FROM public.users AS p WHERE p.id = b.id) IS NULL)
+      FOR KEY SHARE OF u
+    ),
     repaired AS (
       INSERT INTO public.users (id, email, email_verified, created_at, updated_at)
       SELECT id, email, email_confirmed_at IS NOT NULL,
              coalesce(created_at, now()), coalesce(updated_at, created_at, now())
-      FROM batch
-      WHERE (SELECT 1 FROM public.users AS p WHERE p.id = batch.id) IS NULL
+      FROM ghosts
       ON CONFLICT (id) DO NOTHING
       RETURNING 1
     )
@@ -182,29 +197,12 @@ $ghostsync$;
 """
 
 
-def batch_size() -> int:
-    value = (
-        context.get_x_argument(as_dictionary=True).get("batch_size")
-        or os.environ.get("GHOSTSYNC_BATCH_SIZE")
-        or str(DEFAULT_BATCH_SIZE)
-    )
-    if not value.isdigit() or int(value) < 1:
-        raise CommandError(f"bad batch_size {value!r}: use a whole number of at least 1")
-    return int(value)
+DECLARES = kit.Declares(jobs=(JOB_NAME,))
 
 
 def upgrade() -> None:
-    size = batch_size()
-    migration = op.get_context()
-    if migration.as_sql:
-        op.execute(OFFLINE_TEMPLATE.format(batch_size=size))
-        return
-    with migration.autocommit_block():
-        result = run_batched(op.get_bind(), STATEMENTS, batch_size=size, mode="online")
-    log.info(
-        "ghostsync: backfill repaired %d ghost user(s) in %d batch(es); longest batch %.0f ms; audit row %d",
-        result.repaired, result.batches, result.longest_batch_s * 1000, result.run_id,
-    )
+    kit.backfill(STATEMENTS, OFFLINE_TEMPLATE, job_name=JOB_NAME, default_batch_size=DEFAULT_BATCH_SIZE,
+                 default_dead_after=DEFAULT_DEAD_AFTER)
 
 
 def downgrade() -> None:

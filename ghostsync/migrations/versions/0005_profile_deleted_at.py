@@ -7,43 +7,31 @@ Create Date: 2026-11-24
 The auth service's soft delete sets auth.users.deleted_at and obfuscates the
 email; no DELETE happens. The sync of later revisions copies deleted_at into
 public.users.deleted_at. Adding a nullable column without a default changes
-the catalog only (no rewrite), under a short lock_timeout.
+the catalog only (no rewrite), under the lock budget. An existing column is
+adopted only if it takes what the sync writes (a timestamp, NULL allowed).
 
 Downgrade keeps the column and its values.
 """
 
 from __future__ import annotations
 
-from ghostsync.migrations.kit import execute_guarded
-from ghostsync.migrations.kit import raise_ghostsync_errors
+from ghostsync.migrations import kit
 
 revision = "ghostsync_0005"
 down_revision = "ghostsync_0004"
 branch_labels = None
 depends_on = None
 
-ADD_DELETED_AT = r"""
-DO $ghostsync$
-DECLARE
-  found_type text;
-BEGIN
-  SELECT format_type(a.atttypid, NULL) INTO found_type
-  FROM pg_attribute a
-  WHERE a.attrelid = 'public.users'::regclass AND a.attname = 'deleted_at'
-    AND a.attnum > 0 AND NOT a.attisdropped;
-  IF found_type IS NULL THEN
-    ALTER TABLE public.users ADD COLUMN deleted_at timestamptz;
-  ELSIF found_type NOT IN ('timestamp with time zone', 'timestamp without time zone') THEN
-    RAISE EXCEPTION 'ghostsync: public.users.deleted_at is %, needs timestamptz', found_type;
-  END IF;
-END
-$ghostsync$;
-"""
+DELETED_AT = kit.Column("deleted_at", "{row}.deleted_at", "timestamptz", nullable=True)
+
+DECLARES = kit.Declares()
 
 
 def upgrade() -> None:
-    with raise_ghostsync_errors():
-        execute_guarded(ADD_DELETED_AT, "add public.users.deleted_at")
+    # The column's values follow from the sync of ghostsync_0006 on (declared there);
+    # profiles written before are brought up to date by ghostsync_0010.
+    kit.step(kit.column_sql(DELETED_AT, revision, null_when="accounts that are not soft-deleted"),
+             "add or adopt public.users.deleted_at", locks="1")
 
 
 def downgrade() -> None:

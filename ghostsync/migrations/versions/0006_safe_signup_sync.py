@@ -6,7 +6,7 @@ Create Date: 2026-11-24
 
 The auth service signs a user up in one transaction; any error raised by a
 trigger rolls it back and the user sees "Database error saving new user".
-From this revision on, public.handle_new_user() writes the profile inside its
+From this revision on, ghostsync.handle_new_user() writes the profile inside its
 own exception block: if that write fails for any reason (a UNIQUE email the
 app added, an app trigger or constraint, a missing table), the error is
 recorded in ghostsync.sync_failures and the signup commits. Were even that
@@ -18,15 +18,15 @@ Downgrade restores ghostsync_0002's function text exactly.
 
 from __future__ import annotations
 
-from ghostsync.migrations.kit import execute_guarded
+from ghostsync.migrations import kit
 
 revision = "ghostsync_0006"
 down_revision = "ghostsync_0005"
 branch_labels = None
 depends_on = None
 
-SAFE_HANDLE_NEW_USER = r"""
-CREATE OR REPLACE FUNCTION public.handle_new_user()
+SAFE_HANDLE_NEW_USER = kit.Function("ghostsync.handle_new_user()", r"""
+CREATE OR REPLACE FUNCTION ghostsync.handle_new_user()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -63,11 +63,11 @@ BEGIN
   RETURN NEW;
 END
 $function$;
-"""
+""")
 
 # ghostsync_0002's text, verbatim.
-PREVIOUS_HANDLE_NEW_USER = r"""
-CREATE OR REPLACE FUNCTION public.handle_new_user()
+PREVIOUS_HANDLE_NEW_USER = kit.Function("ghostsync.handle_new_user()", r"""
+CREATE OR REPLACE FUNCTION ghostsync.handle_new_user()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -86,15 +86,18 @@ BEGIN
   RETURN NEW;
 END
 $function$;
-"""
+""")
 
-FUNCTIONS = {"public.handle_new_user()": SAFE_HANDLE_NEW_USER}
+DECLARES = kit.Declares(
+    columns=(kit.Column("deleted_at", "{row}.deleted_at", "timestamptz", nullable=True),),
+    functions=(SAFE_HANDLE_NEW_USER,),
+)
 
 
 def upgrade() -> None:
     # CREATE OR REPLACE keeps the function's owner and grants (EXECUTE stays revoked).
-    execute_guarded(SAFE_HANDLE_NEW_USER, "replace function public.handle_new_user()")
+    kit.install_function(SAFE_HANDLE_NEW_USER, revision)
 
 
 def downgrade() -> None:
-    execute_guarded(PREVIOUS_HANDLE_NEW_USER, "restore function public.handle_new_user()")
+    kit.install_function(PREVIOUS_HANDLE_NEW_USER, "ghostsync_0002")

@@ -4,12 +4,12 @@ Revision ID: ghostsync_0007
 Revises: ghostsync_0006
 Create Date: 2026-11-24
 
-- on_auth_user_updated, AFTER UPDATE OF email, email_confirmed_at, deleted_at,
+- ghostsync_on_auth_user_updated, AFTER UPDATE OF email, email_confirmed_at, deleted_at,
   fires only WHEN one of the synced values really changed (confirmation,
   email change, anonymous to permanent, soft delete). A sign-in or token
   refresh touches none of them and causes no profile write at all. If the
   profile is missing (a ghost), the update creates it.
-- on_auth_user_deleted, BEFORE DELETE, removes the profile first. With
+- ghostsync_on_auth_user_deleted, BEFORE DELETE, removes the profile first. With
   ghostsync's own foreign key (ON DELETE CASCADE) that is a no-op; on an
   adopted table whose foreign key lacks CASCADE, or has none, it is what keeps
   the profile from outliving its account.
@@ -23,15 +23,15 @@ Downgrade drops both triggers, then both functions; no row is touched.
 
 from __future__ import annotations
 
-from ghostsync.migrations.kit import execute_guarded
+from ghostsync.migrations import kit
 
 revision = "ghostsync_0007"
 down_revision = "ghostsync_0006"
 branch_labels = None
 depends_on = None
 
-CREATE_HANDLE_USER_UPDATED = r"""
-CREATE OR REPLACE FUNCTION public.handle_user_updated()
+HANDLE_USER_UPDATED = kit.Function("ghostsync.handle_user_updated()", r"""
+CREATE OR REPLACE FUNCTION ghostsync.handle_user_updated()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -76,10 +76,10 @@ BEGIN
   RETURN NULL;
 END
 $function$;
-"""
+""")
 
-CREATE_HANDLE_USER_DELETED = r"""
-CREATE OR REPLACE FUNCTION public.handle_user_deleted()
+HANDLE_USER_DELETED = kit.Function("ghostsync.handle_user_deleted()", r"""
+CREATE OR REPLACE FUNCTION ghostsync.handle_user_deleted()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -107,62 +107,33 @@ BEGIN
   RETURN OLD;
 END
 $function$;
-"""
+""")
 
-REVOKE_EXECUTE = r"""
-REVOKE ALL ON FUNCTION public.handle_user_updated() FROM PUBLIC;
-REVOKE ALL ON FUNCTION public.handle_user_deleted() FROM PUBLIC;
-DO $ghostsync$
-BEGIN
-  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN
-    REVOKE ALL ON FUNCTION public.handle_user_updated() FROM anon;
-    REVOKE ALL ON FUNCTION public.handle_user_deleted() FROM anon;
-  END IF;
-  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN
-    REVOKE ALL ON FUNCTION public.handle_user_updated() FROM authenticated;
-    REVOKE ALL ON FUNCTION public.handle_user_deleted() FROM authenticated;
-  END IF;
-END
-$ghostsync$;
-"""
+ON_AUTH_USER_UPDATED = kit.Trigger(
+    "ghostsync_on_auth_user_updated", "auth.users",
+    "CREATE TRIGGER ghostsync_on_auth_user_updated AFTER UPDATE OF email, email_confirmed_at, deleted_at "
+    "ON auth.users FOR EACH ROW WHEN ((((old.email)::text IS DISTINCT FROM (new.email)::text) "
+    "OR ((old.email_confirmed_at IS NULL) IS DISTINCT FROM (new.email_confirmed_at IS NULL)) "
+    "OR (old.deleted_at IS DISTINCT FROM new.deleted_at))) EXECUTE FUNCTION ghostsync.handle_user_updated()",
+)
+ON_AUTH_USER_DELETED = kit.Trigger(
+    "ghostsync_on_auth_user_deleted", "auth.users",
+    "CREATE TRIGGER ghostsync_on_auth_user_deleted BEFORE DELETE ON auth.users "
+    "FOR EACH ROW EXECUTE FUNCTION ghostsync.handle_user_deleted()",
+)
 
-CREATE_TRIGGERS = r"""
-CREATE OR REPLACE TRIGGER on_auth_user_updated
-  AFTER UPDATE OF email, email_confirmed_at, deleted_at ON auth.users
-  FOR EACH ROW
-  WHEN (OLD.email IS DISTINCT FROM NEW.email
-        OR (OLD.email_confirmed_at IS NULL) IS DISTINCT FROM (NEW.email_confirmed_at IS NULL)
-        OR OLD.deleted_at IS DISTINCT FROM NEW.deleted_at)
-  EXECUTE FUNCTION public.handle_user_updated();
-CREATE OR REPLACE TRIGGER on_auth_user_deleted
-  BEFORE DELETE ON auth.users
-  FOR EACH ROW EXECUTE FUNCTION public.handle_user_deleted();
-"""
-
-DROP_TRIGGERS = r"""
-DROP TRIGGER IF EXISTS on_auth_user_updated ON auth.users;
-DROP TRIGGER IF EXISTS on_auth_user_deleted ON auth.users;
-"""
-
-DROP_FUNCTIONS = r"""
-DROP FUNCTION IF EXISTS public.handle_user_updated();
-DROP FUNCTION IF EXISTS public.handle_user_deleted();
-"""
-
-FUNCTIONS = {
-    "public.handle_user_updated()": CREATE_HANDLE_USER_UPDATED,
-    "public.handle_user_deleted()": CREATE_HANDLE_USER_DELETED,
-}
-TRIGGERS = ("on_auth_user_updated", "on_auth_user_deleted")
+DECLARES = kit.Declares(
+    functions=(HANDLE_USER_UPDATED, HANDLE_USER_DELETED),
+    triggers=(ON_AUTH_USER_UPDATED, ON_AUTH_USER_DELETED),
+)
 
 
 def upgrade() -> None:
-    execute_guarded(CREATE_HANDLE_USER_UPDATED, "create function public.handle_user_updated()")
-    execute_guarded(CREATE_HANDLE_USER_DELETED, "create function public.handle_user_deleted()")
-    execute_guarded(REVOKE_EXECUTE, "revoke EXECUTE on the sync functions")
-    execute_guarded(CREATE_TRIGGERS, "create triggers on_auth_user_updated and on_auth_user_deleted")
+    kit.install_function(HANDLE_USER_UPDATED, revision)
+    kit.install_function(HANDLE_USER_DELETED, revision)
+    kit.install_triggers((ON_AUTH_USER_UPDATED, ON_AUTH_USER_DELETED), revision)
 
 
 def downgrade() -> None:
-    execute_guarded(DROP_TRIGGERS, "drop triggers on_auth_user_updated and on_auth_user_deleted")
-    execute_guarded(DROP_FUNCTIONS, "drop functions handle_user_updated and handle_user_deleted")
+    kit.drop_triggers(("ghostsync_on_auth_user_updated", "ghostsync_on_auth_user_deleted"), "auth.users",
+                      functions=("ghostsync.handle_user_updated()", "ghostsync.handle_user_deleted()"))
