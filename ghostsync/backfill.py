@@ -12,8 +12,11 @@ Contract of a run:
   next ``batch_size`` auth users by id and records progress in the run's
   audit row, atomically; a crash loses at most the batch in flight;
 - a second run repairs what is left and never duplicates (ON CONFLICT);
+- with a ``Sweep``, a last pass repairs every account still without a
+  profile, so no ghost is left behind a resumed walk;
 - Ctrl-C ends the run as ``interrupted``; any error ends it as ``failed`` with
-  the error in ``details``, then propagates.
+  the error's SQLSTATE and message (never its DETAIL) in ``details``, then
+  propagates.
 """
 
 from __future__ import annotations
@@ -29,26 +32,26 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
-    exists,
     func,
     insert,
     literal,
     literal_column,
-    or_,
     select,
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import Executable
 
+from ghostsync import names, sync
+from ghostsync.chain import Declared
 from ghostsync.health import count_ghosts
-from ghostsync.models import audit_log, auth_users, profiles, sync_failures
+from ghostsync.models import audit_log, auth_users, sync_failures
 
-JOB_NAME = "backfill_ghost_users"
+JOB_NAME = names.BACKFILL_JOB
 # Batches take well under a second; a run silent for a minute is dead (through a
 # pooler, the only sign of it, as its server session lives on).
 DEAD_AFTER_S = 60.0
@@ -70,6 +73,22 @@ class BackfillStatements:
     batch: str | Executable
     finish: str | Executable
     row_by_row: RowByRow | None = None
+    sweep: Sweep | None = None
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A last pass over the accounts still without a profile (optional).
+
+    ``batch`` (``:run_id``, ``:after``, ``:batch_size``) has the shape of the
+    main batch, but walks only accounts that have no profile, so it repairs a
+    ghost the walk could not see: one behind the point a resumed run started
+    from, or made while a signup trigger was disabled. ``ghost_ids`` is its
+    ``RowByRow.ghost_ids`` counterpart (``:after``, ``:batch_size``).
+    """
+
+    batch: str | Executable
+    ghost_ids: str | Executable
 
 
 @dataclass(frozen=True)
@@ -138,38 +157,42 @@ def run_batched(
     conn.execute(_statement(statements.mark_interrupted), {"job": job_name, "dead_after": dead_after_s})
     run_id = int(conn.execute(_statement(statements.start), {"job": job_name, "run_mode": mode}).scalar_one())
     result = BackfillResult(run_id=run_id)
-    after: Any = start_after
     try:
-        while True:
-            if max_batches is not None and result.batches >= max_batches:
-                _finish(conn, statements, result, "interrupted", "stopped after max_batches")
-                return result
-            began = time.perf_counter()
-            try:
-                row = _batch_with_retries(conn, statements, run_id, after, batch_size)
-                last_id, repaired, scanned = row.last_id, int(row.repaired), int(row.scanned)
-            except DBAPIError as exc:
-                if statements.row_by_row is None or not _row_error(exc):
-                    raise
-                last_id, repaired, scanned, failed = _batch_row_by_row(
-                    conn, statements.row_by_row, run_id, after, batch_size)
-                result.unrepairable += failed
-            elapsed = time.perf_counter() - began
-            if last_id is None:
-                break
-            after = last_id
-            result.batches += 1
-            result.repaired += repaired
-            result.scanned += scanned
-            result.batch_seconds.append(elapsed)
-            result.longest_batch_s = max(result.longest_batch_s, elapsed)
-            if on_batch is not None:
-                on_batch(result)
+        passes = [(statements.batch, None if statements.row_by_row is None else statements.row_by_row.ghost_ids,
+                   start_after)]
+        if statements.sweep is not None:
+            passes.append((statements.sweep.batch, statements.sweep.ghost_ids, None))
+        for batch, ghost_ids, after in passes:
+            while True:
+                if max_batches is not None and result.batches >= max_batches:
+                    _finish(conn, statements, result, "interrupted", "stopped after max_batches")
+                    return result
+                began = time.perf_counter()
+                try:
+                    row = _batch_with_retries(conn, batch, run_id, after, batch_size)
+                    last_id, repaired, scanned = row.last_id, int(row.repaired), int(row.scanned)
+                except DBAPIError as exc:
+                    if statements.row_by_row is None or ghost_ids is None or not _row_error(exc):
+                        raise
+                    last_id, repaired, scanned, failed = _batch_row_by_row(
+                        conn, statements.row_by_row, ghost_ids, run_id, after, batch_size)
+                    result.unrepairable += failed
+                elapsed = time.perf_counter() - began
+                if last_id is None:
+                    break
+                after = last_id
+                result.batches += 1
+                result.repaired += repaired
+                result.scanned += scanned
+                result.batch_seconds.append(elapsed)
+                result.longest_batch_s = max(result.longest_batch_s, elapsed)
+                if on_batch is not None:
+                    on_batch(result)
     except KeyboardInterrupt:
         _finish_quietly(conn, statements, result, "interrupted", "interrupted by the operator")
         raise
     except Exception as exc:
-        _finish_quietly(conn, statements, result, "failed", f"{type(exc).__name__}: {exc}".strip())
+        _finish_quietly(conn, statements, result, "failed", _error_text(exc))
         raise
     _finish(conn, statements, result, "succeeded", None)
     return result
@@ -179,14 +202,27 @@ FOREIGN_KEY_VIOLATION = "23503"
 BATCH_ATTEMPTS = 3
 
 
+def _error_text(exc: BaseException) -> str:
+    """What an audit row keeps of an error: its SQLSTATE and primary message, never its DETAIL
+    or the statement (which can hold row data such as an email)."""
+    orig = getattr(exc, "orig", None)
+    if orig is not None:
+        code = getattr(orig, "pgcode", None) or ""
+        primary = getattr(getattr(orig, "diag", None), "message_primary", None)
+        first = (primary or str(orig)).strip().splitlines()
+        return f"{code} {first[0] if first else ''}".strip()
+    first = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {first[0] if first else ''}".strip()
+
+
 def _batch_with_retries(
-    conn: Connection, statements: BackfillStatements, run_id: int, after: Any, batch_size: int
+    conn: Connection, batch: str | Executable, run_id: int, after: Any, batch_size: int
 ) -> Any:
     """One batch; repeated when an auth user it read was deleted before its profile was written."""
     for attempt in range(BATCH_ATTEMPTS):
         try:
             return conn.execute(
-                _statement(statements.batch),
+                _statement(batch),
                 {"run_id": run_id, "after": after, "batch_size": batch_size},
             ).one()
         except DBAPIError as exc:
@@ -201,10 +237,10 @@ def _row_error(exc: DBAPIError) -> bool:
 
 
 def _batch_row_by_row(
-    conn: Connection, steps: RowByRow, run_id: int, after: Any, batch_size: int
+    conn: Connection, steps: RowByRow, ghost_ids: str | Executable, run_id: int, after: Any, batch_size: int
 ) -> tuple[Any, int, int, int]:
     """The failed batch again, halved until each bad ghost stands alone; those are recorded, not retried."""
-    rows = conn.execute(_statement(steps.ghost_ids), {"after": after, "batch_size": batch_size}).all()
+    rows = conn.execute(_statement(ghost_ids), {"after": after, "batch_size": batch_size}).all()
     if not rows:
         return None, 0, 0, 0
     ghosts = [str(user_id) for user_id, is_ghost in rows if is_ghost]
@@ -267,42 +303,23 @@ _RUN_DEAD = text(
 )
 
 
-PROFILE_COLUMNS = ["id", "email", "email_verified", "deleted_at", "created_at", "updated_at"]
+def statements_for(declared: Declared) -> BackfillStatements:
+    """The backfill as ``ghostsync backfill`` and ``repair`` run it, for what ``declared`` syncs.
 
-
-def _profile_values(source: Any) -> list[Any]:
-    """A profile's values from auth.users columns (``source`` is auth.users' or a CTE's ``.c``)."""
-    return [
-        source.id,
-        source.email,
-        source.email_confirmed_at.is_not(None),
-        source.deleted_at,
-        func.coalesce(source.created_at, func.now()),
-        func.coalesce(source.updated_at, source.created_at, func.now()),
-    ]
-
-
-def _insert_profiles_from(rows: Any) -> Any:
-    """INSERT INTO public.users ... SELECT ``rows`` ON CONFLICT (id) DO NOTHING."""
-    return pg_insert(profiles).from_select(PROFILE_COLUMNS, rows).on_conflict_do_nothing(
-        index_elements=[profiles.c.id]
-    )
-
-
-def current_statements() -> BackfillStatements:
-    """The backfill as the package does it today (``ghostsync backfill``), built from ``models``."""
+    Each batch creates the missing profiles among the next ``:batch_size``
+    accounts by id (``sync.create_missing``: the ghosts locked FOR KEY SHARE
+    while their profiles are written); a last sweep over accounts still
+    without a profile repairs any the walk could not see.
+    """
     details = audit_log.c.details
     error = cast(bindparam("run_error", type_=Text), Text)
-
     mark_interrupted = (
         update(audit_log)
         .where(audit_log.c.job_name == bindparam("job"), audit_log.c.status == "running", _RUN_DEAD)
         .values(
             status="interrupted",
             finished_at=func.now(),
-            details=details.op("||")(
-                literal({"error": "the run ended without finishing"}, JSONB)
-            ),
+            details=details.op("||")(literal({"error": "the run ended without finishing"}, JSONB)),
         )
     )
     start = (
@@ -327,46 +344,6 @@ def current_statements() -> BackfillStatements:
         )
         .returning(audit_log.c.id)
     )
-    after = cast(bindparam("after"), UUID(as_uuid=True))
-    batch = (
-        select(
-            auth_users.c.id, auth_users.c.email, auth_users.c.email_confirmed_at,
-            auth_users.c.deleted_at, auth_users.c.created_at, auth_users.c.updated_at,
-        )
-        .where(or_(after.is_(None), auth_users.c.id > after))
-        .order_by(auth_users.c.id)
-        .limit(bindparam("batch_size", type_=Integer))
-        .cte("batch")
-    )
-    # A primary-key probe per row, whatever the statistics say (see the revision's BATCH).
-    has_profile = select(literal(1)).where(profiles.c.id == batch.c.id).scalar_subquery()
-    repaired = (
-        _insert_profiles_from(select(*_profile_values(batch.c)).where(has_profile.is_(None)))
-        .returning(literal(1).label("one"))
-        .cte("repaired")
-    )
-    last_id = select(batch.c.id).order_by(batch.c.id.desc()).limit(1).scalar_subquery()
-    repaired_count = select(func.count()).select_from(repaired).scalar_subquery()
-    batches_so_far = func.coalesce(cast(details["batches"].astext, Integer), 0)
-    progress = (
-        update(audit_log)
-        .where(audit_log.c.id == bindparam("run_id"), exists(select(batch.c.id)))
-        .values(
-            records_affected=audit_log.c.records_affected + repaired_count,
-            details=details.op("||")(
-                func.jsonb_build_object("batches", batches_so_far + 1, "last_id", last_id,
-                                        "heartbeat_at", func.clock_timestamp())
-            ),
-        )
-        .returning(literal(1).label("one"))
-        .cte("progress")
-    )
-    batch_statement = select(
-        last_id.label("last_id"),
-        repaired_count.label("repaired"),
-        select(func.count()).select_from(batch).scalar_subquery().label("scanned"),
-        select(func.count()).select_from(progress).scalar_subquery().label("logged"),
-    )
     finish = (
         update(audit_log)
         .where(audit_log.c.id == bindparam("run_id"))
@@ -379,32 +356,64 @@ def current_statements() -> BackfillStatements:
             ),
         )
     )
+    walk = (
+        "SELECT u.id FROM auth.users AS u\n"
+        "WHERE CAST(:after AS uuid) IS NULL OR u.id > CAST(:after AS uuid)\n"
+        "ORDER BY u.id LIMIT :batch_size"
+    )
+    ghosts_of_batch = "ARRAY(SELECT b.id FROM batch AS b WHERE (SELECT 1 FROM public.users AS p WHERE p.id = b.id) IS NULL)"
+    sweep = (
+        "SELECT u.id FROM auth.users AS u\n"
+        "WHERE (CAST(:after AS uuid) IS NULL OR u.id > CAST(:after AS uuid))\n"
+        "  AND NOT EXISTS (SELECT 1 FROM public.users AS p WHERE p.id = u.id)\n"
+        "ORDER BY u.id LIMIT :batch_size"
+    )
     return BackfillStatements(
-        mark_interrupted=mark_interrupted, start=start, batch=batch_statement, finish=finish,
-        row_by_row=_row_by_row_statements(),
+        mark_interrupted=mark_interrupted, start=start, finish=finish,
+        batch=_batch_statement(walk, sync.create_missing(declared, ghosts_of_batch)),
+        row_by_row=RowByRow(
+            ghost_ids=text(
+                f"WITH batch AS ({walk})\n"
+                "SELECT b.id, NOT EXISTS (SELECT 1 FROM public.users AS p WHERE p.id = b.id) FROM batch AS b\n"
+                "ORDER BY b.id"),
+            repair_some=text(sync.create_missing(declared, "CAST(:ghost_ids AS uuid[])")),
+            record_failure=_record_failure(),
+            progress=_progress(),
+        ),
+        sweep=Sweep(
+            batch=_batch_statement(sweep, sync.create_missing(declared, "ARRAY(SELECT b.id FROM batch AS b)")),
+            ghost_ids=text(f"WITH batch AS ({sweep})\nSELECT b.id, true FROM batch AS b ORDER BY b.id"),
+        ),
     )
 
 
-def _row_by_row_statements() -> RowByRow:
-    after = cast(bindparam("after"), UUID(as_uuid=True))
-    ghost_ids = (
-        select(auth_users.c.id, ~exists().where(profiles.c.id == auth_users.c.id))
-        .where(or_(after.is_(None), auth_users.c.id > after))
-        .order_by(auth_users.c.id)
-        .limit(bindparam("batch_size", type_=Integer))
+def _batch_statement(walk: str, create: str) -> Executable:
+    return text(
+        f"WITH batch AS (\n{walk}\n),\n"
+        f"repaired AS (\n{create}\n),\n"
+        "progress AS (\n"
+        "  UPDATE public.cleanup_audit_log\n"
+        "  SET records_affected = records_affected + (SELECT count(*) FROM repaired),\n"
+        "      details = details || jsonb_build_object(\n"
+        "        'batches', coalesce((details ->> 'batches')::int, 0) + 1,\n"
+        "        'last_id', (SELECT id FROM batch ORDER BY id DESC LIMIT 1),\n"
+        "        'heartbeat_at', clock_timestamp())\n"
+        "  WHERE id = :run_id AND EXISTS (SELECT 1 FROM batch)\n"
+        "  RETURNING 1\n"
+        ")\n"
+        "SELECT (SELECT id FROM batch ORDER BY id DESC LIMIT 1) AS last_id,\n"
+        "       (SELECT count(*) FROM repaired) AS repaired,\n"
+        "       (SELECT count(*) FROM batch) AS scanned,\n"
+        "       (SELECT count(*) FROM progress) AS logged"
     )
-    user_id = bindparam("ghost_id", type_=UUID(as_uuid=True))
-    some = cast(bindparam("ghost_ids", type_=ARRAY(Text)), ARRAY(UUID(as_uuid=True)))
-    repair_some = _insert_profiles_from(
-        select(*_profile_values(auth_users.c))
-        .where(auth_users.c.id == func.any(some))
-        .with_for_update(read=True, key_share=True)
-    )
+
+
+def _record_failure() -> Executable:
     failure = pg_insert(sync_failures).values(
-        user_id=user_id, operation="BACKFILL",
+        user_id=bindparam("ghost_id", type_=UUID(as_uuid=True)), operation="BACKFILL",
         sqlstate=bindparam("failed_state", type_=Text), message=bindparam("failed_message", type_=Text),
     )
-    record_failure = failure.on_conflict_do_update(
+    return failure.on_conflict_do_update(
         index_elements=[sync_failures.c.user_id],
         set_={
             "operation": failure.excluded.operation,
@@ -414,8 +423,11 @@ def _row_by_row_statements() -> RowByRow:
             "failures": sync_failures.c.failures + 1,
         },
     )
+
+
+def _progress() -> Executable:
     details = audit_log.c.details
-    progress = (
+    return (
         update(audit_log)
         .where(audit_log.c.id == bindparam("run_id"))
         .values(
@@ -429,7 +441,6 @@ def _row_by_row_statements() -> RowByRow:
             ),
         )
     )
-    return RowByRow(ghost_ids=ghost_ids, repair_some=repair_some, record_failure=record_failure, progress=progress)
 
 
 # -- what the command line needs around a run --------------------------------------
@@ -466,8 +477,9 @@ def resume_point(
 ) -> Any:
     """The id after which to continue, if the newest run of the job was cut short; else None.
 
-    Only safe while the signup trigger is installed (no new ghost can appear
-    behind the point), which the caller checks.
+    A run resumed there still ends with the sweep over every account without
+    a profile, so a ghost made behind the point (a restore, a disabled
+    trigger) is repaired too.
     """
     conn.execute(_statement(statements.mark_interrupted), {"job": job_name, "dead_after": dead_after_s})
     row = conn.execute(

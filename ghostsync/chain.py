@@ -1,39 +1,64 @@
-"""What the revision chain installs, read from the revision files themselves.
+"""The revision chain and what each revision declares.
 
-Each revision that installs functions or triggers declares them at module
-level: ``FUNCTIONS`` maps a function's signature to its CREATE statement and
-``TRIGGERS`` names the triggers on auth.users it creates. Walking the chain
-from base to a revision gives what that revision leaves installed; status
-compares the database against the head's set (drift).
+Each revision declares, as data next to its frozen SQL (``DECLARES``, a
+``kit.Declares``), the profile columns it syncs, the functions and triggers
+it installs or removes, and the data jobs it runs. Walking ghostsync's
+branch from its base to a revision and applying each revision's
+declaration gives what that revision leaves in place: ``declared_at``.
+``status``, ``repair``, ``backfill`` and the drift check read the
+declaration of the revision the database is at.
+
+The chain is found through an Alembic configuration: the packaged one
+(``ghostsync/migrations/alembic.ini``) by default, or a host project's
+(``--alembic-config`` / ``GHOSTSYNC_ALEMBIC_CONFIG``), whose
+``version_locations`` list ``ghostsync:migrations/versions`` beside its own
+folders, so a host's follow-up revisions on ghostsync's branch count too.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from alembic.config import Config
-from alembic.script import ScriptDirectory
+from alembic.script import Script, ScriptDirectory
+from alembic.util import CommandError
+
+from ghostsync.declarations import Column, Declares, Function, Trigger
 
 DEFAULT_INI = Path(__file__).resolve().parent / "migrations" / "alembic.ini"
+CONFIG_ENV = "GHOSTSYNC_ALEMBIC_CONFIG"
+BASE_REVISION = "ghostsync_0001"
 _BODY = re.compile(r"AS \$function\$(.*?)\$function\$", re.DOTALL)
 
 
-@dataclass
-class Installed:
-    """Functions (signature -> body text) and triggers a revision leaves in place."""
-
-    revision: str | None
-    functions: dict[str, str] = field(default_factory=dict)
-    triggers: list[str] = field(default_factory=list)
-    # signature -> the revision just below the one that installed it: downgrading
-    # there and upgrading again reinstalls the function's text.
-    reinstall_from: dict[str, str] = field(default_factory=dict)
+class ChainError(RuntimeError):
+    """The chain cannot be read or does not say what is needed; the message says why."""
 
 
-def script_directory(ini: Path | str = DEFAULT_INI) -> ScriptDirectory:
-    return ScriptDirectory.from_config(Config(str(ini)))
+def config_path(given: str | Path | None = None) -> Path:
+    """``given``, else ``GHOSTSYNC_ALEMBIC_CONFIG``, else the packaged configuration."""
+    chosen = given or os.environ.get(CONFIG_ENV) or DEFAULT_INI
+    path = Path(chosen)
+    if not path.is_file():
+        raise ChainError(f"no Alembic configuration at {path}: check --alembic-config / {CONFIG_ENV}")
+    return path
+
+
+def alembic_config(given: str | Path | None = None) -> Config:
+    config = Config(str(config_path(given)))
+    config.attributes["configure_logger"] = False
+    return config
+
+
+def script_directory(given: str | Path | Config | None = None) -> ScriptDirectory:
+    config = given if isinstance(given, Config) else alembic_config(given)
+    try:
+        return ScriptDirectory.from_config(config)
+    except CommandError as exc:
+        raise ChainError(f"cannot read the revision chain: {exc}") from None
 
 
 def function_body(create_statement: str) -> str:
@@ -44,27 +69,135 @@ def function_body(create_statement: str) -> str:
     return match.group(1)
 
 
-def installed_at(revision: str | None = None, ini: Path | str = DEFAULT_INI) -> Installed:
-    """What the chain from base up to ``revision`` (default: head) installs."""
-    script = script_directory(ini)
-    target = revision or script.get_current_head()
-    result = Installed(revision=target)
-    if target is None:
+def branch_revisions(script: ScriptDirectory) -> dict[str, Script]:
+    """Every revision on ghostsync's branch: ghostsync_0001 and all that descend from it
+    (a host project's follow-ups included), by id."""
+    try:
+        base = script.get_revision(BASE_REVISION)
+    except Exception:
+        base = None
+    if base is None:
+        raise ChainError(f"the chain has no {BASE_REVISION}: is ghostsync:migrations/versions in version_locations?")
+    found: dict[str, Script] = {}
+    for rev in script.walk_revisions():
+        if rev.revision == BASE_REVISION or BASE_REVISION in _ancestors(script, rev.revision):
+            found[rev.revision] = rev
+    return found
+
+
+def _ancestors(script: ScriptDirectory, revision: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [revision]
+    while todo:
+        current = script.get_revision(todo.pop())
+        if current is None:
+            continue
+        for parent in current._all_down_revisions:
+            if parent not in seen:
+                seen.add(parent)
+                todo.append(parent)
+    return seen
+
+
+def heads(script: ScriptDirectory) -> list[str]:
+    """The heads of ghostsync's branch (one, unless a host follow-up and a newer
+    ghostsync revision both revise the same revision and are not merged yet)."""
+    members = branch_revisions(script)
+    return sorted(rev for rev, s in members.items() if not any(n in members for n in s.nextrev))
+
+
+def head(script: ScriptDirectory) -> str:
+    found = heads(script)
+    if len(found) != 1:
+        raise ChainError(
+            f"ghostsync's branch has {len(found)} heads ({', '.join(found)}): merge them "
+            "(alembic merge -m 'merge ghostsync' " + " ".join(found) + ")"
+        )
+    return found[0]
+
+
+@dataclass
+class Declared:
+    """What the chain from base to ``revision`` leaves in place."""
+
+    revision: str | None
+    columns: dict[str, Column] = field(default_factory=dict)
+    functions: dict[str, Function] = field(default_factory=dict)
+    triggers: dict[str, Trigger] = field(default_factory=dict)
+    jobs: list[str] = field(default_factory=list)
+    # signature or trigger name -> the revision whose declaration installed it
+    declared_by: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def synced_columns(self) -> list[Column]:
+        return [c for c in self.columns.values() if c.synced]
+
+    def body(self, signature: str) -> str:
+        return function_body(self.functions[signature].create)
+
+
+def path_to(script: ScriptDirectory, revision: str) -> list[Script]:
+    """The revisions from ghostsync's base up to ``revision``, oldest first (merges included)."""
+    members = branch_revisions(script)
+    if revision not in members:
+        raise ChainError(f"revision {revision} is not on ghostsync's branch")
+    wanted = _ancestors(script, revision) | {revision}
+    ordered = [rev for rev in reversed(list(script.walk_revisions())) if rev.revision in wanted
+               and rev.revision in members]
+    return ordered
+
+
+def declaration(rev: Script) -> Declares:
+    declared = getattr(rev.module, "DECLARES", None)
+    if declared is None:
+        return Declares()
+    if not isinstance(declared, Declares):
+        raise ChainError(f"revision {rev.revision}: DECLARES is not a kit.Declares")
+    return declared
+
+
+def declared_at(revision: str | None, script: ScriptDirectory | None = None) -> Declared:
+    """What ghostsync's branch, from its base up to ``revision``, declares (None: nothing)."""
+    result = Declared(revision=revision)
+    if revision is None:
         return result
-    for rev in reversed(list(script.iterate_revisions(target, "base"))):
-        module = rev.module
-        for signature, statement in getattr(module, "FUNCTIONS", {}).items():
-            result.functions[signature] = function_body(statement)
-            result.reinstall_from[signature] = str(rev.down_revision or "base")
-        for trigger in getattr(module, "TRIGGERS", ()):
-            if trigger not in result.triggers:
-                result.triggers.append(trigger)
+    script = script or script_directory()
+    for rev in path_to(script, revision):
+        declared = declaration(rev)
+        for column in declared.columns:
+            result.columns[column.name] = column
+        for function in declared.functions:
+            result.functions[function.signature] = function
+            result.declared_by[function.signature] = rev.revision
+        for trigger in declared.triggers:
+            result.triggers[trigger.name] = trigger
+            result.declared_by[trigger.name] = rev.revision
+        for removed in declared.removes:
+            result.functions.pop(removed, None)
+            result.triggers.pop(removed, None)
+        for job in declared.jobs:
+            if job not in result.jobs:
+                result.jobs.append(job)
     return result
 
 
-def known_revisions(ini: Path | str = DEFAULT_INI) -> set[str]:
-    return {rev.revision for rev in script_directory(ini).walk_revisions()}
+def known_revisions(script: ScriptDirectory | None = None) -> set[str]:
+    return set(branch_revisions(script or script_directory()))
 
 
-def head(ini: Path | str = DEFAULT_INI) -> str | None:
-    return script_directory(ini).get_current_head()
+__all__ = [
+    "BASE_REVISION",
+    "CONFIG_ENV",
+    "DEFAULT_INI",
+    "ChainError",
+    "Declared",
+    "alembic_config",
+    "branch_revisions",
+    "config_path",
+    "declared_at",
+    "function_body",
+    "head",
+    "heads",
+    "known_revisions",
+    "script_directory",
+]

@@ -1,133 +1,234 @@
-"""The ``ghostsync`` command: status, backfill, repair, export-supabase.
+"""The ``ghostsync`` command: only wiring from arguments to the modules that do the work.
 
-This module only wires arguments to the modules that do the work
-(``status``, ``backfill``, ``repair``, ``export``) and turns failures into one
-line on standard error (``errors.describe``).
-
-Exit codes: 0 done / healthy; 1 unhealthy (status) or the job left work
-undone; 2 could not run or check (bad URL, unreachable server, missing
-schema, missing privilege, unknown revision).
+Every failure becomes one line on standard error (``errors.describe``) and a
+non-zero exit; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import sys
-from datetime import timedelta
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy.exc import DBAPIError
-
-from ghostsync import backfill, export, health, repair, status
-from ghostsync.database import engine_for, resolve_url
+from ghostsync import __version__, chain, names, settings
 from ghostsync.errors import GhostsyncError, describe
-from ghostsync.progress import Progress
 
-_DURATION = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+EXIT_CODES = """exit codes:
+  0  done / healthy (warnings allowed)
+  1  unhealthy (each reason listed) / the job left work undone
+  2  could not run or check: bad input, unreachable server, no auth schema,
+     missing privilege, unknown revision (one line on standard error)"""
+
+DESCRIPTION = """Ends Supabase ghost users: auth.users rows without a public.users profile.
+
+commands:
+  migrate ARGS...    Alembic's command line on the packaged chain
+                     (ghostsync migrate upgrade head, ... downgrade ghostsync@base,
+                     ... upgrade head --sql, ... -x lock_timeout=400ms upgrade head)
+  status             ghosts, orphans, failed syncs, stale profiles, triggers, drift
+  backfill           create every missing profile in batches (resumable)
+  repair             retry failed syncs, fix stale profiles and orphans, backfill
+  export-supabase    write the chain as Supabase CLI migrations
+  verify-sql         print the read-only verification script
+  revision           write a follow-up revision's skeleton"""
 
 
-def parse_duration(value: str) -> timedelta:
-    match = _DURATION.match(value.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"bad duration {value!r}: use e.g. 90s, 15m, 2h or 1d")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-
-
-def positive_int(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
+def _positive_int(value: str) -> int:
+    if not value.strip().isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
     return int(value)
 
 
+def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """The options every command takes, before or after the command's name."""
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--database-url", default=default, metavar="URL",
+                        help="PostgreSQL URL, postgresql:// or postgres:// (default: $DATABASE_URL)")
+    parser.add_argument("--alembic-config", default=default, metavar="PATH",
+                        help=f"a host project's alembic.ini (default: ${chain.CONFIG_ENV}, else ghostsync's own)")
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                        help="show tracebacks")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ghostsync", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database-url", help="PostgreSQL URL (default: $DATABASE_URL)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="ghostsync", description=DESCRIPTION,
+        epilog=EXIT_CODES + "\n\nenvironment:\n  DATABASE_URL  the database (or --database-url)\n"
+        + f"  {chain.CONFIG_ENV}  a host project's alembic.ini (or --alembic-config)\n"
+        + settings.environment_help()
+        + f"\n\ndurations: {settings.DURATION_HELP}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"ghostsync {__version__}")
+    _global_options(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("status", help="ghosts, orphans, failed syncs, stale profiles, triggers, drift")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--prometheus", type=Path, metavar="FILE",
-                   help="also write the figures for node_exporter's textfile collector")
-    p.add_argument("--since", type=parse_duration, metavar="DURATION",
-                   help="check only signups of the last DURATION (90s, 15m, 2h, 1d)")
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=EXIT_CODES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        if name != "migrate":
+            _global_options(p, suppress=True)
+        return p
 
-    p = sub.add_parser("backfill", help="repair every ghost in keyset batches (resumable)")
-    p.add_argument("--batch-size", type=positive_int, default=5000)
+    p = command("migrate", "run Alembic's command line on the packaged chain: everything after `migrate` goes "
+                           "to Alembic unchanged (ghostsync's own options go before `migrate`)")
+    p.add_argument("alembic_args", nargs=argparse.REMAINDER, metavar="ALEMBIC-ARGS")
+
+    p = command("status", "ghosts, orphans, failed syncs, stale profiles, triggers and functions against the "
+                          "revision the database is at")
+    p.add_argument("--json", action="store_true", help="print one JSON object (schema_version 2)")
+    p.add_argument("--prometheus", type=Path, metavar="FILE.prom",
+                   help="also write the figures for node_exporter's textfile collector (atomically, in every case)")
+    p.add_argument("--quick", action="store_true",
+                   help="the every-minute check: catalogs, failure ledger and statistics only; its cost does not "
+                        "grow with the number of users (ghosts, orphans and stale profiles are not counted)")
+
+    p = command("backfill", "create every missing profile in keyset batches, each its own transaction; resumable")
+    p.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="auth users per batch (default: $GHOSTSYNC_BATCH_SIZE, else 5000)")
     p.add_argument("--dry-run", action="store_true", help="say what would be done; write nothing")
     p.add_argument("--no-resume", action="store_true", help="walk all of auth.users even after an interrupted run")
-    p.add_argument("--dead-after", type=parse_duration, metavar="DURATION",
-                   default=parse_duration(os.environ.get("GHOSTSYNC_BACKFILL_DEAD_AFTER", "60s")),
-                   help="take a 'running' run with no progress for DURATION for dead (default 60s; "
-                        "what tells a killed run through a transaction-mode pooler)")
+    p.add_argument("--dead-after", metavar="DURATION", default=None,
+                   help="take a 'running' run with no progress for DURATION for dead (default: "
+                        "$GHOSTSYNC_DEAD_AFTER, else 60s)")
 
-    p = sub.add_parser("repair", help="retry failed syncs, fix stale profiles, backfill ghosts")
-    p.add_argument("--batch-size", type=positive_int, default=5000)
+    p = command("repair", "retry failed syncs, rewrite stale profiles, delete orphans, backfill ghosts")
+    p.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="rows per batch (default: $GHOSTSYNC_BATCH_SIZE, else 5000)")
 
-    p = sub.add_parser("migrate", help="run Alembic's command line on the packaged chain (ghostsync migrate upgrade head)")
-    p.add_argument("alembic_args", nargs=argparse.REMAINDER)
+    p = command("export-supabase", "write the chain as Supabase CLI migration files into DIR (the team's "
+                                   "supabase/migrations)")
+    p.add_argument("directory", type=Path, metavar="DIR")
+    p.add_argument("--rollback-to", metavar="REV", default=None,
+                   help="write one migration that takes ghostsync back to revision REV instead")
 
-    p = sub.add_parser("export-supabase", help="write the chain as Supabase CLI migrations")
-    p.add_argument("directory", type=Path)
+    p = command("verify-sql", "print the read-only verification script (one result row, the keys of "
+                              "`status --json`)")
+
+    p = command("revision", "write the skeleton of a follow-up revision (and its test)")
+    p.add_argument("-m", "--message", required=True)
+    p.add_argument("--version-path", type=Path, default=None,
+                   help="the folder to write it into (default: the configuration's first version location that "
+                        "is not inside an installed package)")
     return parser
 
 
+# -- commands ---------------------------------------------------------------------------------------
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Alembic's own command line on the packaged chain: ``ghostsync migrate ARGS`` is ``alembic ARGS``."""
+    from alembic.config import CommandLine, Config
+
+    cli = CommandLine(prog="ghostsync migrate")
+    options = cli.parser.parse_args(args.alembic_args)
+    if not hasattr(options, "cmd"):
+        cli.parser.error("too few arguments")
+    config = Config(file_=str(chain.config_path(args.alembic_config)), ini_section=options.name, cmd_opts=options)
+    if args.database_url:
+        config.attributes["database_url"] = args.database_url
+    cli.run_cmd(config, options)
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    engine = engine_for(resolve_url(args.database_url), application_name="ghostsync-status")
+    from ghostsync import report, status
+    from ghostsync.database import opened, resolve_url
+
+    check = "quick" if args.quick else "full"
+    if args.prometheus is not None:
+        report.check_textfile_name(args.prometheus)
+    began = time.monotonic()
     try:
-        with engine.connect() as conn:
-            found = status.collect(conn, since=args.since)
-    except status.StatusError as exc:
-        raise GhostsyncError(str(exc)) from None
-    finally:
-        engine.dispose()
-    if args.prometheus:
-        status.write_prometheus(found, args.prometheus)
-    print(status.to_json(found) if args.json else status.render_text(found))
+        url = resolve_url(args.database_url)
+        script = chain.script_directory(args.alembic_config)
+        with opened(url, application_name=names.APPLICATION["status"]) as engine, engine.connect() as conn:
+            found = status.collect(conn, quick=args.quick, script=script)
+    except Exception as exc:
+        code = getattr(exc, "code", None) or _failure_code(exc)
+        message = describe(exc, _url_or_none(args))
+        if args.prometheus is not None:
+            report.write_prometheus(args.prometheus, None, check=check, duration_s=time.monotonic() - began,
+                                    error_code=code)
+        if args.json:
+            import json
+
+            print(json.dumps(status.failure_dict(code, message, check), indent=2, sort_keys=True))
+        raise GhostsyncError(message) from None
+    if args.prometheus is not None:
+        report.write_prometheus(args.prometheus, found, check=check, duration_s=time.monotonic() - began)
+    print(report.to_json(found) if args.json else report.render_text(found))
     return 0 if found.healthy else 1
 
 
-def _signup_trigger_ready(conn: Any) -> bool:
-    return all(state.exists and state.enabled for state in health.trigger_states(conn, ("on_auth_user_created",)))
+def _failure_code(exc: BaseException) -> str:
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError):
+        code = getattr(exc.orig, "pgcode", None)
+        if code is None:
+            return "unreachable"
+        if code == "42501":
+            return "missing_privilege"
+        if code.startswith("40") or code.startswith("57"):
+            return "cancelled"
+        return f"sqlstate_{code}"
+    if isinstance(exc, chain.ChainError):
+        return "chain"
+    return "bad_input"
+
+
+def _declared(conn: object, args: argparse.Namespace) -> chain.Declared:
+    from ghostsync import status
+
+    script = chain.script_directory(args.alembic_config)
+    revision = status.recorded_revision(conn, script)  # type: ignore[arg-type]
+    if revision is None:
+        raise GhostsyncError("ghostsync is not installed here (no revision of its branch in alembic_version): "
+                             "run `ghostsync migrate upgrade head`")
+    return chain.declared_at(revision, script)
+
+
+def _refuse_standby(conn: object) -> None:
+    from sqlalchemy import text
+
+    if conn.execute(text("SELECT pg_is_in_recovery()")).scalar():  # type: ignore[attr-defined]
+        raise GhostsyncError("this is a read-only hot standby: run the command against the primary")
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    engine = engine_for(resolve_url(args.database_url), autocommit=True, application_name="ghostsync-backfill")
-    statements = backfill.current_statements()
-    try:
-        with engine.connect() as conn:
-            trigger_ready = _signup_trigger_ready(conn)
-            after = None
-            if not args.no_resume and trigger_ready:
-                after = backfill.resume_point(conn, statements, dead_after_s=args.dead_after.total_seconds())
-            if not trigger_ready:
-                print("note: the signup trigger is not installed; new signups will be ghosts until "
-                      "`alembic upgrade head`", file=sys.stderr)
-            if args.dry_run:
-                found = backfill.plan(conn, args.batch_size, after)
-                run_id = backfill.log_dry_run(conn, found)
-                print(f"dry run: would repair {found.ghosts} ghost user(s), walking ~{found.auth_users} auth "
-                      f"user(s) in ~{found.batches} batch(es) of {args.batch_size}"
-                      + (f", resuming after {after}" if after else "")
-                      + f"; nothing written (audit row {run_id})")
-                return 0
-            if after:
-                print(f"resuming after {after}, where the last run stopped", file=sys.stderr)
-            bar = Progress("backfill", backfill.estimated_auth_users(conn))
-            try:
-                result = backfill.run_batched(
-                    conn, statements, batch_size=args.batch_size, mode="cli", start_after=after,
-                    dead_after_s=args.dead_after.total_seconds(),
-                    on_batch=lambda r: bar.update(r.scanned, f", {r.repaired:,} repaired"),
-                )
-            finally:
-                bar.close()
-    finally:
-        engine.dispose()
+    from ghostsync import backfill
+    from ghostsync.database import opened, resolve_url
+    from ghostsync.progress import Progress
+
+    batch_size = settings.resolve_count("batch_size", given=str(args.batch_size) if args.batch_size else None)
+    dead_after = settings.resolve_duration("dead_after", given=args.dead_after).total_seconds()
+    interval = settings.resolve_duration("progress_interval").total_seconds()
+    url = resolve_url(args.database_url)
+    with opened(url, autocommit=True, application_name=names.APPLICATION["backfill"]) as engine, \
+            engine.connect() as conn:
+        _refuse_standby(conn)
+        statements = backfill.statements_for(_declared(conn, args))
+        after = None if args.no_resume else backfill.resume_point(conn, statements, dead_after_s=dead_after)
+        if args.dry_run:
+            found = backfill.plan(conn, batch_size, after)
+            run_id = backfill.log_dry_run(conn, found)
+            print(f"dry run: would repair {found.ghosts} ghost user(s), walking ~{found.auth_users} auth "
+                  f"user(s) in ~{found.batches} batch(es) of {batch_size}"
+                  + (f", resuming after {after}" if after else "") + f"; nothing written (audit row {run_id})")
+            return 0
+        if after:
+            print(f"resuming after {after}, where the last run stopped (a final sweep covers what lies behind)",
+                  file=sys.stderr)
+        bar = Progress("backfill", backfill.estimated_auth_users(conn), interval_s=interval)
+        try:
+            result = backfill.run_batched(
+                conn, statements, batch_size=batch_size, mode="cli", start_after=after, dead_after_s=dead_after,
+                on_batch=lambda r: bar.update(r.scanned, r.repaired),
+            )
+        finally:
+            bar.close()
     print(f"backfill {result.status}: repaired {result.repaired} ghost user(s), walked {result.scanned} auth "
           f"user(s) in {result.batches} batch(es), longest batch {result.longest_batch_s * 1000:.0f} ms "
           f"(audit row {result.run_id})")
@@ -139,83 +240,83 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
-    """Retry failed syncs, then fix stale profiles, then backfill ghosts; each step reported on its own."""
+    from ghostsync import repair
+    from ghostsync.database import opened, resolve_url
+
+    batch_size = settings.resolve_count("batch_size", given=str(args.batch_size) if args.batch_size else None)
     url = resolve_url(args.database_url)
-    undone: list[str] = []
-    engine = engine_for(url, application_name="ghostsync-repair")
-    try:
-        with engine.connect() as conn:
-            retried = repair.repair_failed_syncs(conn)
-            try:
-                stale: int | str = repair.fix_stale_profiles(conn)
-            except DBAPIError as exc:
-                stale = "not fixed"
-                undone.append(f"stale profiles: {describe(exc, url)}")
-    finally:
-        engine.dispose()
-    auto = engine_for(url, autocommit=True, application_name="ghostsync-repair")
-    try:
+    app = names.APPLICATION["repair"]
+    with opened(url, application_name=app) as engine, opened(url, autocommit=True, application_name=app) as auto:
         with auto.connect() as conn:
-            try:
-                filled = backfill.run_batched(conn, backfill.current_statements(), batch_size=args.batch_size,
-                                              mode="repair")
-                backfilled: int | str = filled.repaired
-                if filled.unrepairable:
-                    undone.append(f"backfill: {filled.unrepairable} ghost(s) could not be repaired "
-                                  "(recorded in ghostsync.sync_failures)")
-            except DBAPIError as exc:
-                backfilled = "no"
-                undone.append(f"backfill: {describe(exc, url)}")
-    finally:
-        auto.dispose()
-    print(f"repair: {retried.repaired} failed sync(s) repaired, {retried.still_failing} still failing; "
-          f"{stale} stale profile(s) fixed; {backfilled} ghost(s) backfilled")
-    for line in retried.errors[:10]:
-        print(f"  still failing: {line}", file=sys.stderr)
-    for line in undone:
-        print(f"  not done: {line}", file=sys.stderr)
-    return 0 if retried.still_failing == 0 and not undone else 1
+            _refuse_standby(conn)
+            declared = _declared(conn, args)
+        done = repair.repair(engine, auto, declared, batch_size=batch_size, url=url)
+    print(f"repair: {done.failed_syncs.done} failed sync(s) repaired, {done.failed_syncs.failed} still failing; "
+          f"{done.stale.done} stale profile(s) rewritten; {done.orphans.done} orphan(s) deleted; "
+          f"{done.ghosts.done} ghost(s) backfilled")
+    for step in (done.failed_syncs, done.stale, done.orphans, done.ghosts):
+        for line in step.errors[:10]:
+            print(f"  still failing ({step.job}): {line}", file=sys.stderr)
+        if step.not_done:
+            print(f"  not done ({step.job}): {step.not_done}", file=sys.stderr)
+    return 0 if done.complete else 1
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    for path in export.export_supabase(args.directory):
+    from ghostsync import export
+
+    written = export.export_supabase(args.directory, config=args.alembic_config, rollback_to=args.rollback_to)
+    for path in written:
         print(path)
     return 0
 
 
-def cmd_migrate(args: argparse.Namespace) -> int:
-    """Alembic's own command line on the packaged chain: ``ghostsync migrate ARGS`` is ``alembic ARGS``."""
-    from alembic.config import CommandLine, Config
+def cmd_verify_sql(args: argparse.Namespace) -> int:
+    from ghostsync import verify
 
-    from ghostsync.chain import DEFAULT_INI
-
-    cli = CommandLine(prog="ghostsync migrate")
-    options = cli.parser.parse_args(args.alembic_args)
-    if not hasattr(options, "cmd"):
-        cli.parser.error("too few arguments")
-    cli.run_cmd(Config(file_=str(DEFAULT_INI), ini_section=options.name, cmd_opts=options), options)
+    print(verify.script(config=args.alembic_config), end="")
     return 0
 
 
-COMMANDS = {"migrate": cmd_migrate, "status": cmd_status, "backfill": cmd_backfill, "repair": cmd_repair,
-            "export-supabase": cmd_export}
+def cmd_revision(args: argparse.Namespace) -> int:
+    from ghostsync import generator
+
+    for path in generator.write_follow_up(args.message, config=args.alembic_config, version_path=args.version_path):
+        print(path)
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "migrate": cmd_migrate, "status": cmd_status, "backfill": cmd_backfill, "repair": cmd_repair,
+    "export-supabase": cmd_export, "verify-sql": cmd_verify_sql, "revision": cmd_revision,
+}
+
+
+def _url_or_none(args: argparse.Namespace) -> str | None:
+    from ghostsync.database import resolve_url
+
+    try:
+        return resolve_url(getattr(args, "database_url", None))
+    except Exception:
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        settings.check_environment()
+    except settings.SettingError as exc:
+        print(f"ghostsync: {exc}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
-        print("interrupted; run the command again to continue", file=sys.stderr)
+        print("ghostsync: interrupted; run the command again to continue", file=sys.stderr)
         return 130
     except Exception as exc:
         if args.debug:
             raise
-        try:
-            url = resolve_url(args.database_url)
-        except Exception:
-            url = None
-        print(f"ghostsync: {describe(exc, url)}", file=sys.stderr)
+        print(f"ghostsync: {describe(exc, _url_or_none(args))}", file=sys.stderr)
         return 2
 
 

@@ -28,8 +28,10 @@ def _where(url: str | None) -> tuple[str, str]:
 
 def describe(exc: BaseException, url: str | None = None) -> str:
     where, role = _where(url)
-    if isinstance(exc, (GhostsyncError, BadDatabaseURL, CommandError)):
-        return str(exc)
+    if isinstance(exc, (GhostsyncError, BadDatabaseURL, CommandError, ValueError, RuntimeError)) \
+            and not isinstance(exc, DBAPIError):
+        first = str(exc).strip().splitlines()
+        return first[0] if first else type(exc).__name__
     if isinstance(exc, NoSuchModuleError):
         return f"unsupported database URL driver: {exc}"
     if isinstance(exc, DBAPIError):
@@ -55,7 +57,13 @@ def describe(exc: BaseException, url: str | None = None) -> str:
                         "a backfill resumes where it stopped")
             return f"cannot talk to {where}: {message}"
         if code == "42501":
-            return f"role {role} lacks a privilege ghostsync needs ({message}): run as the postgres role"
+            return (f"role {role} lacks a privilege ghostsync needs ({message}): run as the role that "
+                    "installed ghostsync (postgres on Supabase)")
+        if code == "40001" or "conflict with recovery" in text:
+            return (f"the hot standby at {where} cancelled the check to apply the primary's changes ({message}): "
+                    "run it again, or raise max_standby_streaming_delay on the standby")
+        if code == "25006":
+            return f"{message} at {where}: this command writes; run it against the primary, not a standby"
         if code in ("42P01", "3F000"):
             return f"{message}: is this a Supabase database with ghostsync installed (alembic upgrade head)?"
         if code and code.startswith("57P"):

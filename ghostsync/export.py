@@ -21,7 +21,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from ghostsync.chain import DEFAULT_INI, script_directory
+from ghostsync import chain
 
 _CREATE_DATE = re.compile(r"^Create Date:[ \t]*(\S+)(?:[ \t]+(\S+))?", re.MULTILINE)
 _TXN = re.compile(r"^(BEGIN|COMMIT);\n", re.MULTILINE)
@@ -41,10 +41,11 @@ def _timestamp(doc: str, position: int) -> str:
     return (base.replace(microsecond=0) + timedelta(seconds=position)).strftime("%Y%m%d%H%M%S")
 
 
-def export_supabase(directory: Path, ini: Path | str = DEFAULT_INI) -> list[Path]:
+def export_supabase(directory: Path, config: str | Path | None = None, rollback_to: str | None = None) -> list[Path]:
     """Write one migration file per revision into ``directory``; return their paths in order."""
     directory.mkdir(parents=True, exist_ok=True)
-    script = script_directory(ini)
+    ini = chain.config_path(config)
+    script = chain.script_directory(ini)
     revisions = list(reversed(list(script.walk_revisions())))
     written: list[Path] = []
     previous: str | None = None

@@ -2,10 +2,13 @@
 
 ``auth_users`` describes only the columns of Supabase's ``auth.users`` that
 ghostsync reads; the auth service owns that table. ``profiles`` is the app's
-``public.users``, ``audit_log`` is ``public.cleanup_audit_log`` and
-``sync_failures`` is ``ghostsync.sync_failures``, in the shape the head
-revision leaves them. Every query the package makes is built from
-these objects; the revisions keep their own frozen DDL text.
+``public.users``, ``audit_log`` is ``public.cleanup_audit_log``,
+``sync_failures`` is ``ghostsync.sync_failures`` and ``objects`` is
+``ghostsync.objects``, in the shape the head revision leaves them. The
+package's fixed-shape queries are built from these objects; what the sync
+writes into a profile comes from the chain's declarations
+(``ghostsync.sync``), since a follow-up revision may add columns; the
+revisions keep their own frozen DDL text.
 """
 
 from __future__ import annotations
@@ -89,4 +92,17 @@ sync_failures = Table(
     comment="Profile writes that failed; the auth write went through. Cleared by ghostsync repair.",
 )
 
-GHOSTSYNC_TABLES = (profiles, audit_log, sync_failures)
+objects = Table(
+    "objects",
+    metadata,
+    Column("kind", Text, primary_key=True),
+    Column("name", Text, primary_key=True),
+    Column("created", Boolean, nullable=False),
+    Column("revision", Text, nullable=False),
+    Column("owner", Text, nullable=False),
+    Column("recorded_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
+    schema="ghostsync",
+    comment="What ghostsync created (created) or adopted (not created); nothing else is ever replaced or dropped by it.",
+)
+
+GHOSTSYNC_TABLES = (profiles, audit_log, sync_failures, objects)

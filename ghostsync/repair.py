@@ -1,133 +1,173 @@
-"""Retry the profile writes recorded in ghostsync.sync_failures.
+"""``ghostsync repair``: every profile equal to its account again, each step audited.
 
-For each recorded user, in its own short transaction: if the auth user
-exists, write its profile from auth.users (insert, or update email,
-email_verified and deleted_at); if it is gone, delete the profile. When the
-write succeeds, the failure record is cleared, unless a newer failure for the
-same user was recorded meanwhile. When it fails again, the record stays and
-carries the new error. Each run is one cleanup_audit_log row, job_name
-``repair_failed_syncs``. Running it twice changes nothing the second time.
+In order, each a job of its own in ``cleanup_audit_log``:
+
+1. ``repair_failed_syncs``: each user recorded in ``ghostsync.sync_failures``
+   gets its profile written from its account (locked FOR SHARE), or removed
+   if the account is gone; the record is cleared when the write succeeds,
+   and keeps the new error otherwise;
+2. ``repair_stale_profiles``: profiles whose synced columns disagree with
+   their accounts are rewritten, in keyset batches;
+3. ``repair_orphans``: profiles whose account is gone are deleted, as the
+   delete sync would have done; their ids are logged in the audit row;
+4. ``backfill_ghost_users``: the batched backfill creates every missing profile.
+
+What is synced comes from the declaration of the revision the database is
+at. Running repair again changes nothing. Each step runs in short
+transactions of its own; a step that fails is reported and the next still runs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, exists, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.engine import Connection
+from sqlalchemy import delete, select, text, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from ghostsync import health
+from ghostsync import backfill, names, sync
 from ghostsync.audit import finish_run, start_run
-from ghostsync.models import auth_users, profiles, sync_failures
+from ghostsync.chain import Declared
+from ghostsync.errors import describe
+from ghostsync.models import sync_failures
 
-JOB_NAME = "repair_failed_syncs"
+ORPHAN_IDS_LOGGED = 10_000
 
 
 @dataclass
-class RepairResult:
-    run_id: int
-    repaired: int = 0
-    still_failing: int = 0
+class StepResult:
+    job: str
+    done: int = 0
+    failed: int = 0
     errors: list[str] = field(default_factory=list)
+    run_id: int | None = None
+    not_done: str | None = None  # why the step could not run at all
 
 
-def _profile_upsert(user_id: Any) -> Any:
-    source = select(
-        auth_users.c.id,
-        auth_users.c.email,
-        auth_users.c.email_confirmed_at.is_not(None),
-        auth_users.c.deleted_at,
-        func.coalesce(auth_users.c.created_at, func.now()),
-        func.now(),
-    ).where(auth_users.c.id == user_id)
-    stmt = pg_insert(profiles).from_select(
-        ["id", "email", "email_verified", "deleted_at", "created_at", "updated_at"], source
-    )
-    return stmt.on_conflict_do_update(
-        index_elements=[profiles.c.id],
-        set_={
-            "email": stmt.excluded.email,
-            "email_verified": stmt.excluded.email_verified,
-            "deleted_at": stmt.excluded.deleted_at,
-            "updated_at": func.now(),
-        },
-    )
+@dataclass
+class RepairReport:
+    failed_syncs: StepResult
+    stale: StepResult
+    orphans: StepResult
+    ghosts: StepResult
+
+    @property
+    def complete(self) -> bool:
+        steps = (self.failed_syncs, self.stale, self.orphans, self.ghosts)
+        return all(s.failed == 0 and s.not_done is None for s in steps)
 
 
-def _repair_one(conn: Connection, user_id: Any) -> None:
-    if conn.execute(select(exists().where(auth_users.c.id == user_id))).scalar_one():
-        conn.execute(_profile_upsert(user_id))
-    else:
-        conn.execute(delete(profiles).where(profiles.c.id == user_id))
+def _error(exc: DBAPIError) -> tuple[str, str]:
+    sqlstate = getattr(exc.orig, "pgcode", None) or "XX000"
+    diag = getattr(exc.orig, "diag", None)
+    return sqlstate, str(getattr(diag, "message_primary", None) or exc.orig).splitlines()[0]
 
 
-def repair_failed_syncs(conn: Connection, *, limit: int | None = None) -> RepairResult:
-    """Retry every recorded failure (or the oldest ``limit``).
-
-    ``conn`` is an ordinary connection with no transaction begun; each user is
-    repaired in a transaction of its own.
-    """
-    run_id = start_run(conn, JOB_NAME, {"mode": "cli"})
-    result = RepairResult(run_id=run_id)
-    query = select(sync_failures.c.user_id, sync_failures.c.last_failed_at).order_by(
-        sync_failures.c.last_failed_at
-    )
+def repair_failed_syncs(conn: Connection, declared: Declared, *, limit: int | None = None) -> StepResult:
+    """Retry every recorded failure (or the oldest ``limit``); ``conn`` has no transaction begun."""
+    result = StepResult(names.REPAIR_JOB)
+    result.run_id = start_run(conn, names.REPAIR_JOB, {"mode": "cli"})
+    query = select(sync_failures.c.user_id, sync_failures.c.last_failed_at).order_by(sync_failures.c.last_failed_at)
     if limit is not None:
         query = query.limit(limit)
     with conn.begin():
         pending = conn.execute(query).all()
+    write = text(sync.upsert_from_auth(declared, "ARRAY[CAST(:id AS uuid)]"))
+    remove = text(sync.delete_orphans("ARRAY[CAST(:id AS uuid)]"))
     try:
         for user_id, failed_at in pending:
             try:
                 with conn.begin():
-                    _repair_one(conn, user_id)
-                    conn.execute(
-                        delete(sync_failures).where(
-                            sync_failures.c.user_id == user_id,
-                            sync_failures.c.last_failed_at == failed_at,
-                        )
-                    )
-                result.repaired += 1
+                    if not conn.execute(write, {"id": str(user_id)}).first():
+                        conn.execute(remove, {"id": str(user_id)})
+                    # cleared only if no newer failure was recorded meanwhile
+                    conn.execute(delete(sync_failures).where(sync_failures.c.user_id == user_id,
+                                                             sync_failures.c.last_failed_at == failed_at))
+                result.done += 1
             except DBAPIError as exc:
-                result.still_failing += 1
-                sqlstate = getattr(exc.orig, "pgcode", None) or "XX000"
-                diag = getattr(exc.orig, "diag", None)
-                message = str(getattr(diag, "message_primary", None) or exc.orig)
+                result.failed += 1
+                sqlstate, message = _error(exc)
                 result.errors.append(f"{user_id}: {sqlstate} {message}")
                 with conn.begin():
-                    conn.execute(
-                        update(sync_failures)
-                        .where(sync_failures.c.user_id == user_id)
-                        .values(sqlstate=sqlstate, message=f"repair failed: {message}")
-                    )
+                    conn.execute(update(sync_failures).where(sync_failures.c.user_id == user_id)
+                                 .values(sqlstate=sqlstate, message=f"repair failed: {message}"))
     except BaseException as exc:
-        finish_run(conn, run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                   result.repaired, {"error": f"{type(exc).__name__}: {exc}"[:2000]}, quiet=True)
+        finish_run(conn, result.run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                   result.done, {"error": backfill._error_text(exc)}, quiet=True)
         raise
-    status = "succeeded" if result.still_failing == 0 else "partial"
-    finish_run(conn, run_id, status, result.repaired,
-               {"still_failing": result.still_failing, "errors": result.errors[:20]})
+    finish_run(conn, result.run_id, "succeeded" if result.failed == 0 else "partial", result.done,
+               {"still_failing": result.failed, "errors": result.errors[:20]})
     return result
 
 
-def fix_stale_profiles(conn: Connection) -> int:
-    """Bring every stale profile's email, email_verified and deleted_at in line with auth.users.
+def _batched(conn: Connection, job: str, find: str, act: str, batch_size: int,
+             details: Callable[[list[str]], dict[str, Any]] | None = None) -> StepResult:
+    """Find ids in keyset batches (``find``: ``:after``, ``:limit``), act on each batch (``act``:
+    ``:ids`` as text[], returning the ids it changed) in a transaction of its own."""
+    result = StepResult(job)
+    result.run_id = start_run(conn, job, {"mode": "cli", "batch_size": batch_size})
+    changed: list[str] = []
+    after: str | None = None
+    try:
+        while True:
+            with conn.begin():
+                ids = [str(r[0]) for r in conn.execute(text(find), {"after": after, "limit": batch_size})]
+                if not ids:
+                    break
+                done = [str(r[0]) for r in conn.execute(text(act), {"ids": ids})]
+            result.done += len(done)
+            changed += done
+            after = ids[-1]
+    except BaseException as exc:
+        finish_run(conn, result.run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                   result.done, {"error": backfill._error_text(exc), **(details(changed) if details else {})},
+                   quiet=True)
+        raise
+    finish_run(conn, result.run_id, "succeeded", result.done, details(changed) if details else {})
+    return result
 
-    One statement in its own transaction; stale profiles are few when the
-    update trigger is installed (they come from edits made while it was not).
-    """
-    verified = auth_users.c.email_confirmed_at.is_not(None)
-    stale = (
-        update(profiles)
-        .where(
-            profiles.c.id == auth_users.c.id,
-            health.stale_condition() | profiles.c.deleted_at.is_distinct_from(auth_users.c.deleted_at),
-        )
-        .values(email=auth_users.c.email, email_verified=verified, deleted_at=auth_users.c.deleted_at,
-                updated_at=func.now())
-    )
-    with conn.begin():
-        return int(conn.execute(stale).rowcount or 0)
+
+def fix_stale_profiles(conn: Connection, declared: Declared, batch_size: int) -> StepResult:
+    """Rewrite every profile whose synced columns disagree with its account."""
+    return _batched(conn, names.STALE_JOB, sync.stale_ids(declared),
+                    sync.rewrite_from_auth(declared, "CAST(:ids AS uuid[])", only_stale=True), batch_size)
+
+
+def remove_orphans(conn: Connection, batch_size: int) -> StepResult:
+    """Delete every profile whose account is gone; the ids go into the audit row."""
+    def logged(ids: list[str]) -> dict[str, Any]:
+        return {"ids": ids[:ORPHAN_IDS_LOGGED], "ids_left_out": max(0, len(ids) - ORPHAN_IDS_LOGGED)}
+
+    return _batched(conn, names.ORPHAN_JOB, sync.orphan_ids(), sync.delete_orphans("CAST(:ids AS uuid[])"),
+                    batch_size, logged)
+
+
+def backfill_ghosts(conn: Connection, declared: Declared, batch_size: int) -> StepResult:
+    """The batched backfill on ``conn`` (autocommit)."""
+    result = StepResult(names.BACKFILL_JOB)
+    run = backfill.run_batched(conn, backfill.statements_for(declared), batch_size=batch_size, mode="repair")
+    result.run_id, result.done, result.failed = run.run_id, run.repaired, run.unrepairable
+    if run.unrepairable:
+        result.errors.append(f"{run.unrepairable} ghost(s) could not be repaired (recorded in "
+                             "ghostsync.sync_failures)")
+    return result
+
+
+def repair(engine: Engine, autocommit_engine: Engine, declared: Declared, *, batch_size: int,
+           url: str | None = None) -> RepairReport:
+    """All four steps; a step whose database work fails is reported and the next step still runs."""
+    def guarded(job: str, run: Callable[[], StepResult]) -> StepResult:
+        try:
+            return run()
+        except DBAPIError as exc:
+            return StepResult(job, not_done=describe(exc, url))
+
+    with engine.connect() as conn:
+        failed = guarded(names.REPAIR_JOB, lambda: repair_failed_syncs(conn, declared))
+        stale = guarded(names.STALE_JOB, lambda: fix_stale_profiles(conn, declared, batch_size))
+        orphans = guarded(names.ORPHAN_JOB, lambda: remove_orphans(conn, batch_size))
+    with autocommit_engine.connect() as conn:
+        ghosts = guarded(names.BACKFILL_JOB, lambda: backfill_ghosts(conn, declared, batch_size))
+    return RepairReport(failed, stale, orphans, ghosts)

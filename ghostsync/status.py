@@ -1,108 +1,158 @@
 """``ghostsync status``: is the database free of ghosts, and will it stay so?
 
-``collect`` gathers every figure into a ``Status``; ``render_text``,
-``to_json`` and ``write_prometheus`` present it. A database is healthy when
-it has no ghosts, orphans, failed syncs or stale profiles, every trigger the
-head revision installs exists and is enabled, every function's text is what
-the head revision installs, and the database is at the head revision.
+``collect`` gathers every figure into a ``Status`` in one read-only
+transaction (so it also runs on a hot standby); ``ghostsync.report`` presents
+it as text, JSON or Prometheus metrics. The verdict reads the declaration of
+the revision the database is at (``chain.declared_at``):
 
-Cost: the full status reads auth.users and public.users once, in one full
-join on their primary keys (ghosts, orphans and stale profiles in one pass).
-With ``since`` it looks only at auth users created in that window and skips
-orphans and stale profiles.
+- a problem (exit 1): ghosts, orphans, failed syncs, stale profiles; a
+  ghostsync trigger missing, disabled, replica-only or not as declared; a
+  ghostsync function missing or not as declared (text, SECURITY DEFINER,
+  search_path, owner, EXECUTE grants); an object of ghostsync's name that
+  ghostsync did not create; a table ghostsync created with RLS off or
+  privileges open to end users; a profile table that cannot take what the
+  sync writes; ghostsync not installed;
+- a warning (still healthy): the database is behind head but holds exactly
+  what its revision declares (``behind_head``); the last run of a job
+  failed or was interrupted; an adopted table with RLS off or open
+  privileges (the app's decision).
+
+Two cadences: the full check (``check="full"``) reads both tables once (one
+full join on their keys); the quick check (``check="quick"``) reads only the
+catalogs, the failure ledger, the audit log and the statistics views, so
+its cost does not grow with the number of users, and leaves the figures it
+does not compute null.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
-from datetime import timedelta
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from ghostsync import chain, health
+from ghostsync import chain, drift, health, names
+from ghostsync.chain import Declared
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class StatusError(RuntimeError):
-    """The status could not be checked; the message says why and what to do."""
+    """The status could not be checked; ``code`` is stable, the message says why and what to do."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
 
 
 @dataclass
 class Status:
-    ghosts: int
-    orphans: int | None
-    failed_syncs: int
-    stale_profiles: int | None
-    triggers: dict[str, dict[str, bool]]
-    trigger_enabled: bool
-    functions: dict[str, str]
-    function_matches_head: bool
+    check: str
     revision: str | None
     head: str | None
-    last_backfill: dict[str, Any] | None
-    last_repair: dict[str, Any] | None
-    since_seconds: int | None = None
-    warnings: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
+    ghosts: int | None = None
+    orphans: int | None = None
+    stale_profiles: int | None = None
+    failed_syncs: int | None = None
+    auth_users: int | None = None
+    profiles: int | None = None
+    triggers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    functions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    app_triggers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    jobs: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    counters: dict[str, Any] = field(default_factory=dict)
+    standby: bool = False
+    problems: list[Finding] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
         return not self.problems
 
+    @property
+    def at_head(self) -> bool:
+        return self.revision is not None and self.revision == self.head
+
     def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["healthy"] = self.healthy
-        data["schema_version"] = SCHEMA_VERSION
-        return data
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "up": True,
+            "check": self.check,
+            "healthy": self.healthy,
+            "revision": self.revision,
+            "head": self.head,
+            "at_head": self.at_head,
+            "standby": self.standby,
+            "ghosts": self.ghosts,
+            "orphans": self.orphans,
+            "stale_profiles": self.stale_profiles,
+            "failed_syncs": self.failed_syncs,
+            "auth_users": self.auth_users,
+            "profiles": self.profiles,
+            "triggers": self.triggers,
+            "functions": self.functions,
+            "app_triggers": self.app_triggers,
+            "tables": self.tables,
+            "jobs": self.jobs,
+            "counters": self.counters,
+            "problems": [f.as_dict() for f in self.problems],
+            "warnings": [f.as_dict() for f in self.warnings],
+            "error": None,
+        }
 
 
-def _functions(conn: Connection, expected: dict[str, str]) -> dict[str, str]:
-    """Each expected function: 'matches', 'differs' (text, SECURITY DEFINER or search_path) or 'missing'."""
-    states: dict[str, str] = {}
-    for signature, body in expected.items():
-        row = conn.execute(
-            text(
-                "SELECT prosrc, prosecdef, proconfig FROM pg_proc "
-                "WHERE oid = to_regprocedure(:signature)"
-            ),
-            {"signature": signature},
-        ).first()
-        if row is None:
-            states[signature] = "missing"
-        elif row[0] == body and row[1] and list(row[2] or []) == ['search_path=""']:
-            states[signature] = "matches"
-        else:
-            states[signature] = "differs"
-    return states
+def failure_dict(code: str, message: str, check: str = "full") -> dict[str, Any]:
+    """The JSON of a check that could not run (exit 2)."""
+    return {"schema_version": SCHEMA_VERSION, "up": False, "check": check, "healthy": False,
+            "error": {"code": code, "message": message}}
 
 
-def _revision(conn: Connection, known: set[str]) -> str | None:
-    """ghostsync's row of alembic_version.
+def recorded_revision(conn: Connection, script: Any) -> str | None:
+    """ghostsync's row of alembic_version: the one naming a revision on ghostsync's branch.
 
-    Inside a host project the table holds one row per branch head; the row
-    that names a ghostsync revision is ghostsync's. A row naming no known
-    revision is reported only when no ghostsync row exists (a newer or foreign
-    ghostsync).
+    Inside a host project the table holds one row per branch head; a row is
+    ghostsync's by membership of the branch (a host's follow-up on it
+    included), never by its id's prefix. A ``ghostsync_`` row this chain does
+    not know means a newer ghostsync installed it.
     """
     if conn.execute(text("SELECT to_regclass('public.alembic_version')")).scalar() is None:
         return None
     rows = [str(r[0]) for r in conn.execute(text("SELECT version_num FROM public.alembic_version ORDER BY 1"))]
-    ours = [r for r in rows if r in known]
+    members = chain.branch_revisions(script)
+    ours = [r for r in rows if r in members]
+    if len(ours) > 1:
+        raise StatusError("revision_unknown", f"alembic_version holds {len(ours)} rows of ghostsync's branch "
+                          f"({', '.join(ours)}): merge the heads and upgrade")
     if ours:
         return ours[0]
-    # a newer ghostsync's row, or the only row there is
-    unknown = next((r for r in rows if r.startswith("ghostsync_")), rows[0] if len(rows) == 1 else None)
-    if unknown is not None:
-        raise StatusError(
-            f"the database is at revision {unknown}, which this ghostsync does not know: "
-            "upgrade ghostsync (or point it at the right alembic.ini)"
-        )
+    unknown = [r for r in rows if r.startswith("ghostsync_")]
+    if unknown:
+        raise StatusError("revision_unknown",
+                          f"the database is at revision {unknown[0]}, which this ghostsync does not know: upgrade "
+                          "ghostsync (or point --alembic-config at the configuration that knows it)")
     return None
+
+
+def _require(conn: Connection) -> None:
+    checks = conn.execute(text(
+        "SELECT to_regclass('auth.users') IS NOT NULL, to_regclass('public.users') IS NOT NULL"
+    )).one()
+    if not checks[0]:
+        raise StatusError("no_auth_schema", "no auth.users in this database: is DATABASE_URL a Supabase database?")
+    if not checks[1]:
+        raise StatusError("not_installed",
+                          "public.users does not exist: ghostsync is not installed; run `ghostsync migrate upgrade head`")
 
 
 def _last_run(conn: Connection, job: str) -> dict[str, Any] | None:
@@ -119,157 +169,165 @@ def _last_run(conn: Connection, job: str) -> dict[str, Any] | None:
     }
 
 
-def _profiles_rls(conn: Connection) -> bool:
-    return bool(conn.execute(text("SELECT relrowsecurity FROM pg_class WHERE oid = 'public.users'::regclass"))
-                .scalar())
-
-
-def _require(conn: Connection) -> None:
-    checks = conn.execute(
-        text(
-            "SELECT to_regclass('auth.users') IS NOT NULL, to_regclass('public.users') IS NOT NULL, "
-            "to_regclass('ghostsync.sync_failures') IS NOT NULL"
-        )
-    ).one()
-    if not checks[0]:
-        raise StatusError("no auth.users in this database: is DATABASE_URL a Supabase database?")
-    if not checks[1]:
-        raise StatusError("public.users does not exist: ghostsync is not installed; run `alembic upgrade head`")
-    if not checks[2]:
-        raise StatusError("ghostsync.sync_failures does not exist: run `alembic upgrade head`")
-
-
-def collect(conn: Connection, *, since: timedelta | None = None) -> Status:
-    """Gather the status in one read-only transaction."""
-    _require(conn)
-    revision = _revision(conn, chain.known_revisions())
-    expected = chain.installed_at()
-    failed = health.count_failed_syncs(conn)
-    if since is None:
-        ghosts, orphans, stale = health.full_counts(conn)
-        orphans_or_none: int | None = orphans
-        stale_or_none: int | None = stale
-    else:
-        ghosts = health.count_ghosts(conn, within=since)
-        orphans_or_none = stale_or_none = None
-    triggers = {
-        state.name: {"exists": state.exists, "enabled": state.enabled}
-        for state in health.trigger_states(conn, tuple(expected.triggers))
+def _counters(conn: Connection, standby: bool) -> dict[str, Any]:
+    """Cumulative figures that cost nothing to read (null where the server does not keep them)."""
+    ledger = conn.execute(text(
+        "SELECT coalesce(sum(failures), 0) FROM ghostsync.sync_failures"
+    )).scalar() if conn.execute(text("SELECT to_regclass('ghostsync.sync_failures')")).scalar() else None
+    out: dict[str, Any] = {
+        "failed_profile_writes": int(ledger) if ledger is not None else None,
+        "auth_users_inserted": None, "auth_users_deleted": None, "profiles_inserted": None,
+        "track_functions": None, "trigger_calls": None, "trigger_seconds": None,
     }
-    functions = _functions(conn, expected.functions)
-    status = Status(
-        ghosts=ghosts,
-        orphans=orphans_or_none,
-        failed_syncs=failed,
-        stale_profiles=stale_or_none,
-        triggers=triggers,
-        trigger_enabled=all(t["exists"] and t["enabled"] for t in triggers.values()),
-        functions=functions,
-        function_matches_head=all(state == "matches" for state in functions.values()),
-        revision=revision,
-        head=expected.revision,
-        last_backfill=_last_run(conn, "backfill_ghost_users"),
-        last_repair=_last_run(conn, "repair_failed_syncs"),
-        since_seconds=int(since.total_seconds()) if since is not None else None,
-    )
-    _judge(status, rls=_profiles_rls(conn), reinstall_from=expected.reinstall_from)
-    return status
+    if standby:
+        return out  # pg_stat_* figures are per server: the primary's are not here
+    for key, relation in (("auth_users", "auth.users"), ("profiles", "public.users")):
+        row = conn.execute(text(
+            "SELECT n_tup_ins, n_tup_del FROM pg_stat_user_tables WHERE relid = to_regclass(:r)"
+        ), {"r": relation}).first()
+        if row is not None:
+            out[f"{key}_inserted"] = int(row[0])
+            if key == "auth_users":
+                out["auth_users_deleted"] = int(row[1])
+    track = conn.execute(text("SELECT current_setting('track_functions')")).scalar()
+    out["track_functions"] = track
+    if track in ("pl", "all"):
+        row = conn.execute(text(
+            "SELECT coalesce(sum(calls), 0), coalesce(sum(total_time), 0) / 1000.0 FROM pg_stat_user_functions"
+            " WHERE schemaname = 'ghostsync'"
+        )).one()
+        out["trigger_calls"], out["trigger_seconds"] = int(row[0]), float(row[1])
+    return out
 
 
-def _judge(status: Status, *, rls: bool, reinstall_from: dict[str, str]) -> None:
-    window = "" if status.since_seconds is None else f" created in the last {status.since_seconds} s"
-    if status.ghosts:
-        status.problems.append(
-            f"{status.ghosts} auth user(s){window} have no profile (ghosts): run `ghostsync repair`")
-    if status.orphans:
-        status.problems.append(f"{status.orphans} profile(s) have no auth user (orphans)")
-    if status.failed_syncs:
-        status.problems.append(
-            f"{status.failed_syncs} profile write(s) failed and are recorded in ghostsync.sync_failures: "
-            "fix the cause, then run `ghostsync repair`")
-    if status.stale_profiles:
-        status.problems.append(
-            f"{status.stale_profiles} profile(s) disagree with auth.users on email or email_verified (stale): "
-            "run `ghostsync repair`")
-    for name, state in status.triggers.items():
-        if not state["exists"]:
-            status.problems.append(f"trigger {name} on auth.users is missing: run `alembic upgrade head`")
-        elif not state["enabled"]:
-            status.problems.append(f"trigger {name} on auth.users is disabled: ENABLE it")
-    for signature, verdict in status.functions.items():
-        if verdict == "differs":
-            below = reinstall_from.get(signature, "base")
-            status.problems.append(
-                f"function {signature} differs from what revision {status.head} installs "
-                f"(edited by hand?): `alembic downgrade {below} && alembic upgrade head` reinstalls it")
-        elif verdict == "missing":
-            status.problems.append(f"function {signature} is missing: run `alembic upgrade head`")
-    if status.revision != status.head:
-        status.problems.append(
-            f"the database is at revision {status.revision or 'none'}, head is {status.head}: "
-            "run `alembic upgrade head`")
-    if not rls:
-        status.warnings.append(
-            "public.users has row level security disabled: anyone with the anon key can read every profile")
-    if status.last_backfill and status.last_backfill["status"] in ("failed", "interrupted"):
-        status.warnings.append(f"the last backfill ended {status.last_backfill['status']}")
+def collect(conn: Connection, *, quick: bool = False, script: Any = None) -> Status:
+    """Gather the status in one read-only transaction; ``quick`` skips the table scans."""
+    script = script or chain.script_directory()
+    conn.execute(text("SET TRANSACTION READ ONLY"))
+    _require(conn)
+    revision = recorded_revision(conn, script)
+    head = chain.head(script)
+    declared = chain.declared_at(revision, script)
+    standby = bool(conn.execute(text("SELECT pg_is_in_recovery()")).scalar())
+    found = Status(check="quick" if quick else "full", revision=revision, head=head, standby=standby)
+    if conn.execute(text("SELECT to_regclass('ghostsync.sync_failures')")).scalar() is not None:
+        found.failed_syncs = health.count_failed_syncs(conn)
+    if not quick:
+        counts = health.full_counts(conn, declared)
+        found.ghosts, found.orphans, found.stale_profiles = counts.ghosts, counts.orphans, counts.stale
+        found.auth_users, found.profiles = counts.auth_users, counts.profiles
+    inspection = drift.inspect(conn, declared)
+    found.triggers = {n: s.as_dict() for n, s in inspection.triggers.items()}
+    found.functions = {n: s.as_dict() for n, s in inspection.functions.items()}
+    found.app_triggers = {n: s.as_dict() for n, s in inspection.app_triggers.items()}
+    found.tables = {n: s.as_dict() for n, s in inspection.tables.items()}
+    for job in (*declared.jobs, names.BACKFILL_JOB, names.REPAIR_JOB):
+        found.jobs.setdefault(job, _last_run(conn, job))
+    found.counters = _counters(conn, standby)
+    _judge(found, declared, inspection, script, _column_problems(conn, declared) if revision else [])
+    return found
 
 
-def to_json(status: Status) -> str:
-    return json.dumps(status.as_dict(), indent=2, sort_keys=True, default=str)
+def _column_problems(conn: Connection, declared: Declared) -> list[str]:
+    """What of the sync's columns the profile table cannot take (type, length, NOT NULL)."""
+    problems = []
+    for column in declared.columns.values():
+        row = conn.execute(text(
+            "SELECT regexp_replace(format_type(a.atttypid, NULL), '^.*\\.', ''),"
+            " CASE WHEN a.atttypid IN ('varchar'::regtype, 'bpchar'::regtype) AND a.atttypmod > 4"
+            "      THEN a.atttypmod - 4 END, a.attnotnull"
+            " FROM pg_attribute AS a WHERE a.attrelid = 'public.users'::regclass AND a.attname = :name"
+            "   AND a.attnum > 0 AND NOT a.attisdropped"
+        ), {"name": column.name}).first()
+        if row is None:
+            problems.append(f"column {column.name} is missing")
+        elif row[1] is not None and column.max_length is not None and row[1] < column.max_length:
+            problems.append(f"column {column.name} is {row[0]}({row[1]}), the sync writes up to "
+                            f"{column.max_length} characters")
+        elif row[2] and column.nullable:
+            problems.append(f"column {column.name} is NOT NULL, the sync writes NULL for some users")
+    return problems
 
 
-def render_text(status: Status) -> str:
-    def figure(value: int | None) -> str:
-        return "not checked (--since)" if value is None else str(value)
+def _reinstall(declared: Declared, key: str, revision: str | None, script: Any) -> str:
+    """The commands that put back what revision ``revision`` declares for ``key``."""
+    by = declared.declared_by.get(key)
+    below = script.get_revision(by).down_revision if by else None
+    if not by or not below or not revision:
+        return "`ghostsync repair` cannot fix this; reinstall ghostsync"
+    return f"`ghostsync migrate downgrade {below} && ghostsync migrate upgrade {revision}` reinstalls it"
 
-    window = "" if status.since_seconds is None else f" (signups of the last {status.since_seconds} s)"
-    lines = [
-        f"ghostsync status: {'HEALTHY' if status.healthy else 'UNHEALTHY'}",
-        f"  ghosts            {status.ghosts}{window}",
-        f"  orphans           {figure(status.orphans)}",
-        f"  failed syncs      {status.failed_syncs}",
-        f"  stale profiles    {figure(status.stale_profiles)}",
-        f"  revision          {status.revision or 'none'} (head {status.head})",
-    ]
-    for name, state in status.triggers.items():
-        word = "enabled" if state["enabled"] else ("DISABLED" if state["exists"] else "MISSING")
-        lines.append(f"  trigger           {name}: {word}")
-    for signature, verdict in status.functions.items():
-        lines.append(f"  function          {signature}: {verdict}")
-    for label, run in (("last backfill", status.last_backfill), ("last repair", status.last_repair)):
-        if run is None:
-            lines.append(f"  {label:<17} never")
+
+def _judge(found: Status, declared: Declared, inspection: drift.Inspection, script: Any,
+           column_problems: list[str]) -> None:
+    problem, warn = found.problems.append, found.warnings.append
+    if found.revision is None:
+        problem(Finding("not_installed", "ghostsync is not installed (no revision of its branch in "
+                        "alembic_version): run `ghostsync migrate upgrade head`"))
+    if found.ghosts:
+        problem(Finding("ghosts", f"{found.ghosts} auth user(s) have no profile (ghosts): run `ghostsync repair`"))
+    if found.orphans:
+        problem(Finding("orphans", f"{found.orphans} profile(s) have no auth user (orphans): run `ghostsync repair`"))
+    if found.failed_syncs:
+        problem(Finding("failed_syncs", f"{found.failed_syncs} profile write(s) failed and are recorded in "
+                        "ghostsync.sync_failures: fix the cause, then run `ghostsync repair`"))
+    if found.stale_profiles:
+        columns = ", ".join(c.name for c in declared.synced_columns)
+        problem(Finding("stale_profiles", f"{found.stale_profiles} profile(s) disagree with auth.users on "
+                        f"{columns} (stale): run `ghostsync repair`"))
+    for name, state in inspection.triggers.items():
+        table = state.table
+        if state.state == "missing":
+            problem(Finding("trigger_missing", f"trigger {name} on {table} is missing: "
+                            + _reinstall(declared, name, found.revision, script)))
+        elif state.state == "not_ghostsyncs":
+            problem(Finding("trigger_not_ghostsyncs", f"trigger {name} on {table} was not created by ghostsync "
+                            "(not in ghostsync.objects): a trigger of that name replaced ghostsync's"))
         else:
-            lines.append(f"  {label:<17} {run['status']}, {run['records_affected']} row(s), "
-                         f"finished {run['finished_at'] or '-'}")
-    lines += [f"  problem: {p}" for p in status.problems]
-    lines += [f"  warning: {w}" for w in status.warnings]
-    return "\n".join(lines)
+            if state.state == "disabled":
+                problem(Finding("trigger_disabled", f"trigger {name} on {table} is disabled: "
+                                f"ALTER TABLE {table} ENABLE TRIGGER {name} (as the table's owner), then "
+                                "`ghostsync repair` for the writes it missed"))
+            elif state.state == "replica_only":
+                problem(Finding("trigger_replica_only", f"trigger {name} on {table} fires only in replica mode "
+                                "(ENABLE REPLICA), so never for the auth service: ALTER TABLE "
+                                f"{table} ENABLE TRIGGER {name}, then `ghostsync repair`"))
+            if not state.matches:
+                problem(Finding("trigger_drift", f"trigger {name} on {table} differs from what revision "
+                                f"{found.revision} declares (edited by hand?): "
+                                + _reinstall(declared, name, found.revision, script)))
+    for signature, fstate in inspection.functions.items():
+        if fstate.state == "missing":
+            problem(Finding("function_missing", f"function {signature} is missing: "
+                            + _reinstall(declared, signature, found.revision, script)))
+        elif fstate.state == "not_ghostsyncs":
+            problem(Finding("function_not_ghostsyncs", f"function {signature} was not created by ghostsync "
+                            "(not in ghostsync.objects)"))
+        elif fstate.state == "differs":
+            problem(Finding("function_drift", f"function {signature} differs from what revision {found.revision} "
+                            f"declares ({'; '.join(fstate.differences)}): "
+                            + _reinstall(declared, signature, found.revision, script)))
+    for table, tstate in inspection.tables.items():
+        if not tstate.exists:
+            continue
+        ours = tstate.created is True
+        if not tstate.rls and table in ("public.users", "public.cleanup_audit_log"):
+            (problem if ours else warn)(Finding(
+                "rls_disabled", f"{table} has row level security disabled: anyone with the anon key can "
+                "read every row" + ("" if ours else " (an adopted table: the app's decision)")))
+        if tstate.open_privileges:
+            (problem if ours else warn)(Finding(
+                "open_privileges", f"{table} grants {', '.join(tstate.open_privileges)}, which row level "
+                "security does not govern" + ("" if ours else " (an adopted table: revoke them if end users "
+                                                              "need none)")))
+    for message in column_problems:
+        problem(Finding("profile_table_incompatible", f"public.users cannot take what the sync writes: {message}"))
+    if found.revision is not None and found.head is not None and not found.at_head:
+        warn(Finding("behind_head", f"the database is at revision {found.revision}, head is {found.head}: "
+                     "`ghostsync migrate upgrade head` installs what is newer"))
+    for job, run in found.jobs.items():
+        if run and run["status"] in ("failed", "interrupted"):
+            warn(Finding(f"job_{run['status']}", f"the last {job} run ended {run['status']} (audit row {run['id']})"))
 
 
-def write_prometheus(status: Status, path: Path) -> None:
-    """Write the figures for node_exporter's textfile collector (atomically, via prometheus_client)."""
-    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
-
-    registry = CollectorRegistry()
-
-    def gauge(name: str, doc: str, value: float, labels: dict[str, str] | None = None) -> None:
-        metric = Gauge(name, doc, list(labels or {}), registry=registry)
-        (metric.labels(**labels) if labels else metric).set(value)
-
-    gauge("ghostsync_ghosts", "Auth users without a profile.", status.ghosts)
-    if status.orphans is not None:
-        gauge("ghostsync_orphans", "Profiles without an auth user.", status.orphans)
-    if status.stale_profiles is not None:
-        gauge("ghostsync_stale_profiles", "Profiles disagreeing with auth.users.", status.stale_profiles)
-    gauge("ghostsync_failed_syncs", "Recorded failed profile writes.", status.failed_syncs)
-    gauge("ghostsync_trigger_enabled", "1 if every ghostsync trigger exists and is enabled.",
-          int(status.trigger_enabled))
-    gauge("ghostsync_function_matches_head", "1 if every ghostsync function matches the head revision.",
-          int(status.function_matches_head))
-    gauge("ghostsync_at_head", "1 if the database is at the head revision.", int(status.revision == status.head))
-    gauge("ghostsync_healthy", "1 if ghostsync status is healthy.", int(status.healthy))
-    gauge("ghostsync_problems", "Number of problems status reports.", len(status.problems))
-    write_to_textfile(str(path), registry)
-
+__all__ = ["SCHEMA_VERSION", "Finding", "Status", "StatusError", "collect", "failure_dict", "recorded_revision"]

@@ -23,7 +23,12 @@ def normalize(url: str) -> str:
         raise BadDatabaseURL("no database URL: set DATABASE_URL (postgresql://user@host:5432/dbname)")
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise BadDatabaseURL(f"not a database URL (expected postgresql://...): {redact(url)}")
+        raise BadDatabaseURL("not a database URL (expected postgresql://user:password@host:5432/dbname)")
+    authority = rest.split("/", 1)[0].split("?", 1)[0]
+    if authority.count("@") > 1:
+        # Which '@' ends the password is ambiguous; guessing would put part of it in the host name.
+        raise BadDatabaseURL("the database URL has more than one '@' before the host: write an '@' in the "
+                             "user name or password as %40")
     if scheme in {"postgres", "postgresql"}:
         scheme = "postgresql+psycopg2"
     elif not scheme.startswith("postgresql+"):

@@ -1,7 +1,8 @@
 """Alembic environment for ghostsync (run by ``env.py``, packaged and top-level alike).
 
 Contract:
-- The URL comes from ``-x database_url``, then ``DATABASE_URL``, then
+- The URL comes from ``-x database_url``, then ``ghostsync --database-url``
+  (``config.attributes["database_url"]``), then ``DATABASE_URL``, then
   ``sqlalchemy.url`` in alembic.ini; ``postgres://`` and ``postgresql://`` run
   on psycopg2 (``ghostsync.urls``).
 - A connection passed in ``config.attributes["connection"]`` is used as is
@@ -18,6 +19,8 @@ Contract:
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from logging.config import fileConfig
 
 from alembic import context
@@ -37,6 +40,7 @@ OFFLINE_URL = "postgresql+psycopg2://"
 def database_url() -> str:
     url = (
         context.get_x_argument(as_dictionary=True).get("database_url")
+        or context.config.attributes.get("database_url")
         or os.environ.get("DATABASE_URL")
         or context.config.get_main_option("sqlalchemy.url")
         or ""
@@ -48,7 +52,7 @@ def database_url() -> str:
 
 
 GHOSTSYNC_SCHEMAS = (None, "public", "ghostsync")
-GHOSTSYNC_TABLES = {"users", "cleanup_audit_log", "sync_failures"}
+GHOSTSYNC_TABLES = {"users", "cleanup_audit_log", "sync_failures", "objects"}
 
 
 def include_name(name: str | None, type_: str, parent_names: object) -> bool:
@@ -97,31 +101,43 @@ def run_migrations_online() -> None:
     if isinstance(connection, Engine):
         # pytest-alembic passes its engine: one connection per command, so no
         # transaction is left open between commands.
-        with connection.connect() as conn:
+        with _failing_in_one_line(), connection.connect() as conn:
             _run_on(conn)
         return
     if connection is not None:
-        _run_on(connection)
+        with _failing_in_one_line():
+            _run_on(connection)
         return
     engine = create_engine(
         database_url(),
         poolclass=pool.NullPool,
-        connect_args={"application_name": "ghostsync-migrate"},
+        connect_args={"application_name": "ghostsync-migrate", "connect_timeout": 10},
     )
-    with engine.connect() as conn:
-        _run_on(conn)
-    engine.dispose()
+    try:
+        try:
+            conn = engine.connect()
+        except DBAPIError as exc:
+            raise CommandError(describe(exc, database_url_or_none())) from exc
+        with conn, _failing_in_one_line():
+            _run_on(conn)
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def _failing_in_one_line() -> Iterator[None]:
+    """A database error, connecting included, ends the command with one FAILED: line (--raiseerr: traceback)."""
+    try:
+        yield
+    except DBAPIError as exc:
+        raise CommandError(
+            f"{describe(exc, database_url_or_none())}; each revision commits on its own, so the ones before "
+            "this one are applied: run the same command again once the cause is fixed"
+        ) from exc
 
 
 def _run_on(connection: Connection) -> None:
-    try:
-        _configure_and_run(connection)
-    except DBAPIError as exc:
-        # One FAILED: line instead of a traceback (alembic --raiseerr shows the chain).
-        raise CommandError(
-            f"{describe(exc, database_url_or_none())}; the revisions before this one are applied, "
-            "so `alembic upgrade head` continues from there"
-        ) from exc
+    _configure_and_run(connection)
 
 
 def database_url_or_none() -> str | None:

@@ -48,6 +48,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ghostsync import settings
 from ghostsync.backfill import BackfillResult, BackfillStatements, run_batched
+from ghostsync.declarations import Column, Declares, Function, Trigger
 
 log = logging.getLogger("alembic.ghostsync")
 
@@ -56,83 +57,6 @@ QUERY_CANCELED = "57014"
 INSUFFICIENT_PRIVILEGE = "42501"
 MAX_BACKOFF_S = 2.0
 MESSAGE_PREFIX = "ghostsync: "
-
-
-# -- declarations ---------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Column:
-    """A column of public.users that the sync writes.
-
-    ``source`` is an SQL expression over the auth row, written with ``{row}``
-    for it (``"{row}.email_confirmed_at IS NOT NULL"``); ``sql_type`` is the type
-    the expression yields, ``max_length`` the longest value it can yield
-    (``None``: unbounded) and ``nullable`` whether it can be NULL. ``synced``
-    columns follow the auth row on every change (and make a profile stale when
-    they differ); the others are written when the profile is created, and,
-    where ``on_update`` gives an expression, whenever it is brought up to date.
-    """
-
-    name: str
-    source: str
-    sql_type: str
-    nullable: bool = True
-    max_length: int | None = None
-    synced: bool = True
-    on_update: str | None = None
-
-    def expression(self, row: str) -> str:
-        """The value for a new profile, from the auth row named ``row``."""
-        return self.source.format(row=row)
-
-    def update_expression(self, row: str) -> str | None:
-        """The value written when an existing profile is brought up to date (None: left as it is)."""
-        if self.on_update is not None:
-            return self.on_update.format(row=row)
-        return self.expression(row) if self.synced else None
-
-
-@dataclass(frozen=True)
-class Function:
-    """A function a revision installs: its signature and its whole CREATE OR REPLACE statement."""
-
-    signature: str
-    create: str
-
-
-@dataclass(frozen=True)
-class Trigger:
-    """A trigger a revision installs: its name, its table, and its definition exactly as
-    ``pg_get_triggerdef`` prints it under ``search_path = ''`` (drift compares the two)."""
-
-    name: str
-    table: str
-    definition: str
-
-    @property
-    def create(self) -> str:
-        if not self.definition.startswith("CREATE TRIGGER "):
-            raise ValueError(f"trigger {self.name}: the definition must start with 'CREATE TRIGGER '")
-        return "CREATE OR REPLACE TRIGGER " + self.definition.removeprefix("CREATE TRIGGER ") + ";"
-
-
-@dataclass(frozen=True)
-class Declares:
-    """What a revision changes in what ghostsync syncs and installs.
-
-    ``columns`` add or redefine profile columns (by name); ``functions`` and
-    ``triggers`` are installed or replaced (by signature / name); ``removes``
-    names functions (signatures) and triggers (names) this revision takes
-    away; ``jobs`` are the audit-log job names of data jobs it runs.
-    Walking the chain from base to a revision and applying each revision's
-    ``Declares`` gives what that revision leaves in place.
-    """
-
-    columns: tuple[Column, ...] = ()
-    functions: tuple[Function, ...] = ()
-    triggers: tuple[Trigger, ...] = ()
-    removes: tuple[str, ...] = ()
-    jobs: tuple[str, ...] = ()
 
 
 # -- settings ------------------------------------------------------------------------------------

@@ -22,8 +22,10 @@ one role setup; ``ROLE_SETUPS`` names them:
 
 Common to all three (``CLUSTER_SQL``/``DATABASE_SQL`` are the ``"hosted"`` text):
 
-- ``supabase_admin`` is the bootstrap superuser (see ``server.py``), search_path
-  ``"$user", public, auth, extensions``; it owns schema ``auth``.
+- ``supabase_admin`` is the bootstrap superuser (see ``server.py``) and owns schema
+  ``auth``. Its role-level search_path on Supabase (``"$user", public, auth,
+  extensions``) is left out: the tests inspect the database as this role, and
+  ``regclass``/``pg_get_constraintdef`` output would then drop the ``auth.`` prefix.
 - ``postgres``: NOSUPERUSER CREATEDB CREATEROLE LOGIN REPLICATION BYPASSRLS,
   search_path ``"$user", public, extensions``, member of anon, authenticated and
   service_role (WITH ADMIN OPTION on PostgreSQL 16+ in "current"/"hosted",
@@ -188,7 +190,6 @@ ALTER ROLE service_role NOSUPERUSER NOLOGIN INHERIT NOCREATEROLE NOCREATEDB BYPA
 ALTER ROLE authenticator NOSUPERUSER LOGIN NOINHERIT NOCREATEROLE NOCREATEDB NOBYPASSRLS;
 GRANT anon, authenticated, service_role TO authenticator;
 
-ALTER ROLE supabase_admin SET search_path TO "$user", public, auth, extensions;
 ALTER ROLE postgres SET search_path TO "$user", public, extensions;
 ALTER ROLE supabase_auth_admin SET search_path = auth;
 -- 20220322085208_gotrue-session-limit.sql
