@@ -124,6 +124,7 @@ class BackfillResult:
     status: str = "running"
     repaired: int = 0
     unrepairable: int = 0
+    unrepairable_ids: set[str] = field(default_factory=set)
     scanned: int = 0
     batches: int = 0
     longest_batch_s: float = 0.0
@@ -159,10 +160,10 @@ def run_batched(
     result = BackfillResult(run_id=run_id)
     try:
         passes = [(statements.batch, None if statements.row_by_row is None else statements.row_by_row.ghost_ids,
-                   start_after)]
+                   start_after, True)]
         if statements.sweep is not None:
-            passes.append((statements.sweep.batch, statements.sweep.ghost_ids, None))
-        for batch, ghost_ids, after in passes:
+            passes.append((statements.sweep.batch, statements.sweep.ghost_ids, None, False))
+        for batch, ghost_ids, after, walking in passes:
             while True:
                 if max_batches is not None and result.batches >= max_batches:
                     _finish(conn, statements, result, "interrupted", "stopped after max_batches")
@@ -174,16 +175,16 @@ def run_batched(
                 except DBAPIError as exc:
                     if statements.row_by_row is None or ghost_ids is None or not _row_error(exc):
                         raise
-                    last_id, repaired, scanned, failed = _batch_row_by_row(
-                        conn, statements.row_by_row, ghost_ids, run_id, after, batch_size)
-                    result.unrepairable += failed
+                    last_id, repaired, scanned = _batch_row_by_row(
+                        conn, statements.row_by_row, ghost_ids, run_id, after, batch_size, result.unrepairable_ids)
+                    result.unrepairable = len(result.unrepairable_ids)
                 elapsed = time.perf_counter() - began
                 if last_id is None:
                     break
                 after = last_id
                 result.batches += 1
                 result.repaired += repaired
-                result.scanned += scanned
+                result.scanned += scanned if walking else 0
                 result.batch_seconds.append(elapsed)
                 result.longest_batch_s = max(result.longest_batch_s, elapsed)
                 if on_batch is not None:
@@ -237,36 +238,39 @@ def _row_error(exc: DBAPIError) -> bool:
 
 
 def _batch_row_by_row(
-    conn: Connection, steps: RowByRow, ghost_ids: str | Executable, run_id: int, after: Any, batch_size: int
-) -> tuple[Any, int, int, int]:
+    conn: Connection, steps: RowByRow, ghost_ids: str | Executable, run_id: int, after: Any, batch_size: int,
+    known_bad: set[str],
+) -> tuple[Any, int, int]:
     """The failed batch again, halved until each bad ghost stands alone; those are recorded, not retried."""
     rows = conn.execute(_statement(ghost_ids), {"after": after, "batch_size": batch_size}).all()
     if not rows:
         return None, 0, 0, 0
-    ghosts = [str(user_id) for user_id, is_ghost in rows if is_ghost]
-    repaired, failed = _repair_halving(conn, steps, ghosts)
+    # a ghost this run already found it cannot repair (the walk, then the sweep) is not tried twice
+    ghosts = [str(user_id) for user_id, is_ghost in rows if is_ghost and str(user_id) not in known_bad]
+    repaired, bad = _repair_halving(conn, steps, ghosts)
+    known_bad.update(bad)
     last_id = rows[-1][0]
     conn.execute(_statement(steps.progress), {"run_id": run_id, "repaired": repaired, "last_id": last_id})
-    return last_id, repaired, len(rows), failed
+    return last_id, repaired, len(rows)
 
 
-def _repair_halving(conn: Connection, steps: RowByRow, ghosts: list[str]) -> tuple[int, int]:
-    """(repaired, recorded as failed): one statement per half, so a bad row costs about 2·log2(n) statements."""
+def _repair_halving(conn: Connection, steps: RowByRow, ghosts: list[str]) -> tuple[int, list[str]]:
+    """(repaired, ids recorded as failed): one statement per half, so a bad row costs about 2·log2(n) statements."""
     if not ghosts:
-        return 0, 0
+        return 0, []
     try:
         written = conn.execute(_statement(steps.repair_some), {"ghost_ids": ghosts}).rowcount
-        return int(written or 0), 0
+        return int(written or 0), []
     except DBAPIError as exc:
         if not _row_error(exc):
             raise
         if len(ghosts) == 1:
             diag = getattr(exc.orig, "diag", None)
-            message = getattr(diag, "message_primary", None) or str(exc.orig)
+            message = getattr(diag, "message_primary", None) or str(exc.orig).splitlines()[0]
             conn.execute(_statement(steps.record_failure),
                          {"ghost_id": ghosts[0], "failed_state": getattr(exc.orig, "pgcode", None) or "XX000",
                           "failed_message": message})
-            return 0, 1
+            return 0, [ghosts[0]]
     middle = len(ghosts) // 2
     left = _repair_halving(conn, steps, ghosts[:middle])
     right = _repair_halving(conn, steps, ghosts[middle:])

@@ -23,16 +23,12 @@ EXIT_CODES = """exit codes:
 
 DESCRIPTION = """Ends Supabase ghost users: auth.users rows without a public.users profile.
 
-commands:
-  migrate ARGS...    Alembic's command line on the packaged chain
-                     (ghostsync migrate upgrade head, ... downgrade ghostsync@base,
-                     ... upgrade head --sql, ... -x lock_timeout=400ms upgrade head)
-  status             ghosts, orphans, failed syncs, stale profiles, triggers, drift
-  backfill           create every missing profile in batches (resumable)
-  repair             retry failed syncs, fix stale profiles and orphans, backfill
-  export-supabase    write the chain as Supabase CLI migrations
-  verify-sql         print the read-only verification script
-  revision           write a follow-up revision's skeleton"""
+examples:
+  ghostsync migrate upgrade head                       install, or bring up to date
+  ghostsync migrate -x lock_timeout=1s upgrade head    Alembic's -x goes before its command
+  ghostsync migrate upgrade head --sql                 the SQL, for psql or the SQL editor
+  ghostsync migrate downgrade ghostsync@base           take ghostsync out; every profile stays
+  ghostsync status --json                              the health check; exit 1 when unhealthy"""
 
 
 def _positive_int(value: str) -> int:
@@ -301,13 +297,36 @@ def _url_or_none(args: argparse.Namespace) -> str | None:
         return None
 
 
+GLOBAL_WITH_VALUE = ("--database-url", "--alembic-config")
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv``; everything after ``migrate`` goes to Alembic untouched (argparse would read
+    Alembic's own options, such as ``-x``, as ghostsync's)."""
+    parser = build_parser()
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "migrate":
+            args = parser.parse_args([*argv[:i], "migrate"])
+            args.alembic_args = argv[i + 1:]
+            return args
+        if token in GLOBAL_WITH_VALUE:
+            i += 2
+        elif token.startswith("-"):
+            i += 1
+        else:
+            break
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         settings.check_environment()
     except settings.SettingError as exc:
         print(f"ghostsync: {exc}", file=sys.stderr)
         return 2
-    args = build_parser().parse_args(argv)
+    args = _parse(list(sys.argv[1:] if argv is None else argv))
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

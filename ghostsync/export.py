@@ -1,65 +1,428 @@
-"""``ghostsync export-supabase DIR``: the revision chain as Supabase CLI migrations.
+"""``ghostsync export-supabase DIR``: ghostsync's chain as Supabase CLI migration files.
 
-One file per revision, ``<YYYYMMDDHHMMSS>_ghostsync_<file stem>.sql``, holding
-exactly what ``alembic upgrade <prev>:<rev> --sql`` prints for that revision,
-alembic_version bookkeeping included (so ``ghostsync status`` and a later
-switch to Alembic both work). The explicit BEGIN/COMMIT lines are left out:
-``supabase db push`` runs each migration file in a transaction of its own.
+``DIR`` is the team's ``supabase/migrations``. Written there, once per revision of
+ghostsync's branch, ``<YYYYMMDDHHMMSS>_ghostsync_<revision file>.sql``; next to it (not
+inside: the CLI would take them for migrations) ``DIR/../verify-trigger.sql`` (the
+read-only verification script, ``ghostsync.verify``) and ``DIR/../tests/database/
+ghostsync.test.sql`` (the pgTAP file ``supabase test db`` runs, ``ghostsync.pgtap``).
+``--rollback-to REV`` writes ``<timestamp>_ghostsync_rollback_to_<REV>.sql`` instead.
 
-The timestamps are stable: each revision's ``Create Date`` plus its position
-in the chain in seconds, so exporting again never renames a file that a
-project has already pushed.
+How the CLI runs a file (``ghostsync.testing.supabase_cli``): ``RESET ALL``, then all of
+the file's statements and the insert of its history row as ONE implicit transaction
+that is not a transaction block. So each file here is:
+
+- **one guarded statement**: a ``DO`` block that reads ghostsync's row of
+  ``public.alembic_version`` and applies the revision only when the database is at the
+  revision before it (``IS NOT DISTINCT FROM``: no row for the first one). Already at this
+  revision or beyond (a second push without the history row, ``db reset`` on a database
+  Alembic installed online, a copy of the folder in another project): a NOTICE and
+  nothing else, so a file of an older revision never puts back an older function text.
+  Behind it (a file missing): the file fails, changing nothing.
+- **the revision's own SQL**, exactly what ``ghostsync migrate upgrade PREV:REV --sql``
+  prints for it, each statement run with ``EXECUTE`` in order: the lock steps are the
+  kit's ``DO`` retry loops (the same lock budget, retries and backoff as online; nothing
+  is ``SET LOCAL``, ``LOCK TABLE`` or ``SAVEPOINT``, which warn or fail in the CLI's
+  batch), and a failure anywhere rolls back the whole file and its history row.
+- **Alembic's bookkeeping, idempotent**: ``public.alembic_version`` is created (as Alembic
+  creates it) only when missing, by the first revision's file, and ghostsync's row is
+  inserted (first revision) or moved from the previous revision; the host project's own
+  rows are never touched. ``ghostsync status`` and a later switch to ``ghostsync migrate``
+  read the same row.
+- **the data jobs bounded**: the backfill (and the resync) run their batches inside the
+  CLI's one transaction, holding a KEY SHARE (FOR SHARE) lock on every account they
+  repaired until the file commits; a hard delete of one of those accounts waits that
+  long. The file stops after repairing ``backfill_limit`` rows (its audit row then ends
+  ``interrupted``, with a NOTICE): ``ghostsync backfill`` (short transactions) resumes
+  where it stopped. docs/SUPABASE-CLI.md has the figures behind the default.
+
+Timestamps: a file's timestamp is the moment it is first exported (UTC, the CLI's 14
+digits), and never earlier than one second after the newest migration already in
+``DIR``, so ghostsync's files sort after the team's and ``db push`` takes them without
+``--include-all``. Exporting again into the same folder keeps every ghostsync file that
+is there (same name, same bytes) and adds only the revisions that are new.
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import re
-from datetime import datetime, timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import Script, ScriptDirectory
 
-from ghostsync import chain
+from ghostsync import __version__, chain
+from ghostsync.errors import GhostsyncError
 
-_CREATE_DATE = re.compile(r"^Create Date:[ \t]*(\S+)(?:[ \t]+(\S+))?", re.MULTILINE)
-_TXN = re.compile(r"^(BEGIN|COMMIT);\n", re.MULTILINE)
+# Past this many repaired rows a data job stops inside a CLI migration (see the module doc).
+DEFAULT_BACKFILL_LIMIT = 100_000
+VERSION_DIGITS = 14
+TIMESTAMP = "%Y%m%d%H%M%S"
+OURS = re.compile(r"^([0-9]+)_ghostsync_(.+)\.sql$")
+ROLLBACK_STEM = "rollback_to_"
+ANY_MIGRATION = re.compile(r"^([0-9]+)_(.*)\.sql$")
+VERIFY_NAME = "verify-trigger.sql"
+PGTAP_PATH = Path("tests") / "database" / "ghostsync.test.sql"
+VERSION_TABLE_DDL = (
+    "CREATE TABLE public.alembic_version (\n"
+    "      version_num VARCHAR(32) NOT NULL,\n"
+    "      CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)\n"
+    "    )"
+)
+# Alembic's own statements about its version table, left out of the revision's SQL.
+BOOKKEEPING = re.compile(r"^(CREATE TABLE alembic_version\b|INSERT INTO alembic_version\b|UPDATE alembic_version\b|"
+                         r"DELETE FROM alembic_version\b|DROP TABLE alembic_version\b|BEGIN$|COMMIT$)")
 
 
-def _timestamp(doc: str, position: int) -> str:
-    match = _CREATE_DATE.search(doc or "")
-    base = datetime(2026, 1, 1)
-    if match:
-        stamp = match.group(1) + (" " + match.group(2) if match.group(2) else "")
-        for fmt in ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"):
+# -- the revision's SQL ------------------------------------------------------------------------------
+
+def _offline(ini: Path, x: Mapping[str, str], run: str, target: str) -> str:
+    """What ``alembic upgrade|downgrade TARGET --sql`` prints."""
+    buffer = io.StringIO()
+    config = Config(str(ini), output_buffer=buffer)
+    config.attributes["configure_logger"] = False
+    config.cmd_opts = argparse.Namespace(x=[f"{k}={v}" for k, v in x.items()])
+    if run == "upgrade":
+        command.upgrade(config, target, sql=True)
+    else:
+        command.downgrade(config, target, sql=True)
+    return buffer.getvalue()
+
+
+def _strip_comments(statement: str) -> str:
+    lines = statement.splitlines()
+    while lines and (not lines[0].strip() or lines[0].lstrip().startswith("--")):
+        lines.pop(0)
+    return "\n".join(lines).strip()
+
+
+def statements(sql: str) -> list[str]:
+    """``sql`` cut as the Supabase CLI cuts it, without Alembic's transaction and version-table
+    statements and without leading comments."""
+    from ghostsync.testing.supabase_cli import split_and_trim
+
+    out = []
+    for statement in split_and_trim(sql):
+        body = _strip_comments(statement)
+        if body and not BOOKKEEPING.match(body):
+            out.append(body)
+    return out
+
+
+def upgrade_statements(rev: Script, ini: Path, x: Mapping[str, str] | None = None) -> list[str]:
+    """The statements ``ghostsync migrate upgrade PREV:REV --sql`` runs for ``rev`` (bookkeeping left out)."""
+    target = rev.revision if rev.down_revision is None else f"{rev.down_revision}:{rev.revision}"
+    return statements(_offline(ini, dict(x or {}), "upgrade", target))
+
+
+def downgrade_statements(rev: Script, ini: Path, x: Mapping[str, str] | None = None) -> list[str]:
+    return statements(_offline(ini, dict(x or {}), "downgrade", f"{rev.revision}:{rev.down_revision or 'base'}"))
+
+
+# The kit's offline job loop (the backfill's and the resync's OFFLINE_TEMPLATE), and how it is bounded.
+_JOB = re.compile(r"INSERT INTO public\.cleanup_audit_log \(job_name, status, records_affected, started_at, details\)"
+                  r"\s+VALUES \('([a-z0-9_]+)', 'running'")
+_LOOP_END = ("    n_batches := n_batches + 1;\n"
+             "  END LOOP;\n")
+_FINISH = ("  UPDATE public.cleanup_audit_log\n"
+           "  SET status = 'succeeded', records_affected = total, finished_at = clock_timestamp(),\n"
+           "      details = details || jsonb_build_object('batches', n_batches, 'last_id', after_id)\n"
+           "  WHERE id = run_id;\n")
+ADVICE = {
+    "backfill_ghost_users": "run `ghostsync backfill` (batches of short transactions; it resumes where this "
+                            "stopped), then check with verify-trigger.sql",
+    "resync_profiles": "run `ghostsync repair` (short transactions), then check with verify-trigger.sql",
+}
+
+
+def bound_job(statement: str, limit: int) -> tuple[str, str | None]:
+    """The kit's offline job loop stopped after ``limit`` rows; (statement, job name or None)."""
+    match = _JOB.search(statement)
+    if match is None or statement.count(_LOOP_END) != 1 or statement.count(_FINISH) != 1:
+        return statement, None
+    job = match.group(1)
+    advice = ADVICE.get(job, "run `ghostsync repair`")
+    stopped = (f"stopped in a Supabase CLI migration after {{n}} row(s), at its limit of {limit} for one "
+               f"transaction: {advice}")
+    finish = (
+        "  UPDATE public.cleanup_audit_log\n"
+        "  SET status = CASE WHEN last_id IS NULL THEN 'succeeded' ELSE 'interrupted' END,\n"
+        "      records_affected = total, finished_at = clock_timestamp(),\n"
+        "      details = details || jsonb_build_object('batches', n_batches, 'last_id', after_id)\n"
+        "        || CASE WHEN last_id IS NULL THEN '{}'::jsonb\n"
+        f"                ELSE jsonb_build_object('error', replace({_literal(stopped)}, '{{n}}', total::text)) END\n"
+        "  WHERE id = run_id;\n"
+        "  IF last_id IS NOT NULL THEN\n"
+        f"    RAISE NOTICE 'ghostsync: {job} %', replace({_literal(stopped)}, '{{n}}', total::text);\n"
+        "  END IF;\n"
+    )
+    bounded = statement.replace(_LOOP_END, "    n_batches := n_batches + 1;\n"
+                                           f"    EXIT WHEN total >= {limit};  -- the CLI's one transaction: bounded\n"
+                                           "  END LOOP;\n")
+    return bounded.replace(_FINISH, finish), job
+
+
+# -- the file ------------------------------------------------------------------------------------------
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _array(values: list[str]) -> str:
+    return "ARRAY[" + ", ".join(_literal(v) for v in values) + "]::text[]" if values else "ARRAY[]::text[]"
+
+
+def _execute(sql: str, number: int, indent: str) -> str:
+    tag = f"$ghostsync_sql_{number}$"
+    if tag in sql:
+        raise GhostsyncError(f"cannot quote a statement that contains {tag}")
+    return f"{indent}EXECUTE {tag}\n{sql}\n{tag};"
+
+
+READ_RECORDED = """  IF pg_catalog.to_regclass('public.alembic_version') IS NOT NULL THEN
+    SELECT pg_catalog.array_agg(v.version_num::text ORDER BY v.version_num) INTO recorded
+    FROM public.alembic_version AS v
+    WHERE v.version_num = ANY ({members}) OR v.version_num LIKE 'ghostsync\\_%';
+  END IF;
+  IF pg_catalog.cardinality(recorded) > 1 THEN
+    RAISE EXCEPTION 'ghostsync: public.alembic_version holds % rows of ghostsync''s branch (%): merge the heads '
+      'with ghostsync migrate, then export again', pg_catalog.cardinality(recorded),
+      pg_catalog.array_to_string(recorded, ', ');
+  END IF;
+  at := recorded[1];"""
+
+
+def _members(script: ScriptDirectory) -> list[str]:
+    return sorted(chain.branch_revisions(script))
+
+
+def _ancestors(script: ScriptDirectory, rev: Script) -> list[str]:
+    return [r.revision for r in chain.path_to(script, rev.revision) if r.revision != rev.revision]
+
+
+def render_upgrade(rev: Script, script: ScriptDirectory, ini: Path, *, x: Mapping[str, str] | None = None,
+                   backfill_limit: int = DEFAULT_BACKFILL_LIMIT) -> str:
+    """The migration file of revision ``rev`` (see the module doc)."""
+    down = rev.down_revision
+    if isinstance(down, (tuple, list)):
+        raise GhostsyncError(f"revision {rev.revision} merges {', '.join(down)}: export-supabase writes a linear "
+                             "chain only")
+    body = upgrade_statements(rev, ini, x)
+    jobs = []
+    for n, sql in enumerate(body):
+        body[n], job = bound_job(sql, backfill_limit)
+        if job:
+            jobs.append(job)
+    older = [r for r in _ancestors(script, rev) if r != down]
+    steps = [_execute(sql, n, "    ") for n, sql in enumerate(body, start=1)]
+    if down is None:
+        steps.insert(0, "    IF pg_catalog.to_regclass('public.alembic_version') IS NULL THEN\n"
+                        f"      {VERSION_TABLE_DDL.replace(chr(10), chr(10) + '  ')};\n"
+                        "    END IF;")
+        steps.append(f"    INSERT INTO public.alembic_version (version_num) VALUES ({_literal(rev.revision)});")
+    else:
+        steps.append(f"    UPDATE public.alembic_version SET version_num = {_literal(rev.revision)}\n"
+                     f"    WHERE version_num = {_literal(down)};")
+    before = _literal(down) if down else "NULL"
+    doc = (rev.doc or "").strip().splitlines()[0] if (rev.doc or "").strip() else ""
+    header = [
+        f"-- ghostsync {rev.revision}: {doc}",
+        f"-- Written by `ghostsync export-supabase` (ghostsync {__version__}) for `supabase db push`; do not edit.",
+        f"-- Applies the revision only where ghostsync is at {down or 'no revision (not installed)'}; where it is",
+        f"-- at {rev.revision} or later this file changes nothing. One statement: the CLI runs it and its",
+        "-- history row in one transaction, so a failure leaves nothing of it behind.",
+    ]
+    if jobs:
+        header.append(f"-- Data job(s) {', '.join(jobs)}: at most {backfill_limit} row(s) in this transaction; "
+                      "past that, `ghostsync backfill` / `ghostsync repair` finish the work.")
+    condition_older = (f"at = ANY ({_array(older)})" if older else "false")
+    if down is not None:
+        condition_older = f"at IS NULL OR {condition_older}"
+    return "\n".join([
+        *header,
+        "DO $ghostsync_migration$",
+        "DECLARE",
+        "  recorded text[];",
+        "  at text;",
+        "BEGIN",
+        READ_RECORDED.format(members=_array(_members(script))),
+        f"  IF at IS NOT DISTINCT FROM {before} THEN",
+        *steps,
+        f"    RAISE NOTICE 'ghostsync: upgraded to {rev.revision}';",
+        f"  ELSIF {condition_older} THEN",
+        f"    RAISE EXCEPTION 'ghostsync: this database is at %, but this migration upgrades from {down or 'nothing'}"
+        f" to {rev.revision}: apply ghostsync''s earlier migration files first', coalesce(at, 'no ghostsync "
+        "revision');",
+        "  ELSE",
+        f"    RAISE NOTICE 'ghostsync: % is installed, so {rev.revision} is already applied: this migration "
+        "changes nothing', at;",
+        "  END IF;",
+        "END",
+        "$ghostsync_migration$;",
+        "",
+    ])
+
+
+def render_rollback(target: str | None, script: ScriptDirectory, ini: Path, *,
+                    x: Mapping[str, str] | None = None) -> str:
+    """One migration taking ghostsync from whatever revision it is at back to ``target`` (None: out
+    altogether). Each revision's downgrade runs only where the database is at that revision; no
+    downgrade deletes a profile."""
+    head = chain.head(script)
+    path = chain.path_to(script, head)
+    ids = [r.revision for r in path]
+    if target is not None and target not in ids:
+        raise GhostsyncError(f"--rollback-to {target}: not a revision of ghostsync's branch ({', '.join(ids)}, base)")
+    keep = ids[: ids.index(target) + 1] if target else []
+    undo = [r for r in reversed(path) if r.revision not in keep]
+    if not undo:
+        raise GhostsyncError(f"--rollback-to {target}: that is the head; there is nothing to roll back")
+    blocks = []
+    n = 0
+    for rev in undo:
+        down = rev.down_revision
+        lines = [f"  IF at = {_literal(rev.revision)} THEN"]
+        for sql in downgrade_statements(rev, ini, x):
+            n += 1
+            lines.append(_execute(sql, n, "    "))
+        if down is None:
+            lines.append(f"    DELETE FROM public.alembic_version WHERE version_num = {_literal(rev.revision)};")
+        else:
+            lines.append(f"    UPDATE public.alembic_version SET version_num = {_literal(down)}\n"
+                         f"    WHERE version_num = {_literal(rev.revision)};")
+        lines.append(f"    at := {_literal(down) if down else 'NULL'};")
+        lines.append("  END IF;")
+        blocks.append("\n".join(lines))
+    name = target or "base"
+    return "\n".join([
+        f"-- ghostsync: roll back to {name}" + (" (take ghostsync out: its triggers and functions)" if not target
+                                                 else ""),
+        f"-- Written by `ghostsync export-supabase --rollback-to {name}` (ghostsync {__version__}) for `supabase db "
+        "push`; do not edit.",
+        "-- Runs the downgrade of each revision above it that the database is at, newest first, in one",
+        "-- transaction. No downgrade deletes a profile, an audit row or a recorded failure: the tables stay.",
+        "DO $ghostsync_migration$",
+        "DECLARE",
+        "  recorded text[];",
+        "  at text;",
+        "BEGIN",
+        READ_RECORDED.format(members=_array(_members(script))),
+        f"  IF at IS NULL OR at = ANY ({_array(keep)}) THEN",
+        f"    RAISE NOTICE 'ghostsync: already at {name} or before it (%): this migration changes nothing', "
+        "coalesce(at, 'no ghostsync revision');",
+        "    RETURN;",
+        "  END IF;",
+        f"  IF NOT at = ANY ({_array([r.revision for r in undo])}) THEN",
+        "    RAISE EXCEPTION 'ghostsync: this database is at %, which this rollback does not know (it was written by "
+        "an older ghostsync): export it again', at;",
+        "  END IF;",
+        *blocks,
+        f"  RAISE NOTICE 'ghostsync: rolled back to {name}';",
+        "END",
+        "$ghostsync_migration$;",
+        "",
+    ])
+
+
+# -- the folder ------------------------------------------------------------------------------------------
+
+def _newest_version(directory: Path) -> datetime | None:
+    newest = None
+    for path in directory.iterdir() if directory.is_dir() else []:
+        match = ANY_MIGRATION.match(path.name)
+        if match and len(match.group(1)) == VERSION_DIGITS:
             try:
-                base = datetime.strptime(stamp, fmt)
-                break
+                stamp = datetime.strptime(match.group(1), TIMESTAMP).replace(tzinfo=timezone.utc)
             except ValueError:
                 continue
-    return (base.replace(microsecond=0) + timedelta(seconds=position)).strftime("%Y%m%d%H%M%S")
+            newest = stamp if newest is None or stamp > newest else newest
+    return newest
 
 
-def export_supabase(directory: Path, config: str | Path | None = None, rollback_to: str | None = None) -> list[Path]:
-    """Write one migration file per revision into ``directory``; return their paths in order."""
-    directory.mkdir(parents=True, exist_ok=True)
+def _stamps(directory: Path, count: int, now: datetime | None) -> list[str]:
+    """``count`` 14-digit UTC timestamps, one second apart, from now or one second after the newest
+    migration in ``directory``, whichever is later."""
+    start = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(microsecond=0)
+    newest = _newest_version(directory)
+    if newest is not None and newest >= start:
+        start = newest + timedelta(seconds=1)
+    return [(start + timedelta(seconds=k)).strftime(TIMESTAMP) for k in range(count)]
+
+
+def exported(directory: Path) -> dict[str, Path]:
+    """ghostsync's migration files already in ``directory``, by revision file stem."""
+    found = {}
+    for path in sorted(directory.iterdir()) if directory.is_dir() else []:
+        match = OURS.match(path.name)
+        if match and not match.group(2).startswith(ROLLBACK_STEM):
+            found[match.group(2)] = path
+    return found
+
+
+def export_supabase(directory: Path, config: str | Path | None = None, rollback_to: str | None = None, *,
+                    now: datetime | None = None, backfill_limit: int = DEFAULT_BACKFILL_LIMIT,
+                    x: Mapping[str, str] | None = None) -> list[Path]:
+    """Write ghostsync's migrations into ``directory`` (the team's supabase/migrations) and the
+    verification script and pgTAP file next to it; return the paths written, in order.
+
+    Files already there are kept as they are (not returned); only revisions without a file
+    are written. With ``rollback_to`` (a revision id, or ``base`` to take ghostsync out) only
+    the rollback migration is written. ``x``: the settings ``-x`` would give (lock_timeout,
+    lock_retries, lock_backoff, statement_timeout, batch_size); the environment's
+    ``GHOSTSYNC_*`` values apply otherwise.
+    """
+    from ghostsync import pgtap, verify
+
+    directory = Path(directory)
     ini = chain.config_path(config)
     script = chain.script_directory(ini)
-    revisions = list(reversed(list(script.walk_revisions())))
-    written: list[Path] = []
-    previous: str | None = None
-    for position, rev in enumerate(revisions, start=1):
-        buffer = io.StringIO()
-        config = Config(str(ini), output_buffer=buffer)
-        config.attributes["configure_logger"] = False
-        config.set_main_option("sqlalchemy.url", "postgresql+psycopg2://offline/export")
-        target = rev.revision if previous is None else f"{previous}:{rev.revision}"
-        command.upgrade(config, target, sql=True)
-        body = _TXN.sub("", buffer.getvalue())
-        stem = Path(rev.path).stem
-        path = directory / f"{_timestamp(rev.module.__doc__ or '', position)}_ghostsync_{stem}.sql"
-        path.write_text(f"-- ghostsync revision {rev.revision}: {rev.doc}\n" + body)
-        written.append(path)
-        previous = rev.revision
+    settings = dict(x or {})
+    if backfill_limit < 1:
+        raise GhostsyncError("the backfill limit must be at least 1")
+    directory.mkdir(parents=True, exist_ok=True)
+    if rollback_to is not None:
+        target = None if rollback_to in ("base", "ghostsync@base") else rollback_to
+        text = render_rollback(target, script, ini, x=settings)
+        [stamp] = _stamps(directory, 1, now)
+        path = directory / f"{stamp}_ghostsync_{ROLLBACK_STEM}{rollback_to.replace('@', '_')}.sql"
+        path.write_text(text)
+        return [path]
+    path_to_head = chain.path_to(script, chain.head(script))
+    have = exported(directory)
+    stems = [Path(rev.path).stem for rev in path_to_head]
+    missing = [n for n, stem in enumerate(stems) if stem not in have]
+    if missing and any(stem in have for stem in stems[missing[0]:]):
+        raise GhostsyncError(
+            f"{directory} holds ghostsync's migrations after {path_to_head[missing[0]].revision} but not its file: "
+            "restore it (from version control) rather than export it again with a newer timestamp")
+    written = []
+    for stamp, n in zip(_stamps(directory, len(missing), now), missing, strict=True):
+        rev = path_to_head[n]
+        target = directory / f"{stamp}_ghostsync_{stems[n]}.sql"
+        target.write_text(render_upgrade(rev, script, ini, x=settings, backfill_limit=backfill_limit))
+        written.append(target)
+    verify_path = directory.parent / VERIFY_NAME
+    verify_path.write_text(verify.script(config=ini))
+    written.append(verify_path)
+    test_path = directory.parent / PGTAP_PATH
+    test_path.parent.mkdir(parents=True, exist_ok=True)
+    test_path.write_text(pgtap.script(config=ini))
+    written.append(test_path)
     return written
+
+
+__all__ = [
+    "DEFAULT_BACKFILL_LIMIT",
+    "bound_job",
+    "downgrade_statements",
+    "export_supabase",
+    "exported",
+    "render_rollback",
+    "render_upgrade",
+    "statements",
+    "upgrade_statements",
+]

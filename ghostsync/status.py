@@ -11,7 +11,7 @@ the revision the database is at (``chain.declared_at``):
   search_path, owner, EXECUTE grants); an object of ghostsync's name that
   ghostsync did not create; a table ghostsync created with RLS off or
   privileges open to end users; a profile table that cannot take what the
-  sync writes; ghostsync not installed;
+  sync writes;
 - a warning (still healthy): the database is behind head but holds exactly
   what its revision declares (``behind_head``); the last run of a job
   failed or was interrupted; an adopted table with RLS off or open
@@ -170,25 +170,31 @@ def _last_run(conn: Connection, job: str) -> dict[str, Any] | None:
 
 
 def _counters(conn: Connection, standby: bool) -> dict[str, Any]:
-    """Cumulative figures that cost nothing to read (null where the server does not keep them)."""
-    ledger = conn.execute(text(
-        "SELECT coalesce(sum(failures), 0) FROM ghostsync.sync_failures"
-    )).scalar() if conn.execute(text("SELECT to_regclass('ghostsync.sync_failures')")).scalar() else None
+    """Cumulative figures that cost nothing to read (null where the server does not keep them).
+
+    Monotonic between statistics resets, as Prometheus counters must be: the failed profile writes
+    are the rows the sync functions inserted into or updated in the failure ledger (its
+    ``sum(failures)`` would fall when ``ghostsync repair`` clears rows)."""
     out: dict[str, Any] = {
-        "failed_profile_writes": int(ledger) if ledger is not None else None,
+        "failed_profile_writes": None,
         "auth_users_inserted": None, "auth_users_deleted": None, "profiles_inserted": None,
         "track_functions": None, "trigger_calls": None, "trigger_seconds": None,
     }
     if standby:
         return out  # pg_stat_* figures are per server: the primary's are not here
-    for key, relation in (("auth_users", "auth.users"), ("profiles", "public.users")):
+    for key, relation in (("auth_users", "auth.users"), ("profiles", "public.users"),
+                          ("failures", "ghostsync.sync_failures")):
         row = conn.execute(text(
-            "SELECT n_tup_ins, n_tup_del FROM pg_stat_user_tables WHERE relid = to_regclass(:r)"
+            "SELECT n_tup_ins, n_tup_del, n_tup_upd FROM pg_stat_user_tables WHERE relid = to_regclass(:r)"
         ), {"r": relation}).first()
-        if row is not None:
-            out[f"{key}_inserted"] = int(row[0])
-            if key == "auth_users":
-                out["auth_users_deleted"] = int(row[1])
+        if row is None:
+            continue
+        if key == "failures":
+            out["failed_profile_writes"] = int(row[0]) + int(row[2])
+            continue
+        out[f"{key}_inserted"] = int(row[0])
+        if key == "auth_users":
+            out["auth_users_deleted"] = int(row[1])
     track = conn.execute(text("SELECT current_setting('track_functions')")).scalar()
     out["track_functions"] = track
     if track in ("pl", "all"):
@@ -206,6 +212,9 @@ def collect(conn: Connection, *, quick: bool = False, script: Any = None) -> Sta
     conn.execute(text("SET TRANSACTION READ ONLY"))
     _require(conn)
     revision = recorded_revision(conn, script)
+    if revision is None:
+        raise StatusError("not_installed", "ghostsync is not installed here (no revision of its branch in "
+                          "alembic_version): run `ghostsync migrate upgrade head`")
     head = chain.head(script)
     declared = chain.declared_at(revision, script)
     standby = bool(conn.execute(text("SELECT pg_is_in_recovery()")).scalar())
@@ -261,9 +270,6 @@ def _reinstall(declared: Declared, key: str, revision: str | None, script: Any) 
 def _judge(found: Status, declared: Declared, inspection: drift.Inspection, script: Any,
            column_problems: list[str]) -> None:
     problem, warn = found.problems.append, found.warnings.append
-    if found.revision is None:
-        problem(Finding("not_installed", "ghostsync is not installed (no revision of its branch in "
-                        "alembic_version): run `ghostsync migrate upgrade head`"))
     if found.ghosts:
         problem(Finding("ghosts", f"{found.ghosts} auth user(s) have no profile (ghosts): run `ghostsync repair`"))
     if found.orphans:

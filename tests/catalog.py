@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-TABLES = ("public.users", "public.cleanup_audit_log")
+TABLES = ("public.users", "public.cleanup_audit_log", "ghostsync.sync_failures")
 
 
 def fingerprint(db) -> dict[str, Any]:
@@ -27,12 +27,33 @@ def fingerprint(db) -> dict[str, Any]:
             (table,),
         )
     out["functions"] = db.sql(
-        "SELECT p.oid::regprocedure::text, pg_get_functiondef(p.oid), p.prosecdef, p.proconfig, p.proacl::text "
-        "FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace ORDER BY 1"
+        "SELECT p.oid::regprocedure::text, pg_get_functiondef(p.oid), p.prosecdef, p.proconfig, p.proacl::text,"
+        " p.proowner::regrole::text FROM pg_proc p WHERE p.pronamespace IN ('public'::regnamespace,"
+        " 'ghostsync'::regnamespace) ORDER BY 1"
     )
+    out["register"] = db.sql("SELECT kind, name, created, owner FROM ghostsync.objects ORDER BY 1, 2")
+    out["ghostsync tables"] = db.sql(
+        "SELECT c.relname, c.relrowsecurity, c.relacl::text FROM pg_class c "
+        "WHERE c.relnamespace = 'ghostsync'::regnamespace ORDER BY 1")
     out["triggers"] = db.sql(
         "SELECT tgname, pg_get_triggerdef(oid), tgenabled FROM pg_trigger "
         "WHERE tgrelid = 'auth.users'::regclass AND NOT tgisinternal ORDER BY tgname"
     )
     out["version"] = db.sql("SELECT version_num FROM public.alembic_version")
     return out
+
+
+def trigger_definitions(db, table: str = "auth.users") -> dict[str, str]:
+    """Every non-internal trigger on ``table``: name -> pg_get_triggerdef under an empty search_path,
+    the form a revision declares."""
+    import psycopg2
+
+    conn = psycopg2.connect(db.url("supabase_admin"))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET search_path = ''")
+            cur.execute("SELECT tgname::text, pg_catalog.pg_get_triggerdef(oid) FROM pg_catalog.pg_trigger "
+                        "WHERE tgrelid = %s::pg_catalog.regclass AND NOT tgisinternal", (table,))
+            return dict(cur.fetchall())
+    finally:
+        conn.close()

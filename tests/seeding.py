@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-from alembic.config import Config
-from alembic.script import ScriptDirectory
-
+from ghostsync import chain
 from ghostsync.testing.fixtures import SupabaseDatabase
-from tests.paths import REPO
 from ghostsync.testing.supabase import APP_PROFILES_SQL
+from tests.paths import REPO
 
 
 def seed_ghosts(db: SupabaseDatabase, prefix: str = "ghost") -> dict[str, uuid.UUID]:
@@ -66,26 +64,26 @@ def duplicate_count(db: SupabaseDatabase) -> int:
 
 
 def head_revision() -> str:
-    return ScriptDirectory.from_config(Config(str(REPO / "alembic.ini"))).get_current_head()
+    """The head of ghostsync's branch, read from the chain (never written down in a test)."""
+    return chain.head(chain.script_directory())
 
 
 def revisions_base_to_head() -> list[str]:
-    """Every revision id, oldest first."""
-    script = ScriptDirectory.from_config(Config(str(REPO / "alembic.ini")))
-    return [rev.revision for rev in reversed(list(script.walk_revisions()))]
+    """Every revision id of ghostsync's branch, oldest first."""
+    return [rev.revision for rev in chain.path_to(chain.script_directory(), head_revision())]
 
 
-def seed_bulk_ghosts(db: SupabaseDatabase, n: int, *, created_ago: str = "1 day") -> None:
+def seed_bulk_ghosts(db: SupabaseDatabase, n: int, *, created_ago: str = "1 day", prefix: str = "bulk") -> None:
     """``n`` auth users inserted set-based with triggers off (as a dump/restore would), so all are ghosts."""
     db.sql(
         "SET session_replication_role = replica; "
         "INSERT INTO auth.users (instance_id, id, aud, role, email, email_confirmed_at, raw_app_meta_data, "
         "raw_user_meta_data, created_at, updated_at) "
         "SELECT '00000000-0000-0000-0000-000000000000', gen_random_uuid(), 'authenticated', 'authenticated', "
-        "'bulk' || g || '@example.com', CASE WHEN g %% 2 = 0 THEN now() END, '{}', '{}', "
+        "%s || g || '@example.com', CASE WHEN g %% 2 = 0 THEN now() END, '{}', '{}', "
         "now() - %s::interval, now() - %s::interval FROM generate_series(1, %s) g; "
         "SET session_replication_role = origin",
-        (created_ago, created_ago, n),
+        (prefix, created_ago, created_ago, n),
     )
 
 
@@ -95,12 +93,23 @@ def failures(db: SupabaseDatabase) -> list[tuple]:
                   "ORDER BY last_failed_at")
 
 
-def ghostsync_cli(db: SupabaseDatabase, *args: str, url: str | None = None, timeout: float = 300):
+def ghostsync_cli(db: SupabaseDatabase, *args: str, url: str | None = None, timeout: float = 300,
+                  env_extra: dict[str, str] | None = None):
     """Run the ``ghostsync`` command against ``db`` (as postgres unless ``url`` says otherwise)."""
     import os
     import subprocess
     import sys
 
-    env = dict(os.environ, DATABASE_URL=url or db.url())
-    return subprocess.run([sys.executable, "-m", "ghostsync.cli", *args], env=env, capture_output=True,
+    env = dict(os.environ, DATABASE_URL=url or db.url(), **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "ghostsync", *args], env=env, capture_output=True,
                           text=True, timeout=timeout, cwd=REPO)
+
+
+GHOSTSYNC_TRIGGERS = ("ghostsync_on_auth_user_created", "ghostsync_on_auth_user_updated",
+                      "ghostsync_on_auth_user_deleted", "ghostsync_on_auth_users_deleted")
+
+
+def triggers_on_auth_users(db: SupabaseDatabase) -> dict[str, str]:
+    """Every non-internal trigger on auth.users: name -> tgenabled."""
+    return dict(db.sql("SELECT tgname::text, tgenabled::text FROM pg_trigger "
+                       "WHERE tgrelid = 'auth.users'::regclass AND NOT tgisinternal"))

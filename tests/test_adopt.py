@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.seeding import ghost_count, profiles, seed_ghosts
+from tests.seeding import ghost_count, ghostsync_cli, profiles, seed_ghosts
 
 APP_USERS = """
 CREATE TABLE public.users (
@@ -48,8 +48,31 @@ def test_existing_tables_are_adopted_without_rewrite(db):
     assert profiles(db)[str(ghosts["email_confirmed"])][:2] == ("ghost.confirmed@example.com", True)
     assert db.value("SELECT plan FROM public.users LIMIT 1") == "free"
     assert db.sql("SELECT job_name, status FROM public.cleanup_audit_log ORDER BY id") == [
-        ("app_job", "done"), ("backfill_ghost_users", "succeeded")]
-    assert db.value("SELECT has_table_privilege('anon', 'public.cleanup_audit_log', 'SELECT')") is False
+        ("app_job", "done"), ("backfill_ghost_users", "succeeded"), ("resync_profiles", "succeeded")]
+    assert dict(db.sql("SELECT name, created FROM ghostsync.objects WHERE kind = 'table'")) == {
+        "public.users": False, "public.cleanup_audit_log": False, "ghostsync.sync_failures": True}
+    # An adopted table's privileges stay the app's: status warns, ghostsync does not change them.
+    assert db.value("SELECT has_table_privilege('anon', 'public.cleanup_audit_log', 'SELECT')") is True
+    found = ghostsync_status(db)
+    assert found["healthy"] is True
+    assert {w["code"] for w in found["warnings"]} >= {"open_privileges"}
+
+
+def ghostsync_status(db) -> dict:
+    import json
+
+    proc = ghostsync_cli(db, "status", "--json")
+    assert proc.returncode in (0, 1), proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_a_key_with_include_columns_is_still_a_key(db):
+    db.sql("CREATE TABLE public.users (id uuid, email text, email_verified boolean NOT NULL DEFAULT false,"
+           " created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now(),"
+           " CONSTRAINT users_key UNIQUE (id) INCLUDE (email))", user="postgres")
+    seed_ghosts(db)
+    db.upgrade()
+    assert ghost_count(db) == 0
 
 
 @pytest.mark.parametrize(
@@ -68,6 +91,17 @@ def test_existing_tables_are_adopted_without_rewrite(db):
          "column id is neither the primary key nor unique"),
         ("CREATE TABLE public.cleanup_audit_log (id int, job_name text, status text, started_at timestamptz)",
          "existing table public.cleanup_audit_log cannot be adopted: column records_affected is missing"),
+        # phone and anonymous users have no email: every such signup would fail for good
+        ("CREATE TABLE public.users (id uuid PRIMARY KEY, email text NOT NULL, email_verified boolean,"
+         " created_at timestamptz, updated_at timestamptz)",
+         "column email is NOT NULL, but phone and anonymous users have no email (drop the NOT NULL)"),
+        ("CREATE TABLE public.users (id uuid PRIMARY KEY, email varchar(100), email_verified boolean,"
+         " created_at timestamptz, updated_at timestamptz)",
+         "column email is character varying(100), but auth.users holds values up to 255 characters (widen it)"),
+        # a deferrable key cannot serve ON CONFLICT (id), as PostgreSQL judges it
+        ("CREATE TABLE public.users (id uuid PRIMARY KEY DEFERRABLE, email text, email_verified boolean,"
+         " created_at timestamptz, updated_at timestamptz)",
+         "the key on column id is DEFERRABLE, and a deferrable key cannot serve ON CONFLICT (id)"),
     ],
 )
 def test_unusable_existing_table_fails_with_a_clear_message(db, ddl, message):
@@ -79,6 +113,7 @@ def test_unusable_existing_table_fails_with_a_clear_message(db, ddl, message):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "FAILED: ghostsync: " in out and message in out, out
+    assert "nothing was changed" in out
     assert "Traceback" not in out
     if db.value("SELECT to_regclass('public.alembic_version')") is not None:
         assert db.value("SELECT count(*) FROM public.alembic_version") == 0

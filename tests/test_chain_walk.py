@@ -5,22 +5,22 @@ from __future__ import annotations
 import psycopg2
 
 from ghostsync import chain
+from tests.catalog import trigger_definitions
 from tests.seeding import revisions_base_to_head, seed_ghosts
 
 
 def installed(db):
+    """ghostsync's functions (signature -> text) and the triggers on auth.users (name -> definition)."""
     functions = dict(db.sql(
-        "SELECT p.oid::regprocedure::text, p.prosrc FROM pg_proc p "
-        "WHERE p.pronamespace = 'public'::regnamespace AND p.proname LIKE 'handle\\_%%'"
+        "SELECT p.oid::regprocedure::text, p.prosrc FROM pg_proc p WHERE p.pronamespace = 'ghostsync'::regnamespace"
     ))
-    triggers = {r[0] for r in db.sql("SELECT tgname FROM pg_trigger WHERE tgrelid = 'auth.users'::regclass "
-                                     "AND NOT tgisinternal")}
-    return functions, triggers
+    return functions, trigger_definitions(db)
 
 
 def expected(revision):
-    found = chain.installed_at(revision) if revision else chain.Installed(revision=None)
-    return {sig.removeprefix("public."): body for sig, body in found.functions.items()}, set(found.triggers)
+    found = chain.declared_at(revision)
+    return ({sig: found.body(sig) for sig in found.functions},
+            {name: trigger.definition for name, trigger in found.triggers.items()})
 
 
 def data(db):
@@ -36,14 +36,14 @@ def check_behaviour(db, revision, step):
     with db.auth() as auth:
         uid = auth.signup(email=f"walk{step}@example.com")
         has_profile = db.value("SELECT count(*) FROM public.users WHERE id = %s", (str(uid),)) == 1
-        assert has_profile == ("on_auth_user_created" in triggers), (revision, "signup sync")
+        assert has_profile == ("ghostsync_on_auth_user_created" in triggers), (revision, "signup sync")
         auth.confirm_email(uid)
         verified = db.value("SELECT email_verified FROM public.users WHERE id = %s", (str(uid),))
-        if "on_auth_user_updated" in triggers:
+        if "ghostsync_on_auth_user_updated" in triggers:
             assert verified is True, (revision, "update sync")
         elif has_profile:
             assert verified is False, (revision, "no update sync yet")
-        safe = "sync_failures" in functions.get("handle_new_user()", "")
+        safe = "sync_failures" in functions.get("ghostsync.handle_new_user()", "")
         try:
             twin = auth.signup(email=f"walk{step}@example.com", sso=True)
             committed = True
@@ -54,7 +54,7 @@ def check_behaviour(db, revision, step):
                 db.sql("DELETE FROM ghostsync.sync_failures WHERE user_id = %s", (str(twin),))
         except psycopg2.errors.UniqueViolation:
             committed = False
-        if "on_auth_user_created" not in triggers:
+        if "ghostsync_on_auth_user_created" not in triggers:
             assert committed, (revision, "nothing to fail without the trigger")
         else:
             assert committed == safe, (revision, "a failing profile write fails the signup only before 0006")
@@ -94,5 +94,5 @@ def test_downgrade_restores_the_previous_function_text_exactly(db):
     db.upgrade("head")
     db.downgrade("ghostsync_0005")
     assert installed(db) == before
-    acl = db.value("SELECT proacl::text FROM pg_proc WHERE oid = 'public.handle_new_user()'::regprocedure")
+    acl = db.value("SELECT proacl::text FROM pg_proc WHERE oid = 'ghostsync.handle_new_user()'::regprocedure")
     assert "anon" not in acl and "authenticated=" not in acl

@@ -12,11 +12,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine
 
-from ghostsync import backfill
-from ghostsync.testing.fixtures import supabase_database
+from ghostsync import backfill, chain
 from ghostsync.urls import normalize
-from tests.catalog import fingerprint
 from tests.seeding import (
+    GHOSTSYNC_TRIGGERS,
     audit_rows,
     duplicate_count,
     ghost_count,
@@ -27,8 +26,9 @@ from tests.seeding import (
     seed_ghosts,
 )
 
-JSON_KEYS = {"ghosts", "orphans", "failed_syncs", "stale_profiles", "trigger_enabled", "function_matches_head",
-             "revision", "healthy", "problems"}
+JSON_KEYS = {"schema_version", "up", "check", "healthy", "revision", "head", "at_head", "standby", "ghosts",
+             "orphans", "stale_profiles", "failed_syncs", "auth_users", "profiles", "triggers", "functions",
+             "app_triggers", "tables", "jobs", "counters", "problems", "warnings", "error"}
 
 
 @pytest.fixture
@@ -50,37 +50,56 @@ def test_status_healthy(head):
     assert proc.stdout.startswith("ghostsync status: HEALTHY")
     code, data = status_json(head)
     assert code == 0
-    assert set(data) >= JSON_KEYS
+    assert set(data) == JSON_KEYS
+    assert (data["schema_version"], data["up"], data["check"]) == (2, True, "full")
     assert (data["ghosts"], data["orphans"], data["failed_syncs"], data["stale_profiles"]) == (0, 0, 0, 0)
-    assert data["trigger_enabled"] is True and data["function_matches_head"] is True
-    assert data["revision"] == data["head"] and data["healthy"] is True and data["problems"] == []
-    assert data["last_backfill"]["status"] == "succeeded" and data["last_backfill"]["records_affected"] == 5
+    assert (data["auth_users"], data["profiles"]) == (5, 5)
+    assert all(t["state"] == "enabled" and t["matches"] for t in data["triggers"].values())
+    assert set(data["triggers"]) == set(GHOSTSYNC_TRIGGERS)
+    assert all(f["state"] == "matches" for f in data["functions"].values())
+    assert data["revision"] == data["head"] and data["at_head"] is True
+    assert data["healthy"] is True and data["problems"] == [] and data["warnings"] == []
+    assert data["jobs"]["backfill_ghost_users"]["status"] == "succeeded"
+    assert data["jobs"]["backfill_ghost_users"]["records_affected"] == 5
 
 
+# Each breakage: its SQL (run as the superuser), the problem code status must report, and words of its message.
 BREAKAGES = {
     "ghost": ("SET session_replication_role = replica; INSERT INTO auth.users (id, email, created_at) "
-              "VALUES (gen_random_uuid(), 'g@example.com', now())", "have no profile (ghosts)"),
+              "VALUES (gen_random_uuid(), 'g@example.com', now())", "ghosts", "have no profile (ghosts)"),
     "orphan": ("SET session_replication_role = replica; INSERT INTO public.users (id, email) "
-               "VALUES (gen_random_uuid(), 'o@example.com')", "profile(s) have no auth user (orphans)"),
+               "VALUES (gen_random_uuid(), 'o@example.com')", "orphans", "profile(s) have no auth user (orphans)"),
     "failed sync": ("INSERT INTO ghostsync.sync_failures (user_id, operation, sqlstate, message) "
-                    "VALUES (gen_random_uuid(), 'INSERT', '23505', 'boom')", "failed and are recorded"),
+                    "VALUES (gen_random_uuid(), 'INSERT', '23505', 'boom')", "failed_syncs", "failed and are recorded"),
     "stale": ("SET session_replication_role = replica; UPDATE auth.users SET email = 'changed@example.com' "
-              "WHERE id = (SELECT id FROM auth.users WHERE email IS NOT NULL LIMIT 1)", "(stale)"),
-    "trigger disabled": ("ALTER TABLE auth.users DISABLE TRIGGER on_auth_user_updated",
-                         "trigger on_auth_user_updated on auth.users is disabled"),
-    "trigger missing": ("DROP TRIGGER on_auth_user_created ON auth.users",
-                        "trigger on_auth_user_created on auth.users is missing"),
-    "function drift": (None, "function public.handle_new_user() differs from what revision"),
-    "revision behind": ("UPDATE public.alembic_version SET version_num = 'ghostsync_0006'",
-                        "the database is at revision ghostsync_0006, head is"),
+              "WHERE id = (SELECT id FROM auth.users WHERE email IS NOT NULL LIMIT 1)", "stale_profiles", "(stale)"),
+    "stale deleted_at": ("SET session_replication_role = replica; UPDATE auth.users SET deleted_at = now() "
+                         "WHERE id = (SELECT id FROM auth.users LIMIT 1)", "stale_profiles", "deleted_at"),
+    "trigger disabled": ("ALTER TABLE auth.users DISABLE TRIGGER ghostsync_on_auth_user_updated",
+                         "trigger_disabled", "trigger ghostsync_on_auth_user_updated on auth.users is disabled"),
+    "trigger replica only": ("ALTER TABLE auth.users ENABLE REPLICA TRIGGER ghostsync_on_auth_user_created",
+                             "trigger_replica_only", "fires only in replica mode"),
+    "trigger missing": ("DROP TRIGGER ghostsync_on_auth_user_created ON auth.users",
+                        "trigger_missing", "trigger ghostsync_on_auth_user_created on auth.users is missing"),
+    "trigger redefined": ("CREATE OR REPLACE TRIGGER ghostsync_on_auth_user_updated AFTER UPDATE OF email "
+                          "ON auth.users FOR EACH ROW EXECUTE FUNCTION ghostsync.handle_user_updated()",
+                          "trigger_drift", "differs from what revision"),
+    "function edited": (None, "function_drift", "function ghostsync.handle_new_user() differs from what revision"),
+    "function executable by anon": ("GRANT EXECUTE ON FUNCTION ghostsync.handle_new_user() TO anon",
+                                    "function_drift", "EXECUTE granted to anon"),
+    "function owner changed": ("ALTER FUNCTION ghostsync.handle_user_deleted() OWNER TO supabase_admin",
+                               "function_drift", "owner supabase_admin (installed by postgres)"),
+    "rls off": ("ALTER TABLE public.users DISABLE ROW LEVEL SECURITY", "rls_disabled",
+                "public.users has row level security disabled"),
+    "anon may truncate": ("GRANT TRUNCATE ON public.users TO anon", "open_privileges", "TRUNCATE to anon"),
 }
 
 
 @pytest.mark.parametrize("breakage", list(BREAKAGES))
 def test_status_unhealthy_names_each_reason(head, breakage):
-    sql, reason = BREAKAGES[breakage]
-    if breakage == "function drift":
-        source = head.value("SELECT pg_get_functiondef('public.handle_new_user()'::regprocedure)")
+    sql, code, reason = BREAKAGES[breakage]
+    if breakage == "function edited":
+        source = head.value("SELECT pg_get_functiondef('ghostsync.handle_new_user()'::regprocedure)")
         head.sql(source.replace("RETURN NEW;", "RETURN NEW; -- edited in the SQL editor"), user="postgres")
     else:
         head.sql(sql)
@@ -88,9 +107,21 @@ def test_status_unhealthy_names_each_reason(head, breakage):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "UNHEALTHY" in proc.stdout
     assert reason in proc.stdout
+    status_code, data = status_json(head)
+    assert status_code == 1 and data["healthy"] is False
+    assert any(p["code"] == code and reason in p["message"] for p in data["problems"]), data["problems"]
+
+
+def test_behind_head_with_matching_objects_is_healthy_with_a_warning(head):
+    head.downgrade("ghostsync_0007")
+    proc = ghostsync_cli(head, "status")
+    assert proc.returncode == 0, proc.stdout
+    assert "warning [behind_head]: the database is at revision ghostsync_0007" in proc.stdout
+    assert "differs" not in proc.stdout and "DIFFERS" not in proc.stdout
     code, data = status_json(head)
-    assert code == 1 and data["healthy"] is False
-    assert any(reason in p for p in data["problems"])
+    assert (code, data["healthy"], data["at_head"], data["revision"]) == (0, True, False, "ghostsync_0007")
+    assert [w["code"] for w in data["warnings"]] == ["behind_head"]
+    assert "ghostsync_on_auth_users_deleted" not in data["triggers"], "0008's trigger is not expected at 0007"
 
 
 def test_status_prometheus_textfile(head, tmp_path):
@@ -98,26 +129,27 @@ def test_status_prometheus_textfile(head, tmp_path):
     head.sql(BREAKAGES["failed sync"][0])
     proc = ghostsync_cli(head, "status", "--prometheus", str(target))
     assert proc.returncode == 1
-    samples = {s.name: s.value for family in text_string_to_metric_families(target.read_text())
-               for s in family.samples}
-    assert samples["ghostsync_failed_syncs"] == 1
-    assert samples["ghostsync_ghosts"] == 0
-    assert samples["ghostsync_healthy"] == 0
-    assert samples["ghostsync_trigger_enabled"] == 1
+    samples = {(s.name, s.labels.get("trigger")): s.value
+               for family in text_string_to_metric_families(target.read_text()) for s in family.samples
+               if s.labels.get("check") == "full"}
+    assert samples[("ghostsync_up", None)] == 1
+    assert samples[("ghostsync_failed_syncs", None)] == 1
+    assert samples[("ghostsync_ghosts", None)] == 0
+    assert samples[("ghostsync_healthy", None)] == 0
+    assert samples[("ghostsync_trigger_enabled", "ghostsync_on_auth_user_created")] == 1
 
 
-def test_status_since_on_a_large_table(db):
-    db.upgrade()
-    seed_bulk_ghosts(db, 30_000, created_ago="2 days")
-    db.sql("SET session_replication_role = replica; INSERT INTO auth.users (id, email, created_at) "
-           "VALUES (gen_random_uuid(), 'recent@example.com', now() - interval '5 minutes')")
-    code, full = status_json(db)
-    assert (code, full["ghosts"]) == (1, 30_001)
-    code, recent = status_json(db, "--since", "1h")
-    assert (code, recent["ghosts"], recent["orphans"], recent["stale_profiles"]) == (1, 1, None, None)
-    assert recent["since_seconds"] == 3600
-    code, quiet = status_json(db, "--since", "1m")
-    assert (code, quiet["ghosts"]) == (0, 0)
+def test_status_quick_reads_no_table_and_keeps_every_key(head):
+    head.sql(BREAKAGES["ghost"][0])
+    code, full = status_json(head)
+    assert (code, full["ghosts"]) == (1, 1)
+    code, quick = status_json(head, "--quick")
+    assert set(quick) == set(full)
+    assert (code, quick["check"], quick["ghosts"], quick["orphans"], quick["stale_profiles"]) == (0, "quick", None,
+                                                                                                    None, None)
+    head.sql(BREAKAGES["trigger disabled"][0])
+    code, quick = status_json(head, "--quick")
+    assert code == 1 and [p["code"] for p in quick["problems"]] == ["trigger_disabled"]
 
 
 def test_status_could_not_check(pg, head):
@@ -134,10 +166,20 @@ def test_status_could_not_check(pg, head):
         assert message in proc.stderr, (url, proc.stderr)
         assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
         assert "secret" not in proc.stderr
+        as_json = ghostsync_cli(head, "status", "--json", url=url)
+        assert as_json.returncode == 2
+        failure = json.loads(as_json.stdout)
+        assert (failure["schema_version"], failure["up"], failure["healthy"]) == (2, False, False)
+        assert failure["error"]["code"] and message in failure["error"]["message"]
     head.sql("UPDATE public.alembic_version SET version_num = 'f00dfeed'")
     proc = ghostsync_cli(head, "status")
     assert proc.returncode == 2
-    assert "revision f00dfeed, which this ghostsync does not know" in proc.stderr
+    assert proc.stderr.startswith("ghostsync: ghostsync is not installed") or \
+        "not installed" in proc.stderr, proc.stderr
+    head.sql("UPDATE public.alembic_version SET version_num = 'ghostsync_9999'")
+    proc = ghostsync_cli(head, "status")
+    assert proc.returncode == 2
+    assert "revision ghostsync_9999, which this ghostsync does not know" in proc.stderr
     proc = ghostsync_cli(head, "--debug", "status")
     assert "Traceback" in proc.stderr
 
@@ -146,6 +188,8 @@ def test_status_before_install(db):
     proc = ghostsync_cli(db, "status")
     assert proc.returncode == 2
     assert "ghostsync is not installed" in proc.stderr
+    failure = json.loads(ghostsync_cli(db, "status", "--json").stdout)
+    assert failure["error"]["code"] == "not_installed"
 
 
 def test_backfill_dry_run_writes_nothing(db):
@@ -163,7 +207,9 @@ def test_backfill_interrupted_then_resumed(db):
     seed_bulk_ghosts(db, 5_000)
     engine = create_engine(normalize(db.url()), isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
-        cut = backfill.run_batched(conn, backfill.current_statements(), batch_size=500, mode="cli", max_batches=3)
+        declared = chain.declared_at(chain.head(chain.script_directory()))
+        cut = backfill.run_batched(conn, backfill.statements_for(declared), batch_size=500, mode="cli",
+                                   max_batches=3)
     engine.dispose()
     assert cut.status == "interrupted" and cut.batches == 3
     proc = ghostsync_cli(db, "backfill", "--batch-size", "500")
@@ -186,33 +232,11 @@ def test_repair_is_idempotent_and_logged(head):
     assert "1 ghost(s) backfilled" in first.stdout
     second = ghostsync_cli(head, "repair")
     assert second.returncode == 0
-    assert "0 failed sync(s) repaired, 0 still failing; 0 stale profile(s) fixed; 0 ghost(s) backfilled" \
-        in second.stdout
+    assert ("0 failed sync(s) repaired, 0 still failing; 0 stale profile(s) rewritten; 0 orphan(s) deleted; "
+            "0 ghost(s) backfilled") in second.stdout
     jobs = head.sql("SELECT job_name, status FROM public.cleanup_audit_log ORDER BY id")
-    assert jobs.count(("repair_failed_syncs", "succeeded")) == 2
-
-
-def test_export_supabase_equals_online_upgrade(pg, tmp_path):
-    console_script = str(Path(sys.executable).parent / "ghostsync")
-    proc = subprocess.run([console_script, "export-supabase", str(tmp_path / "migrations")], capture_output=True,
-                          text=True, check=True)
-    files = sorted((tmp_path / "migrations").iterdir())
-    assert [p.name for p in files] == [line.rsplit("/", 1)[1] for line in proc.stdout.split()]
-    assert all(re.fullmatch(r"\d{14}_ghostsync_\d{4}_[a-z_]+\.sql", p.name) for p in files)
-    assert len(files) == len(set(p.name[:14] for p in files)) == 7
-    with supabase_database(pg) as online, supabase_database(pg) as pushed:
-        for database in (online, pushed):
-            seed_app_with_profiles(database, 2)
-            seed_ghosts(database)
-        online.upgrade()
-        for path in files:  # as `supabase db push` does: each file in its own transaction, as postgres
-            applied = subprocess.run(
-                [pushed.server.psql(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
-                 "-d", pushed.url(), "-f", str(path)], capture_output=True, text=True)
-            assert applied.returncode == 0, (path.name, applied.stderr)
-        assert fingerprint(pushed) == fingerprint(online)
-        assert ghost_count(pushed) == 0 and len(profiles(pushed)) == 7
-        assert ghostsync_cli(pushed, "status").returncode == 0
+    for job in ("repair_failed_syncs", "repair_stale_profiles", "repair_orphans"):
+        assert jobs.count((job, "succeeded")) == 2, job
 
 
 def test_backfill_records_a_ghost_it_cannot_repair_and_repairs_the_rest(db):
@@ -230,15 +254,22 @@ def test_backfill_records_a_ghost_it_cannot_repair_and_repairs_the_rest(db):
     assert ghost_count(db) == 1 and duplicate_count(db) == 0
 
 
-def test_drift_advice_reinstalls_the_function(head):
-    source = head.value("SELECT pg_get_functiondef('public.handle_new_user()'::regprocedure)")
+@pytest.mark.parametrize("target", ["head", "ghostsync_0007"])
+def test_drift_advice_reinstalls_what_the_revision_declares(head, target):
+    head.downgrade(target) if target != "head" else None
+    source = head.value("SELECT pg_get_functiondef('ghostsync.handle_new_user()'::regprocedure)")
     head.sql(source.replace("RETURN NEW;", "RETURN NEW; -- edited by hand"), user="postgres")
     proc = ghostsync_cli(head, "status")
-    advice = re.search(r"`alembic downgrade (\S+) && alembic upgrade head` reinstalls it", proc.stdout)
+    advice = re.search(r"`ghostsync migrate downgrade (\S+) && ghostsync migrate upgrade (\S+)` reinstalls it",
+                       proc.stdout)
     assert proc.returncode == 1 and advice, proc.stdout
-    assert advice.group(1) == "ghostsync_0005"
-    head.downgrade(advice.group(1))
-    head.upgrade("head")
+    declared_by = chain.declared_at(head.value("SELECT version_num FROM public.alembic_version")).declared_by
+    below = chain.script_directory().get_revision(declared_by["ghostsync.handle_new_user()"]).down_revision
+    assert advice.groups() == (below, head.value("SELECT version_num FROM public.alembic_version"))
+    proc = ghostsync_cli(head, "migrate", "downgrade", advice.group(1))
+    assert proc.returncode == 0, proc.stderr
+    proc = ghostsync_cli(head, "migrate", "upgrade", advice.group(2))
+    assert proc.returncode == 0, proc.stderr
     assert ghostsync_cli(head, "status").returncode == 0
 
 

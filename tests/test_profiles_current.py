@@ -114,7 +114,7 @@ def test_hard_delete_on_adopted_table_without_cascade(db, ddl):
     assert failures(db) == []
 
 
-def test_orphans_and_stale_profiles_are_detected_and_stale_ones_repaired(db):
+def test_orphans_and_stale_profiles_are_detected_and_repaired(db):
     db.sql(ADOPTED_WITHOUT_FK, user="postgres")
     db.upgrade()
     with db.auth() as auth:
@@ -125,12 +125,19 @@ def test_orphans_and_stale_profiles_are_detected_and_stale_ones_repaired(db):
         auth.confirm_email(keep)
         auth.change_email(keep, "keep2@example.com")
         auth.hard_delete(doomed)
-    db.upgrade()
+    db.upgrade("ghostsync_0008")  # the syncs are back; the resync job of 0009 has not run
     found = collect(db)
     assert (found.ghosts, found.orphans, found.stale_profiles) == (0, 1, 1)
     assert not found.healthy
-    assert any("orphans" in p for p in found.problems) and any("stale" in p for p in found.problems)
+    assert {p.code for p in found.problems} == {"orphans", "stale_profiles"}
+    assert "behind_head" in {w.code for w in found.warnings}
     proc = ghostsync_cli(db, "repair")
-    assert "1 stale profile(s) fixed" in proc.stdout
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 stale profile(s) rewritten; 1 orphan(s) deleted" in proc.stdout
     assert row(db, keep)[:2] == ("keep2@example.com", True)
-    assert collect(db).stale_profiles == 0
+    assert row(db, doomed) is None
+    [(details,)] = db.sql("SELECT details FROM public.cleanup_audit_log WHERE job_name = 'repair_orphans'")
+    assert details["ids"] == [str(doomed)]
+    after = collect(db)
+    assert (after.orphans, after.stale_profiles) == (0, 0)
+    assert after.healthy and after.revision == "ghostsync_0008"

@@ -7,9 +7,8 @@ from tests.seeding import audit_rows, duplicate_count, ghost_count, profiles, se
 
 def ghostsync_objects(db) -> tuple[int, int]:
     triggers = db.value("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'auth.users'::regclass "
-                        "AND tgname = 'on_auth_user_created'")
-    functions = db.value("SELECT count(*) FROM pg_proc WHERE proname = 'handle_new_user' "
-                         "AND pronamespace = 'public'::regnamespace")
+                        "AND tgname LIKE 'ghostsync\\_%%'")
+    functions = db.value("SELECT count(*) FROM pg_proc WHERE pronamespace = 'ghostsync'::regnamespace")
     return triggers, functions
 
 
@@ -20,6 +19,7 @@ def test_downgrade_base_removes_trigger_and_function_and_keeps_data(db):
     kept_profiles, kept_audit = profiles(db), audit_rows(db)
     db.downgrade("base")
     assert ghostsync_objects(db) == (0, 0)
+    assert db.value("SELECT count(*) FROM ghostsync.objects WHERE kind IN ('trigger', 'function')") == 0
     assert db.value("SELECT count(*) FROM public.alembic_version") == 0
     assert profiles(db) == kept_profiles
     assert audit_rows(db) == kept_audit
@@ -44,7 +44,9 @@ def test_down_and_up_twice_loses_nothing_and_repairs_ghosts_made_meanwhile(db):
         audit_after = audit_rows(db)
         assert audit_after[: len(audit_before)] == audit_before, "no audit row lost"
         assert [(r[0], r[1]) for r in audit_after[len(audit_before):]] == [("succeeded", 1)]
-        assert ghostsync_objects(db) == (1, 1)
+        registered = db.value("SELECT count(*) FROM ghostsync.objects WHERE kind IN ('trigger', 'function')")
+        assert registered == 8
+        assert ghostsync_objects(db) == (4, 4)
     with db.auth() as auth:
         uid = auth.signup(email="after@example.com")
     assert str(uid) in profiles(db)

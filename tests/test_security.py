@@ -16,6 +16,8 @@ RELATION_AFTER = re.compile(r"\b(?:FROM|INTO|UPDATE|JOIN|TABLE)\s+([A-Za-z_][\w.
 CALL = re.compile(r"(?<!AS )\b([A-Za-z_][\w.]*)\s*\(")
 NOT_CALLS = {"coalesce", "values", "exists", "in", "and", "or", "not", "if", "when", "then", "into", "on",
              "conflict", "returning", "raise", "set", "select"}
+# Names PL/pgSQL itself resolves, never through the search path.
+PLPGSQL_NAMES = {"deferred_users", "deleted_users"}
 
 
 @pytest.fixture
@@ -25,7 +27,7 @@ def head(db):
 
 
 def ghostsync_functions(db):
-    signatures = list(chain.installed_at().functions)
+    signatures = list(chain.declared_at(chain.head(chain.script_directory())).functions)
     return db.sql(
         "SELECT p.oid::regprocedure::text, p.prosecdef, p.proconfig, p.prosrc FROM pg_proc p "
         "WHERE p.oid = ANY (%s::regprocedure[])",
@@ -35,13 +37,14 @@ def ghostsync_functions(db):
 
 def test_every_function_pins_search_path_and_names_only_qualified_objects(head):
     functions = ghostsync_functions(head)
-    assert len(functions) == 3
+    assert len(functions) == 4
     for signature, secdef, config, source in functions:
-        source = re.sub(r"'(?:[^']|'')*'", "''", source)  # string literals name nothing
+        source = re.sub(r"--[^\n]*", "", source)  # comments name nothing (none of ours holds a quote)
+        source = re.sub(r"'(?:[^']|'')*'", "''", source)  # nor do string literals
         assert secdef is True, signature
         assert config == ['search_path=""'], signature
         for name in RELATION_AFTER.findall(source):
-            if name.upper() == "SET":  # ON CONFLICT ... DO UPDATE SET
+            if name.upper() == "SET" or name in PLPGSQL_NAMES:  # ON CONFLICT ... DO UPDATE SET; transition table
                 continue
             assert "." in name, f"{signature}: unqualified relation {name}"
         for name in CALL.findall(source):
@@ -60,12 +63,29 @@ def test_no_security_definer_function_is_executable_by_api_roles(head):
 
 
 def test_own_tables_are_closed_to_api_roles(head):
-    for table in OWN_TABLES:
+    for table in (*OWN_TABLES, "ghostsync.objects"):
         for role in API_ROLES:
             for privilege in PRIVILEGES:
                 allowed = head.value("SELECT has_table_privilege(%s, %s, %s)", (role, table, privilege))
                 assert allowed is False, f"{role} has {privilege} on {table}"
     assert head.value("SELECT has_schema_privilege('anon', 'ghostsync', 'USAGE')") is False
+    # the audit log's identity sequence: USAGE or UPDATE would let an end user setval it
+    sequence = head.value("SELECT pg_get_serial_sequence('public.cleanup_audit_log', 'id')")
+    for role in API_ROLES:
+        for privilege in ("USAGE", "SELECT", "UPDATE"):
+            assert head.value("SELECT has_sequence_privilege(%s, %s, %s)", (role, sequence, privilege)) is False
+
+
+def test_profiles_ghostsync_creates_are_closed_where_rls_cannot_guard(head):
+    # RLS governs neither TRUNCATE, REFERENCES nor TRIGGER; anon has no business with profiles at all
+    # (with pg_graphql it would make the table discoverable: Supabase's lint 0026).
+    for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"):
+        assert head.value("SELECT has_table_privilege('anon', 'public.users', %s)", (privilege,)) is False
+    for privilege in ("TRUNCATE", "REFERENCES", "TRIGGER"):
+        assert head.value("SELECT has_table_privilege('authenticated', 'public.users', %s)", (privilege,)) is False
+    # signed-in access stays the app's decision, through its own policies
+    assert head.value("SELECT has_table_privilege('authenticated', 'public.users', 'SELECT')") is True
+    assert head.value("SELECT relrowsecurity FROM pg_class WHERE oid = 'public.users'::regclass") is True
     conn = psycopg2.connect(head.url("supabase_admin"))
     try:
         with conn.cursor() as cur:
@@ -82,7 +102,7 @@ def test_ghostsync_created_profiles_have_rls_and_adopted_ones_without_warn(db):
     assert db.value("SELECT relrowsecurity FROM pg_class WHERE oid = 'public.cleanup_audit_log'::regclass") is True
 
 
-def test_adopted_profiles_without_rls_make_status_warn(db):
+def test_adopted_profiles_without_rls_or_with_open_privileges_make_status_warn(db):
     from tests.seeding import ghostsync_cli
 
     db.sql("CREATE TABLE public.users (id uuid PRIMARY KEY, email text, email_verified boolean NOT NULL DEFAULT "
@@ -90,7 +110,8 @@ def test_adopted_profiles_without_rls_make_status_warn(db):
            user="postgres")
     db.upgrade()
     proc = ghostsync_cli(db, "status")
-    assert "warning: public.users has row level security disabled" in proc.stdout
+    assert "warning [rls_disabled]: public.users has row level security disabled" in proc.stdout
+    assert "warning [open_privileges]: public.users grants" in proc.stdout
     assert proc.returncode == 0, "a warning is not a failure"
 
 
@@ -117,6 +138,12 @@ def test_planted_objects_on_the_writers_search_path_change_nothing(head):
     email, verified, updated = head.sql("SELECT email, email_verified, updated_at FROM public.users "
                                         "WHERE id = %s", (str(uid),))[0]
     assert (email, verified) == ("safe2@example.com", True)
-    # the writer's own now() resolved to evil.now(); ghostsync's functions used pg_catalog.now()
-    assert head.value("SELECT extract(year FROM created_at) FROM auth.users WHERE id = %s", (str(uid),)) == 1999
+    # on the writer's search path now() is evil.now(); ghostsync's functions used pg_catalog.now()
+    conn = psycopg2.connect(head.url("supabase_auth_admin"), options=options)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT extract(year FROM now())")
+            assert cur.fetchone()[0] == 1999, "the planted now() is what an unqualified call would get"
+    finally:
+        conn.close()
     assert updated.year > 2000

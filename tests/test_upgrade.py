@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.seeding import (
+    GHOSTSYNC_TRIGGERS,
     audit_rows,
     duplicate_count,
     ghost_count,
@@ -12,6 +13,7 @@ from tests.seeding import (
     profiles,
     seed_app_with_profiles,
     seed_ghosts,
+    triggers_on_auth_users,
 )
 
 HEAD = head_revision()
@@ -31,11 +33,18 @@ def test_upgrade_on_empty_auth_schema(db):
         "WHERE conrelid = 'public.users'::regclass AND contype = 'f'"
     )
     assert fk == "FOREIGN KEY (id) REFERENCES auth.users(id) ON DELETE CASCADE"
-    assert db.value("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'auth.users'::regclass "
-                    "AND tgname = 'on_auth_user_created' AND tgenabled = 'O'") == 1
+    assert triggers_on_auth_users(db) == dict.fromkeys(GHOSTSYNC_TRIGGERS, "O")
     [(status, affected, finished, details)] = audit_rows(db)
     assert (status, affected, finished) == ("succeeded", 0, True)
     assert details["mode"] == "online"
+    registered = dict(db.sql("SELECT kind || ' ' || name, created FROM ghostsync.objects"))
+    assert registered == {
+        "schema ghostsync": True, "table public.users": True, "table public.cleanup_audit_log": True,
+        "table ghostsync.sync_failures": True, "column public.users.deleted_at": True,
+        **{f"function ghostsync.{f}()": True for f in ("handle_new_user", "handle_user_updated",
+                                                        "handle_user_deleted", "handle_users_deleted")},
+        **{f"trigger {t} ON auth.users": True for t in GHOSTSYNC_TRIGGERS},
+    }
 
 
 def test_upgrade_repairs_ghosts_of_every_kind(db):
@@ -56,18 +65,24 @@ def test_upgrade_repairs_ghosts_of_every_kind(db):
     assert details["batches"] == 1
 
 
-def test_upgrade_repairs_only_ghosts_and_keeps_app_profiles(db):
+def test_upgrade_repairs_ghosts_keeps_app_profiles_and_resyncs_what_ghostsync_owns(db):
     members = seed_app_with_profiles(db, 3)
+    # The app wrote an email that is not the account's: a stale profile, which
+    # the install brings back in line (ghostsync_0009); nothing else of it changes.
     db.sql("UPDATE public.users SET email = 'edited-by-app@example.com' WHERE id = %s", (str(members[0]),))
     ghosts = seed_ghosts(db)
     before = profiles(db)
     db.upgrade(batch_size="2")
     after = profiles(db)
-    assert {k: after[k] for k in before} == before, "existing profiles untouched"
+    edited = str(members[0])
+    assert {k: after[k] for k in before if k != edited} == {k: v for k, v in before.items() if k != edited}
+    assert after[edited][:3] == ("member0@example.com", True, before[edited][2])
     assert set(after) == set(before) | {str(g) for g in ghosts.values()}
     [(status, affected, _, details)] = audit_rows(db)
     assert (status, affected) == ("succeeded", 5)
     assert details["batches"] == 4, "8 auth users in batches of 2"
+    [(status, affected, _, _)] = audit_rows(db, "resync_profiles")
+    assert (status, affected) == ("succeeded", 1)
     assert duplicate_count(db) == 0
 
 
@@ -138,6 +153,7 @@ def test_failed_backfill_is_logged_failed_and_fails_the_migration(db):
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "FAILED: database error 23514: new row for relation \"users\" violates check constraint" in out, out
+    assert out.count("FAILED") == 1
     assert "Traceback" not in out
     assert version(db) == "ghostsync_0002", "the backfill revision is not recorded as applied"
     [(status, _, finished, details)] = audit_rows(db)

@@ -17,7 +17,7 @@ import sys
 import psycopg2
 from sqlalchemy import create_engine
 
-from ghostsync import chain, health
+from ghostsync import health, status
 from ghostsync.testing import binaries
 from ghostsync.testing.authservice import AUTH_ROLE, AuthService
 from ghostsync.testing.server import ThrowawayServer
@@ -42,6 +42,7 @@ def run_demo(ordinary: int = 20) -> int:
         return 2
     _say(f"== starting a throwaway PostgreSQL {found.major} ({found.source})")
     with ThrowawayServer(found) as server:
+        _say(f"   data directory {server.datadir}, port {server.port}")
         make_cluster_supabase_like(server.url())
         admin = psycopg2.connect(server.url())
         admin.autocommit = True
@@ -103,10 +104,12 @@ def run_demo(ordinary: int = 20) -> int:
                 _say(f"   audit: job={row['job_name']} status={row['status']} "
                      f"records_affected={row['records_affected']} started={row['started_at']:%H:%M:%S} "
                      f"finished={row['finished_at']:%H:%M:%S}")
-            for state in health.trigger_states(conn, tuple(chain.installed_at().triggers)):
-                _say(f"   trigger {state.name}: exists={state.exists} enabled={state.enabled} "
-                     f"function={state.function}")
-            healthy = health.count_ghosts(conn) == 0 and profile is not None
+        with engine.connect() as conn:
+            found = status.collect(conn)
+        for name, state in found.triggers.items():
+            _say(f"   trigger {name} on {state['table']}: {state['state']}, calls {state['function']}")
+        _say(f"   ghostsync status: {'HEALTHY' if found.healthy else 'UNHEALTHY'} at {found.revision}")
+        healthy = found.healthy and found.ghosts == 0 and profile is not None
         engine.dispose()
     _say("== throwaway server stopped and removed")
     return 0 if healthy else 1

@@ -821,7 +821,8 @@ CREATE TABLE public.users (
 ALTER TABLE public.users ENABLE ROW LEVEL SECURITY;
 """
 """A ``public.users`` whose primary key is DEFERRABLE: ``INSERT ... ON CONFLICT (id)`` cannot use it
-as an arbiter ("ON CONFLICT does not support deferrable unique constraints/exclusion constraints")."""
+as an arbiter ("ON CONFLICT does not support deferrable unique constraints/exclusion constraints as
+arbiters", 55000)."""
 
 APP_PRIMARY_KEY_INCLUDE_SQL = """
 CREATE TABLE public.users (

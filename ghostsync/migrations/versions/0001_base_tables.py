@@ -56,7 +56,7 @@ BEGIN
     name text NOT NULL,
     created boolean NOT NULL,
     revision text NOT NULL,
-    owner name NOT NULL,
+    owner text NOT NULL,
     recorded_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (kind, name)
   );

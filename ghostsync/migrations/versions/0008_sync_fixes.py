@@ -59,7 +59,7 @@ BEGIN
     name text NOT NULL,
     created boolean NOT NULL,
     revision text NOT NULL,
-    owner name NOT NULL,
+    owner text NOT NULL,
     recorded_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (kind, name)
   );
@@ -316,7 +316,7 @@ BEGIN
             last_failed_at = pg_catalog.now(), failures = f.failures + 1;
     EXCEPTION WHEN OTHERS THEN
       RAISE WARNING 'ghostsync: profile delete of % account(s) failed (% %) and could not be recorded: %',
-        (SELECT count(*) FROM deleted_users), failed_state, failed_message, SQLERRM;
+        (SELECT pg_catalog.count(*) FROM deleted_users), failed_state, failed_message, SQLERRM;
     END;
   END;
   RETURN NULL;
