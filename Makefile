@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 LINT_STAMP := $(VENV)/.lint-stamp
 PG_VERSIONS ?= 15 17
 
-.PHONY: demo test servers venv clean lint bench
+.PHONY: demo test servers venv clean lint bench db db-stop dist
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,21 @@ servers: venv
 
 demo: venv
 	$(PY) -m ghostsync.testing.demo
+
+# a throwaway Supabase-like database to work on by hand (docs/FOLLOW-UP-REVISIONS.md): prints its
+# URL and runs until Ctrl-C, which deletes it; `make db-stop` removes one a kill left behind
+DB_PG ?= 17
+db: venv
+	$(PY) -m ghostsync.testing.workbench start --pg $(DB_PG)
+
+db-stop:
+	$(PY) -m ghostsync.testing.workbench stop
+
+# the sdist, then the wheel built from it, into dist/ (the sdist holds what the suite needs to run)
+dist: venv
+	$(PY) -m pip install --quiet --disable-pip-version-check build
+	rm -rf dist
+	$(PY) -m build --outdir dist .
 
 test: servers
 	GHOSTSYNC_PG_VERSIONS="$(shell echo $(PG_VERSIONS) | tr ' ' ',')" $(PY) -m pytest

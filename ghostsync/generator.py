@@ -44,6 +44,7 @@ import re
 import secrets
 import site
 import sysconfig
+import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -75,10 +76,7 @@ def installed_location(path: Path) -> bool:
     roots = {sysconfig.get_paths().get(key) for key in ("purelib", "platlib")}
     roots.update(site.getsitepackages() if hasattr(site, "getsitepackages") else [])
     roots.add(site.getusersitepackages() if hasattr(site, "getusersitepackages") else None)
-    for root in roots:
-        if root and resolved.is_relative_to(Path(root).resolve()):
-            return True
-    return False
+    return any(root and resolved.is_relative_to(Path(root).resolve()) for root in roots)
 
 
 @dataclass(frozen=True)
@@ -379,8 +377,8 @@ def revision_source(message: str, revision: str, down_revision: str, create_date
     if triggers:
         tables = sorted({t.table for t in triggers})
         lines = "".join(
-            f"        kit.trigger_sql(PREVIOUS_{names[t.name]}, {py_str(declared.declared_by.get(t.name, down_revision))}),\n"
-            for t in triggers)
+            f"        kit.trigger_sql(PREVIOUS_{names[t.name]}, "
+            f"{py_str(declared.declared_by.get(t.name, down_revision))}),\n" for t in triggers)
         restore_triggers = (
             "    kit.step(\"\\n\".join((\n"
             f"{lines}"
@@ -400,8 +398,7 @@ def revision_source(message: str, revision: str, down_revision: str, create_date
 # -- the data revision ------------------------------------------------------------------------------
 
 DATA_BODY = """\
-TODO: say which profiles this job rewrites and why. Written by `ghostsync
-revision --data-job {job}` from what {down} declares synced ({columns}).
+{todo}
 
 A batched job in a revision of its own, so it never shares a transaction with
 DDL: it walks auth.users in keyset batches, each its own short transaction
@@ -584,7 +581,9 @@ def data_revision_source(message: str, revision: str, down_revision: str, create
     )
     batch = BATCH_SQL.format(stale=stale, assignments=assignments)
     columns = ", ".join(c.name for c in declared.synced_columns)
-    body = DATA_BODY.format(job=job, down=down_revision, columns=columns)
+    todo = textwrap.fill(f"TODO: say which profiles this job rewrites and why. Written by `ghostsync revision "
+                         f"--data-job {job}` from what {down_revision} declares synced ({columns}).", width=78)
+    body = DATA_BODY.format(job=job, todo=todo)
     out = [_docstring(message, revision, down_revision, create_date, body)]
     out.append(
         "from __future__ import annotations\n\n"
@@ -606,11 +605,10 @@ def data_revision_source(message: str, revision: str, down_revision: str, create
         f"MARK_INTERRUPTED = {raw_block(MARK_INTERRUPTED_SQL)}"
     )
     out.append(f"START = {raw_block(START_SQL)}")
-    out.append(
-        f"# One batch, one statement: rewrite the stale profiles among the next :batch_size accounts by id\n"
-        f"# (synced columns as {down_revision} declares them: {columns}) and log the progress, atomically.\n"
-        f"BATCH = {raw_block(batch)}"
-    )
+    comment = textwrap.wrap(f"One batch, one statement: rewrite the stale profiles among the next :batch_size "
+                            f"accounts by id (synced columns as {down_revision} declares them: {columns}) and "
+                            "log the progress, atomically.", width=98)
+    out.append("".join(f"# {line}\n" for line in comment) + f"BATCH = {raw_block(batch)}")
     out.append(f"FINISH = {raw_block(FINISH_SQL)}")
     out.append(
         "STATEMENTS = kit.BackfillStatements(\n"

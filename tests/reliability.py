@@ -8,12 +8,18 @@
 - PgBouncer: when this machine has no ``pgbouncer``, the pooler tests are
   deselected (not run, not counted as passed) and the summary says
   ``PgBouncer: NOT AVAILABLE``.
+- Prometheus: tests marked ``prometheus`` need Debian's ``prometheus``,
+  ``promtool`` and ``prometheus-node-exporter`` (``make test`` installs them);
+  tests marked ``grafana_sdk`` need grafana-foundation-sdk. Where they are
+  missing those tests are deselected likewise and the summary says
+  ``Prometheus: NOT AVAILABLE`` / ``grafana-foundation-sdk: NOT AVAILABLE``.
 
 Loaded by tests/conftest.py (``pytest_plugins``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +27,7 @@ from typing import Any
 import pytest
 
 from ghostsync.testing import pgbouncer
+from ghostsync.testing import prometheus as prometheus_tools
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,11 @@ SCALES = {
 FIGURES: list[str] = []
 POOLER_TESTS = "test_pooler.py"
 _deselected_pooler_tests: list[str] = []
+_deselected_by_marker: dict[str, list[str]] = {"prometheus": [], "grafana_sdk": []}
+MARKERS = {
+    "prometheus": "needs Debian's prometheus, promtool and prometheus-node-exporter (make test installs them)",
+    "grafana_sdk": "needs grafana-foundation-sdk (pip install grafana-foundation-sdk)",
+}
 
 
 def record(line: str) -> None:
@@ -79,18 +91,47 @@ def _pgbouncer_line() -> str:
     return f"PgBouncer: {binary} ({pgbouncer.version(binary) or 'unknown version'})"
 
 
+def _grafana_sdk_line() -> str:
+    if importlib.util.find_spec("grafana_foundation_sdk") is None:
+        return ("grafana-foundation-sdk: NOT AVAILABLE (pip install grafana-foundation-sdk); the dashboard's "
+                "build was not checked")
+    from importlib.metadata import version
+
+    return f"grafana-foundation-sdk: {version('grafana-foundation-sdk')}"
+
+
+def _available(marker: str) -> bool:
+    if marker == "prometheus":
+        return not prometheus_tools.missing()
+    return importlib.util.find_spec("grafana_foundation_sdk") is not None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for marker, help_text in MARKERS.items():
+        config.addinivalue_line("markers", f"{marker}: {help_text}")
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    return [_pgbouncer_line(), f"load scale: {config.getoption('--load-scale')}"]
+    return [_pgbouncer_line(), prometheus_tools.availability_line(), _grafana_sdk_line(),
+            f"load scale: {config.getoption('--load-scale')}"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if pgbouncer.find() is not None:
-        return
+    missing = {marker for marker in MARKERS if not _available(marker)}
+    no_pooler = pgbouncer.find() is None
     keep, drop = [], []
     for item in items:
-        (drop if item.path.name == POOLER_TESTS else keep).append(item)
+        if no_pooler and item.path.name == POOLER_TESTS:
+            _deselected_pooler_tests.append(item.nodeid)
+            drop.append(item)
+            continue
+        lacking = [m for m in missing if item.get_closest_marker(m) is not None]
+        if lacking:
+            _deselected_by_marker[lacking[0]].append(item.nodeid)
+            drop.append(item)
+            continue
+        keep.append(item)
     if drop:
-        _deselected_pooler_tests.extend(item.nodeid for item in drop)
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
 
@@ -105,3 +146,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if _deselected_pooler_tests:
         line += f" ({len(_deselected_pooler_tests)} deselected)"
     terminalreporter.write_line(line)
+    terminalreporter.section("Prometheus and Grafana")
+    for marker, line in (("prometheus", prometheus_tools.availability_line()), ("grafana_sdk", _grafana_sdk_line())):
+        if _deselected_by_marker[marker]:
+            line += f" ({len(_deselected_by_marker[marker])} test(s) deselected)"
+        terminalreporter.write_line(line)

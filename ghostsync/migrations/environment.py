@@ -157,9 +157,48 @@ def _configure_and_run(connection: Connection) -> None:
         include_object=include_object,
         compare_server_default=True,
     )
+    _refuse_a_downgrade_that_cannot_finish(connection)
     with context.begin_transaction():
         context.run_migrations()
 
+
+
+# Whether the migrating role may drop a trigger on auth.users: as its owner (or a member of the
+# owner's role, the older Supabase projects), as a superuser, or through supautils'
+# drop_trigger_grants (today's hosted Supabase).
+CAN_DROP_AUTH_TRIGGERS = """
+SELECT r.rolsuper
+    OR pg_has_role(current_user, c.relowner, 'USAGE')
+    OR coalesce(nullif(current_setting('supautils.drop_trigger_grants', true), '')::jsonb
+                -> current_user::text ? 'auth.users', false),
+       pg_get_userbyid(c.relowner), current_user
+FROM pg_class AS c, pg_roles AS r
+WHERE c.oid = to_regclass('auth.users') AND r.rolname = current_user
+"""
+
+
+def _refuse_a_downgrade_that_cannot_finish(connection: Connection) -> None:
+    """Before a downgrade that would drop ghostsync's triggers on auth.users, check the role may drop them,
+    so a refused drop stops the command before any revision is downgraded (not half-way)."""
+    migration = context.get_context()
+    plan = getattr(migration, "_migrations_fn", None)
+    if plan is None:
+        return
+    steps = list(plan(migration.get_current_heads(), migration))
+    drops = [step for step in steps if not step.is_upgrade
+             and getattr(getattr(step.revision.module, "DECLARES", None), "triggers", ())]
+    if not drops:
+        return
+    with connection.begin_nested() if connection.in_transaction() else connection.begin():
+        row = connection.exec_driver_sql(CAN_DROP_AUTH_TRIGGERS).first()
+    if row is None or row[0]:
+        return
+    raise CommandError(
+        f"ghostsync: cannot drop ghostsync's triggers on auth.users: role {row[2]} is not their owner ({row[1]}) "
+        "and this database does not let it drop them; hosted Supabase allows it through supautils "
+        "(supautils.drop_trigger_grants); here run the downgrade as the owner or a superuser (DATABASE_URL of "
+        "supabase_admin); nothing was downgraded"
+    )
 
 
 def run() -> None:

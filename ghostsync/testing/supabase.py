@@ -48,6 +48,12 @@ Common to all three (``CLUSTER_SQL``/``DATABASE_SQL`` are the ``"hosted"`` text)
   ``postgres`` granted ALL on them (SELECT WITH GRANT OPTION, GoTrue
   20240612123726), except ``auth.schema_migrations`` in "current"/"hosted".
 
+Left out: the storage and realtime schemas and their admin roles, ``dashboard_user``,
+``pg_monitor`` membership, authenticator's ``session_preload_libraries = safeupdate``,
+the auth tables no modelled path writes (mfa_factors, mfa_challenges, flow_state,
+sso_*, saml_*, oauth_*, webauthn_*), and the foreign key of ``sessions.oauth_client_id``
+(its table is one of those).
+
 What the supautils model (``"hosted"``) reproduces, and what it does not
 ------------------------------------------------------------------------
 supautils (C, loaded with ``session_preload_libraries``) is packaged neither for
