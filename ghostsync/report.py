@@ -40,6 +40,7 @@ The metrics (``METRICS`` lists every name; ``docs/OPERATIONS.md`` shows them):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -289,10 +290,8 @@ def write_atomically(path: Path, body: bytes) -> None:
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 

@@ -410,7 +410,9 @@ SELECT
     FROM tables AS t) END AS tables,
   jb.j AS jobs,
   CASE WHEN s.error IS NULL THEN pg_catalog.jsonb_build_object(
-    'failed_profile_writes', fl.f -> 'sum',
+    'failed_profile_writes', CASE WHEN NOT s.standby THEN (
+      SELECT st.n_tup_ins + st.n_tup_upd FROM pg_catalog.pg_stat_user_tables AS st
+      WHERE st.relid = pg_catalog.to_regclass('ghostsync.sync_failures')) END,
     'auth_users_inserted', CASE WHEN NOT s.standby THEN (SELECT st.n_tup_ins FROM pg_catalog.pg_stat_user_tables AS st
                                 WHERE st.relid = pg_catalog.to_regclass('auth.users')) END,
     'auth_users_deleted', CASE WHEN NOT s.standby THEN (SELECT st.n_tup_del FROM pg_catalog.pg_stat_user_tables AS st
@@ -440,8 +442,7 @@ VERSIONS = ("'SELECT coalesce(pg_catalog.jsonb_agg(v.version_num::text ORDER BY 
             "FROM public.alembic_version AS v'")
 REGISTERED = ("'SELECT coalesce(pg_catalog.jsonb_object_agg(o.kind || '' '' || o.name, pg_catalog.jsonb_build_object("
               "''created'', o.created, ''owner'', o.owner::text)), ''{}'')::text AS j FROM ghostsync.objects AS o'")
-FAILURES = ("'SELECT pg_catalog.jsonb_build_object(''rows'', count(*), ''sum'', coalesce(sum(f.failures), 0))::text "
-            "AS j FROM ghostsync.sync_failures AS f'")
+FAILURES = "'SELECT pg_catalog.jsonb_build_object(''rows'', count(*))::text AS j FROM ghostsync.sync_failures AS f'"
 JOBS = ("'SELECT coalesce(pg_catalog.jsonb_object_agg(j.job, (SELECT pg_catalog.jsonb_build_object(''id'', l.id, "
         "''status'', l.status, ''records_affected'', l.records_affected, ''started_at'', " + _iso("l.started_at")
         + ", ''finished_at'', " + _iso("l.finished_at") + ") FROM public.cleanup_audit_log AS l "

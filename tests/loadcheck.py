@@ -8,10 +8,12 @@ appear in real life after a dump and restore: as the superuser with
 ``session_replication_role = replica``, so no trigger fires.
 
 Provenance: a test-owned trigger on ``public.users`` records, for every
-profile written, the top-level transaction that wrote it. A profile written
-by the signup trigger shares its transaction with its auth user's row
-(``auth.users.xmin``); one written by the backfill does not. So the number of
-profiles the backfill created is known exactly, and the audit log's
+profile written, whether the transaction that wrote it also wrote its auth
+user's row (``auth.users.xmin`` at that moment is the writing transaction): a
+profile written by the signup trigger (or the update sync) does; one written
+by the backfill does not. Evaluated when the profile is written, so a later
+sign-in that updates the auth row does not change the verdict. So the number
+of profiles the backfill created is known exactly, and the audit log's
 ``records_affected`` must add up to it.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,12 +36,12 @@ from typing import Any
 
 import psycopg2
 
-from ghostsync.testing.authservice import AUTH_ROLE
+from ghostsync.testing.authservice import AUTH_ROLE, AuthService
 from ghostsync.testing.fixtures import SupabaseDatabase
-from tests.paths import REPO
-from ghostsync.testing.loadgen import LoadReport, SignupLoad
+from ghostsync.testing.loadgen import AuthLoad, LoadReport, SignupLoad
 from ghostsync.testing.supabase import APP_PROFILES_SQL
 from tests import reliability
+from tests.paths import REPO
 from tests.seeding import duplicate_count, ghost_count
 
 JOB = "backfill_ghost_users"
@@ -69,12 +72,17 @@ WHERE NOT EXISTS (SELECT 1 FROM public.users AS p WHERE p.id = u.id)
 
 PROVENANCE = """
 CREATE SCHEMA IF NOT EXISTS loadtest;
-CREATE TABLE IF NOT EXISTS loadtest.profile_origin (id uuid NOT NULL, top_xid bigint NOT NULL);
+CREATE TABLE IF NOT EXISTS loadtest.profile_origin (
+  id uuid NOT NULL, top_xid bigint NOT NULL, with_auth_row boolean NOT NULL
+);
 CREATE OR REPLACE FUNCTION loadtest.record_profile_origin() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $f$
+DECLARE
+  me bigint := pg_catalog.pg_current_xact_id()::text::bigint % 4294967296;
 BEGIN
-  INSERT INTO loadtest.profile_origin (id, top_xid)
-  VALUES (NEW.id, pg_catalog.pg_current_xact_id()::text::bigint % 4294967296);
+  INSERT INTO loadtest.profile_origin (id, top_xid, with_auth_row)
+  VALUES (NEW.id, me, EXISTS (SELECT 1 FROM auth.users AS u
+                              WHERE u.id = NEW.id AND u.xmin::text::bigint = me));
   RETURN NULL;
 END
 $f$;
@@ -84,7 +92,7 @@ CREATE TRIGGER zz_loadtest_profile_origin AFTER INSERT ON public.users
 
 BACKFILLED = """
 SELECT count(*) FROM loadtest.profile_origin AS o JOIN auth.users AS u ON u.id = o.id
-WHERE o.top_xid <> u.xmin::text::bigint
+WHERE NOT o.with_auth_row
 """
 
 
@@ -220,12 +228,16 @@ def alembic_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "alembic", "-c", str(REPO / "alembic.ini"), *args]
 
 
-def env_for(url: str) -> dict[str, str]:
-    return dict(os.environ, DATABASE_URL=url)
+def env_for(url: str, *, defaults: bool = False) -> dict[str, str]:
+    """The environment of a command run against ``url``; ``defaults``: without any GHOSTSYNC_* setting,
+    so every setting is ghostsync's default."""
+    env = {k: v for k, v in os.environ.items() if not (defaults and k.startswith("GHOSTSYNC_"))}
+    return dict(env, DATABASE_URL=url)
 
 
-def run(argv: list[str], url: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, cwd=REPO, env=env_for(url), capture_output=True, text=True, timeout=timeout)
+def run(argv: list[str], url: str, timeout: float = 600, *, defaults: bool = False) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, cwd=REPO, env=env_for(url, defaults=defaults), capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def spawn(argv: list[str], url: str) -> subprocess.Popen[str]:
@@ -294,9 +306,15 @@ class Phase:
 
 
 def under_load(scale: reliability.Scale, dsn: str, action: Callable[[], Any],
-               *, lead_s: float = 0.3, tail_s: float = 0.3) -> Phase:
-    """Run ``action`` while ``scale.clients`` clients sign users up through ``dsn``."""
-    load = SignupLoad(dsn, clients=scale.clients, max_signups=scale.max_signups, deadline_s=scale.deadline_s)
+               *, lead_s: float = 0.3, tail_s: float = 0.3, mixed: bool = False) -> Phase:
+    """Run ``action`` while ``scale.clients`` clients sign users up through ``dsn`` (``mixed``: signups,
+    sign-ins and token refreshes, 2:1:1, as ``AuthLoad`` makes them)."""
+    load: SignupLoad
+    if mixed:
+        load = AuthLoad(dsn, signups=2, sign_ins=1, refreshes=1, clients=scale.clients,
+                        max_requests=scale.max_signups, deadline_s=scale.deadline_s)
+    else:
+        load = SignupLoad(dsn, clients=scale.clients, max_signups=scale.max_signups, deadline_s=scale.deadline_s)
     load.start()
     try:
         load.wait(lead_s)
@@ -355,3 +373,214 @@ def hold_auth_users_lock(db: Any) -> Any:
     with conn.cursor() as cur:
         cur.execute("UPDATE users SET updated_at = now() WHERE id = (SELECT id FROM users ORDER BY id LIMIT 1)")
     return conn
+
+
+def hold_auth_sessions_lock(db: Any) -> Any:
+    """A long transaction as the auth service: a token refresh that updated a session and has not
+    committed (ROW EXCLUSIVE on auth.sessions only). A DROP TRIGGER through supautils locks
+    auth.users first and waits for auth.sessions last, holding the others meanwhile."""
+    with AuthService(db.url(AUTH_ROLE)) as auth:
+        user = auth.signup_email(f"holder-{uuid.uuid4().hex[:8]}@example.com", autoconfirm=True, session=False)
+        session = auth.sign_in(user)
+    conn = psycopg2.connect(db.url(AUTH_ROLE))
+    with conn.cursor() as cur:
+        cur.execute("UPDATE sessions SET refreshed_at = now() WHERE id = %s", (str(session.id),))
+    return conn
+
+
+# -- lock waits, measured by the server ------------------------------------------------------------
+
+@dataclass
+class LockWait:
+    """One wait of one backend for one lock, as pg_locks showed it.
+
+    ``waited_s``: from ``pg_locks.waitstart`` (set by the server when the wait began) to the last
+    sample that still saw it waiting: a lower bound. ``bound_s``: to the first sample that no longer
+    saw it: an upper bound. The true wait lies between the two; they differ by one sampling gap."""
+
+    pid: int
+    target: str
+    mode: str
+    role: str
+    application: str
+    waitstart: float
+    last_seen: float
+    gone_by: float | None = None
+
+    @property
+    def waited_s(self) -> float:
+        return max(0.0, self.last_seen - self.waitstart)
+
+    @property
+    def bound_s(self) -> float:
+        return max(0.0, (self.gone_by if self.gone_by is not None else self.last_seen) - self.waitstart)
+
+
+LOCK_WAITS_SQL = """
+SELECT l.pid, CASE WHEN l.locktype = 'relation' THEN l.relation::regclass::text ELSE l.locktype END,
+       l.mode, a.usename::text, a.application_name,
+       extract(epoch FROM coalesce(l.waitstart, clock_timestamp())), extract(epoch FROM clock_timestamp())
+FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+WHERE NOT l.granted AND a.datname = current_database()
+"""
+
+
+class LockWaitSampler:
+    """Samples pg_locks of one database every ``interval_s`` in a thread, recording every lock wait
+    (``LockWait``) of every backend. Bounded: it stops at ``stop()`` or after ``max_s`` seconds.
+
+        with LockWaitSampler(db.url("supabase_admin")) as sampler:
+            ... run the deploy under load ...
+        sampler.waits_of("supabase_auth_admin")
+    """
+
+    def __init__(self, dsn: str, *, interval_s: float = 0.01, max_s: float = 900.0) -> None:
+        self.dsn = dsn
+        self.interval_s = interval_s
+        self.max_s = max_s
+        self.waits: dict[tuple[int, str, str, float], LockWait] = {}
+        self.samples = 0
+        self.longest_gap_s = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lock-wait-sampler", daemon=True)
+        self._error: BaseException | None = None
+
+    def __enter__(self) -> LockWaitSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        if self._error is not None:
+            raise RuntimeError(f"the lock-wait sampler failed: {self._error}") from self._error
+
+    def _run(self) -> None:
+        try:
+            conn = psycopg2.connect(self.dsn)
+            conn.autocommit = True
+        except psycopg2.Error as exc:
+            self._error = exc
+            return
+        began = time.monotonic()
+        open_keys: set[tuple[int, str, str, float]] = set()
+        previous = None
+        try:
+            with conn.cursor() as cur:
+                while not self._stop.is_set() and time.monotonic() - began < self.max_s:
+                    cur.execute(LOCK_WAITS_SQL)
+                    rows = cur.fetchall()
+                    now = time.time()
+                    seen = set()
+                    for pid, target, mode, role, app, waitstart, at in rows:
+                        key = (int(pid), str(target), str(mode), round(float(waitstart), 6))
+                        seen.add(key)
+                        wait = self.waits.get(key)
+                        if wait is None:
+                            self.waits[key] = LockWait(int(pid), str(target), str(mode), str(role), str(app or ""),
+                                                       float(waitstart), float(at))
+                        else:
+                            wait.last_seen = float(at)
+                    sampled_at = float(rows[0][6]) if rows else now
+                    for key in open_keys - seen:
+                        self.waits[key].gone_by = sampled_at
+                    open_keys = seen
+                    if previous is not None:
+                        self.longest_gap_s = max(self.longest_gap_s, now - previous)
+                    previous = now
+                    self.samples += 1
+                    self._stop.wait(self.interval_s)
+        except psycopg2.Error as exc:
+            self._error = exc
+        finally:
+            conn.close()
+
+    def waits_of(self, role: str, *, exclude_pids: tuple[int, ...] = ()) -> list[LockWait]:
+        """The waits of backends logged in as ``role`` (the load: the auth service's role), longest first."""
+        found = [w for w in self.waits.values() if w.role == role and w.pid not in exclude_pids]
+        return sorted(found, key=lambda w: w.waited_s, reverse=True)
+
+    def waits_of_application(self, application: str) -> list[LockWait]:
+        return sorted((w for w in self.waits.values() if w.application == application),
+                      key=lambda w: w.waited_s, reverse=True)
+
+
+STEP_LOG = re.compile(r"ghostsync: (?P<what>.+?): (?P<outcome>locks taken on attempt|gave up after) "
+                      r"(?P<attempts>\d+) \((?P<ms>\d+) ms in all\)")
+
+
+@dataclass(frozen=True)
+class StepLine:
+    what: str
+    attempts: int
+    ms: int
+    gave_up: bool
+
+
+def step_lines(log: str) -> list[StepLine]:
+    """The lines the migration logs for each locking step: how many lock attempts it needed."""
+    return [StepLine(m["what"], int(m["attempts"]), int(m["ms"]), m["outcome"] == "gave up after")
+            for m in STEP_LOG.finditer(log)]
+
+
+LOGGED_WAIT = re.compile(r"process (?P<pid>\d+) (?P<event>still waiting for|acquired) (?P<mode>\w+) on "
+                         r"(?P<target>relation (?P<rel>\d+) of database \d+|.+?) after (?P<ms>[\d.]+) ms")
+
+
+@dataclass(frozen=True)
+class LoggedWait:
+    """A lock wait as the server itself measured it (log_lock_waits): from the moment the backend
+    began to wait to the moment it got the lock, to the microsecond."""
+
+    pid: int
+    mode: str
+    target: str
+    ms: float
+
+
+class LockWaitLog:
+    """The lock waits of ``role``'s sessions in ``db``, exact, from the server's log.
+
+    Sets ``log_lock_waits = on`` and ``deadlock_timeout = threshold_ms`` for ``role`` in this
+    database only (``ALTER ROLE ... IN DATABASE``; sessions opened afterwards take it): every wait
+    longer than ``threshold_ms`` is then logged twice, "still waiting ... after N ms" and, when
+    the backend gets the lock, "acquired ... after N ms". ``waits()`` reads the log written since
+    this object was made; ``unfinished()`` the waits that were logged but never ended with the lock
+    (a request cancelled or still waiting)."""
+
+    def __init__(self, db: Any, role: str = AUTH_ROLE, threshold_ms: int = 20) -> None:
+        self.db = db
+        self.role = role
+        self.threshold_ms = threshold_ms
+        db.sql(f'ALTER ROLE "{role}" IN DATABASE "{db.name}" SET log_lock_waits = on')
+        db.sql(f'ALTER ROLE "{role}" IN DATABASE "{db.name}" SET deadlock_timeout = \'{threshold_ms}ms\'')
+        self.offset = server_log_size(db)
+
+    def _events(self) -> list[tuple[str, LoggedWait]]:
+        path = self.db.server.logfile
+        with path.open("rb") as log:
+            log.seek(self.offset)
+            text = log.read().decode(errors="replace")
+        names: dict[str, str] = {}
+        events = []
+        for match in LOGGED_WAIT.finditer(text):
+            target = match["target"]
+            if match["rel"]:
+                rel = match["rel"]
+                if rel not in names:
+                    names[rel] = str(self.db.value("SELECT %s::oid::regclass::text", (int(rel),)))
+                target = names[rel]
+            events.append((match["event"], LoggedWait(int(match["pid"]), match["mode"], target, float(match["ms"]))))
+        return events
+
+    def waits(self) -> list[LoggedWait]:
+        """Every wait that ended with the lock, longest first."""
+        return sorted((w for event, w in self._events() if event == "acquired"), key=lambda w: w.ms, reverse=True)
+
+    def unfinished(self) -> list[LoggedWait]:
+        events = self._events()
+        done = {(w.pid, w.mode, w.target) for event, w in events if event == "acquired"}
+        return [w for event, w in events if event != "acquired" and (w.pid, w.mode, w.target) not in done]

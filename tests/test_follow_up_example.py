@@ -1,212 +1,176 @@
-"""The follow-up workflow: `alembic revision` carries the conventions, and the
-worked example of docs/FOLLOW-UP-REVISIONS.md (docs/examples/0008_display_name.py)
-does what the document says, on top of ghostsync's chain.
+"""The worked example of docs/FOLLOW-UP-REVISIONS.md does what the guide says.
 
-The example is not part of the chain: each test copies it into its own
-directory and adds that directory to ``version_locations``.
+docs/examples/display_name.py and docs/examples/backfill_display_name.py are
+the two revisions the guide walks through: what ``ghostsync revision`` writes
+on top of the example's base, filled in with the guide's edits
+(``tests.test_generator.fill_in_display_name``), and the data revision that
+backfills the new column. They are not part of any chain: they live under
+docs/, outside every ``version_locations``, with ids (``example_...``) that no
+revision of ghostsync or of a host can take. Each test copies them into a
+folder of its own.
+
+When ghostsync's chain moves on, the example keeps its base (its
+``down_revision``) and keeps working there: these tests run it from its base.
+``regenerate()`` rebuilds it on the current head (the guide says when).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import io
-import json
-import os
+import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
-from alembic.command import downgrade, revision, upgrade
+from alembic import command
 from alembic.config import Config
 
-from ghostsync import chain
+from ghostsync import chain, generator
+from ghostsync.testing.fixtures import SupabaseDatabase
 from tests.paths import REPO
-from tests.seeding import ghost_count
+from tests.test_generator import DATA_JOB, DATA_MESSAGE, MESSAGE, fill_in_display_name, write_project_ini
 
-EXAMPLE = REPO / "docs" / "examples" / "0008_display_name.py"
-GHOSTSYNC_VERSIONS = REPO / "ghostsync" / "migrations" / "versions"
-HEAD = chain.head()
-EXAMPLE_REVISION = "ghostsync_0008"
-SYNCED_FUNCTIONS = ("public.handle_new_user()", "public.handle_user_updated()")
-LONG_NAME = "Ω" * 300
+EXAMPLES = REPO / "docs" / "examples"
+FOLLOW_UP = EXAMPLES / "display_name.py"
+DATA = EXAMPLES / "backfill_display_name.py"
+FOLLOW_UP_ID, DATA_ID = "example_display_name", "example_backfill_display_name"
+CREATE_DATE = re.compile(r"^Create Date: (.+)$", re.MULTILINE)
 
 
-def load_example():
-    spec = importlib.util.spec_from_file_location("ghostsync_example_0008", EXAMPLE)
+def load(path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(f"example_{path.stem}", path)
+    assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
+def expected_sources(base: str, create_date: str) -> tuple[str, str]:
+    """What the generator and the guide's edits make on top of ``base``."""
+    script = chain.script_directory()
+    follow_up = fill_in_display_name(
+        generator.revision_source(MESSAGE, FOLLOW_UP_ID, base, create_date, chain.declared_at(base, script)))
+    example = load_text(follow_up, "expected_display_name")
+    declared = chain.declared_at(base, script)
+    declared.revision = FOLLOW_UP_ID
+    for column in example.DECLARES.columns:
+        declared.columns[column.name] = column
+    for function in example.DECLARES.functions:
+        declared.functions[function.signature] = function
+    for trigger in example.DECLARES.triggers:
+        declared.triggers[trigger.name] = trigger
+    data = generator.data_revision_source(DATA_MESSAGE, DATA_ID, FOLLOW_UP_ID, create_date, declared, DATA_JOB)
+    return follow_up, data
+
+
+def load_text(source: str, name: str) -> Any:
+    namespace: dict[str, Any] = {"__name__": name}
+    exec(compile(source, name, "exec"), namespace)
+    return argparse.Namespace(**namespace)
+
+
+def code_of(source: str) -> str:
+    """A revision without its docstring (the example's data revision says more than the TODO)."""
+    return source[source.index('"""\n', 3) + 4:]
+
+
+def regenerate() -> None:
+    """Rebuild the example on the chain's current head (``.venv/bin/python -c "from
+    tests.test_follow_up_example import regenerate; regenerate()"``); its data revision's docstring
+    is kept."""
+    head = chain.head(chain.script_directory())
+    create_date = CREATE_DATE.search(FOLLOW_UP.read_text())
+    assert create_date
+    follow_up, data = expected_sources(head, create_date.group(1))
+    kept_doc = DATA.read_text()[:DATA.read_text().index('"""\n', 3) + 4]
+    FOLLOW_UP.write_text(follow_up)
+    DATA.write_text(re.sub(r"^Revises: .*$", "Revises: example_display_name", kept_doc, flags=re.MULTILINE)
+                    + code_of(data))
+
+
+# -- where it lives ----------------------------------------------------------------------------------
+
+def test_the_example_can_never_clash_with_a_revision_id() -> None:
+    for ini in (chain.DEFAULT_INI, REPO / "alembic.ini"):
+        locations = generator.version_locations(chain.script_directory(ini))
+        assert EXAMPLES.resolve() not in locations
+        assert all(not EXAMPLES.resolve().is_relative_to(p) for p in locations)
+    assert (load(FOLLOW_UP).revision, load(DATA).revision) == (FOLLOW_UP_ID, DATA_ID)
+    assert not generator.OWN_ID.match(FOLLOW_UP_ID) and not FOLLOW_UP_ID.startswith("ghostsync_")
+    assert load(DATA).down_revision == FOLLOW_UP_ID
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == ["backfill_display_name.py", "display_name.py"]
+
+
+def test_the_example_is_what_the_generator_and_the_guides_edits_make() -> None:
+    example = load(FOLLOW_UP)
+    base = example.down_revision
+    assert base in chain.branch_revisions(chain.script_directory()), f"the example's base {base} left the chain"
+    create_date = CREATE_DATE.search(FOLLOW_UP.read_text())
+    assert create_date
+    follow_up, data = expected_sources(base, create_date.group(1))
+    assert FOLLOW_UP.read_text() == follow_up, (
+        "docs/examples/display_name.py is not what `ghostsync revision` and the guide's edits make on top of "
+        f"{base}: run tests.test_follow_up_example.regenerate() (docs/FOLLOW-UP-REVISIONS.md, 'The example')")
+    assert code_of(DATA.read_text()) == code_of(data)
+    at_base = chain.declared_at(base, chain.script_directory())
+    assert at_base.functions["ghostsync.handle_new_user()"] == example.PREVIOUS_HANDLE_NEW_USER
+    assert at_base.triggers["ghostsync_on_auth_user_updated"] == example.PREVIOUS_ON_AUTH_USER_UPDATED
+
+
+# -- on a database ----------------------------------------------------------------------------------
+
 @pytest.fixture
-def example_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "example_versions"
-    directory.mkdir()
-    shutil.copy(EXAMPLE, directory / EXAMPLE.name)
-    return directory
+def example_ini(tmp_path: Path) -> Path:
+    ini = write_project_ini(tmp_path / "project")
+    for path in (FOLLOW_UP, DATA):
+        shutil.copy(path, ini.parent / "versions" / path.name)
+    return ini
 
 
-def config_with_example(db, example_dir: Path, **x: str):
-    config = db.alembic_config(**x)
-    config.set_main_option("version_locations", f"{GHOSTSYNC_VERSIONS} {example_dir}")
-    return config
+def config(db: SupabaseDatabase, ini: Path, **x: str) -> Config:
+    cfg = Config(str(ini))
+    cfg.cmd_opts = argparse.Namespace(x=[f"database_url={db.url()}", *(f"{k}={v}" for k, v in x.items())])
+    cfg.attributes["configure_logger"] = False
+    return cfg
 
 
-def set_user_meta(db, uid, meta) -> None:
-    """The auth service's updateUser: unqualified table, as supabase_auth_admin."""
-    db.sql("UPDATE users SET raw_user_meta_data = %s, updated_at = now() WHERE id = %s",
-           (json.dumps(meta), str(uid)), user="supabase_auth_admin")
+def display_names(db: SupabaseDatabase) -> dict[str, str | None]:
+    return {str(k): v for k, v in db.sql("SELECT id::text, display_name FROM public.users")}
 
 
-def display_names(db) -> dict[str, str | None]:
-    return dict(db.sql("SELECT id::text, display_name FROM public.users"))
+def definitions(db: SupabaseDatabase) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    return (db.sql("SELECT proname::text, prosrc FROM pg_proc WHERE pronamespace = 'ghostsync'::regnamespace "
+                   "ORDER BY 1"),
+            db.sql("SET search_path = ''; SELECT tgname::text, pg_catalog.pg_get_triggerdef(oid) "
+                   "FROM pg_catalog.pg_trigger WHERE tgrelid = 'auth.users'::pg_catalog.regclass "
+                   "AND NOT tgisinternal ORDER BY 1"))
 
 
-def function_state(db, signature: str) -> tuple:
-    return tuple(db.sql(
-        "SELECT prosrc, prosecdef, proconfig, "
-        "has_function_privilege('anon', oid, 'EXECUTE'), "
-        "has_function_privilege('authenticated', oid, 'EXECUTE') "
-        "FROM pg_proc WHERE oid = to_regprocedure(%s)", (signature,))[0])
-
-
-def updated_trigger(db) -> str:
-    return db.value("SELECT pg_get_triggerdef(oid) FROM pg_trigger "
-                    "WHERE tgrelid = 'auth.users'::regclass AND tgname = 'on_auth_user_updated'")
-
-
-def display_name_runs(db) -> list[tuple]:
-    return db.sql("SELECT status, records_affected, details ->> 'batches' FROM public.cleanup_audit_log "
-                  "WHERE job_name = 'backfill_display_name' ORDER BY id")
-
-
-# -- the workflow, without a database ----------------------------------------------
-
-def test_alembic_revision_writes_a_file_with_the_conventions(tmp_path):
-    config = Config(str(chain.DEFAULT_INI))
-    config.attributes["configure_logger"] = False
-    config.set_main_option("version_locations", f"{GHOSTSYNC_VERSIONS} {tmp_path}")
-    revision(config, message="profiles carry display_name", rev_id="ghostsync_0999",
-                     version_path=str(tmp_path))
-    [written] = list(tmp_path.glob("ghostsync_0999_*.py"))
-    source = written.read_text()
-    for convention in (
-        'revision = "ghostsync_0999"',
-        f'down_revision = "{HEAD}"',
-        "from ghostsync.migrations.kit import execute_guarded",
-        "UPGRADE_SQL = r\"\"\"",
-        "DOWNGRADE_SQL = r\"\"\"",
-        "FUNCTIONS: dict[str, str] = {}",
-        "TRIGGERS: tuple[str, ...] = ()",
-        "SET search_path = ''",
-        "restores the\n  previous text exactly",
-        "never changes once released",
-    ):
-        assert convention in source, convention
-    compile(source, str(written), "exec")
-
-
-def test_example_revises_the_head_and_copies_the_previous_texts_verbatim():
-    example = load_example()
-    assert example.down_revision == HEAD, (
-        f"docs/examples/0008_display_name.py revises {example.down_revision}, the chain's head is {HEAD}: "
-        "bring the example (and its PREVIOUS_* texts) up to the head")
-    at_head = chain.installed_at(HEAD)
-    previous = {
-        "public.handle_new_user()": example.PREVIOUS_HANDLE_NEW_USER,
-        "public.handle_user_updated()": example.PREVIOUS_HANDLE_USER_UPDATED,
-    }
-    for signature, statement in previous.items():
-        assert chain.function_body(statement) == at_head.functions[signature], signature
-    for sql in example.FUNCTIONS.values():
-        assert "SECURITY DEFINER\nSET search_path = ''" in sql
-    assert set(example.FUNCTIONS) == set(SYNCED_FUNCTIONS)
-    assert set(example.TRIGGERS) <= set(at_head.triggers)
-
-
-def test_example_renders_offline(example_dir):
-    config = Config(str(REPO / "alembic.ini"), output_buffer=io.StringIO(),
-                    cmd_opts=argparse.Namespace(x=["batch_size=7"]))
-    config.attributes["configure_logger"] = False
-    config.set_main_option("version_locations", f"{GHOSTSYNC_VERSIONS} {example_dir}")
-    upgrade(config, f"{HEAD}:{EXAMPLE_REVISION}", sql=True)
-    sql = config.output_buffer.getvalue()
-    assert "ALTER TABLE public.users ADD COLUMN display_name text" in sql
-    assert "SET LOCAL lock_timeout" in sql
-    assert "'backfill_display_name'" in sql and "LIMIT 7" in sql
-
-
-# -- the example on a Supabase-like database ------------------------------------------
-
-def test_display_name_example_syncs_backfills_and_downgrades_exactly(db, example_dir):
-    db.upgrade()  # ghostsync's chain, head
-    before = {sig: function_state(db, sig) for sig in SYNCED_FUNCTIONS}
-    trigger_before = updated_trigger(db)
+def test_the_example_syncs_backfills_and_downgrades_exactly(db: SupabaseDatabase, example_ini: Path) -> None:
+    base = load(FOLLOW_UP).down_revision
+    command.upgrade(config(db, example_ini), base)
+    before = definitions(db)
     with db.auth() as auth:
-        named = auth.signup(email="ann@example.com", user_meta={"display_name": "Ann"})
-        long_named = auth.signup(email="long@example.com", user_meta={"display_name": LONG_NAME})
-        not_a_string = auth.signup(email="obj@example.com", user_meta={"display_name": {"role": "admin"}})
+        named = auth.signup(email="ann@example.com", user_meta={"full_name": "Ann"})
+        long_named = auth.signup(email="long@example.com", user_meta={"full_name": "Ω" * 300})
         unnamed = auth.signup(phone="+15550002222")
 
-    upgrade(config_with_example(db, example_dir, batch_size="2"), EXAMPLE_REVISION)
-    assert db.value("SELECT version_num FROM public.alembic_version") == EXAMPLE_REVISION
-
-    # The backfill filled the profiles of users who signed up before it.
+    command.upgrade(config(db, example_ini, batch_size="1"), DATA_ID)
     names = display_names(db)
-    assert names[str(named)] == "Ann"
-    assert names[str(long_named)] == "Ω" * 100, "cut to 100 characters"
-    assert names[str(not_a_string)] is None, "only a JSON string is copied"
-    assert names[str(unnamed)] is None
-    assert display_name_runs(db) == [("succeeded", 2, "2")], "4 profiles in batches of 2; 2 filled"
-
-    # The functions keep their security properties; the texts are the example's.
-    example = load_example()
-    for signature in SYNCED_FUNCTIONS:
-        prosrc, secdef, config, anon, authenticated = function_state(db, signature)
-        assert prosrc == chain.function_body(example.FUNCTIONS[signature])
-        assert (secdef, config, anon, authenticated) == (True, ['search_path=""'], False, False)
-
-    # A signup with a display name makes a profile that has it.
+    assert (names[str(named)], names[str(long_named)], names[str(unnamed)]) == ("Ann", "Ω" * 100, None)
+    assert db.sql("SELECT status, records_affected, details ->> 'batches' FROM public.cleanup_audit_log "
+                  "WHERE job_name = %s", (DATA_JOB,)) == [("succeeded", 2, "3")]
     with db.auth() as auth:
-        newcomer = auth.signup(email="bo@example.com", user_meta={"display_name": "Bo"})
-    assert display_names(db)[str(newcomer)] == "Bo"
-
-    # A metadata update follows; a sign-in or another metadata key writes nothing.
-    set_user_meta(db, newcomer, {"display_name": "Bo B."})
-    assert display_names(db)[str(newcomer)] == "Bo B."
-    stamp = db.value("SELECT updated_at FROM public.users WHERE id = %s", (str(newcomer),))
-    with db.auth() as auth:
-        auth.sign_in(newcomer)
-    set_user_meta(db, newcomer, {"display_name": "Bo B.", "theme": "dark"})
-    assert db.value("SELECT updated_at FROM public.users WHERE id = %s", (str(newcomer),)) == stamp
-    set_user_meta(db, newcomer, {"display_name": "<script>x</script>" * 20})
-    assert display_names(db)[str(newcomer)] == ("<script>x</script>" * 20)[:100], "stored as text, cut"
-
-    # A soft delete clears the metadata, and so the display name.
-    with db.auth() as auth:
+        newcomer = auth.signup(email="bo@example.com", user_meta={"full_name": "Bo"})
+        auth.admin_update_user(newcomer, user_meta={"full_name": "Bo B."})
         auth.soft_delete(named)
-    assert display_names(db)[str(named)] is None
+    names = display_names(db)
+    assert (names[str(newcomer)], names[str(named)]) == ("Bo B.", None)
     assert db.value("SELECT count(*) FROM ghostsync.sync_failures") == 0
 
-    # Downgrade: the previous function texts and trigger exactly; the column and its values stay.
     kept = display_names(db)
-    downgrade(config_with_example(db, example_dir), HEAD)
-    assert db.value("SELECT version_num FROM public.alembic_version") == HEAD
-    for signature in SYNCED_FUNCTIONS:
-        assert function_state(db, signature) == before[signature]
-        assert before[signature][0] == chain.installed_at(HEAD).functions[signature]
-    assert updated_trigger(db) == trigger_before
-    assert display_names(db) == kept
-
-    # While downgraded nothing copies display names; the re-upgrade's backfill does.
-    with db.auth() as auth:
-        meanwhile = auth.signup(email="cy@example.com", user_meta={"display_name": "Cy"})
-    set_user_meta(db, long_named, {"display_name": "Lo"})
-    assert display_names(db)[str(meanwhile)] is None
-    upgrade(config_with_example(db, example_dir), EXAMPLE_REVISION)
-    names = display_names(db)
-    assert (names[str(meanwhile)], names[str(long_named)]) == ("Cy", "Lo")
-    assert [run[:2] for run in display_name_runs(db)] == [("succeeded", 2), ("succeeded", 2)]
-    assert ghost_count(db) == 0
-    assert updated_trigger(db) != trigger_before
+    command.downgrade(config(db, example_ini), base)
+    assert definitions(db) == before, "the downgrade restores the base's texts exactly"
+    assert display_names(db) == kept, "the column and its values stay"

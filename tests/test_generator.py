@@ -189,7 +189,7 @@ class Project:
 
 
 def revision_of(path: Path) -> str:
-    match = re.search(r'^revision = "([^"]+)"$', path.read_text(), re.MULTILINE)
+    match = re.search(r"""^revision(?:: str)? = ["']([^"']+)["']$""", path.read_text(), re.MULTILINE)
     assert match, path
     return match.group(1)
 
@@ -325,8 +325,8 @@ def test_the_unedited_skeleton_passes_lint(skeleton: Project, tmp_path: Path) ->
     lint(skeleton.files, skeleton.ini, tmp_path)
 
 
-def test_the_unedited_skeleton_passes_its_own_tests(skeleton: Project, pg: Any) -> None:
-    run_generated_tests(skeleton, pg.major)
+def test_the_unedited_skeleton_passes_its_own_tests(skeleton: Project, supabase_pg_major: int) -> None:
+    run_generated_tests(skeleton, supabase_pg_major)
 
 
 def test_the_filled_in_follow_up_and_its_data_revision_pass_lint(project: Project, tmp_path: Path) -> None:
@@ -341,8 +341,8 @@ def test_the_filled_in_follow_up_and_its_data_revision_pass_lint(project: Projec
     assert "ALTER TABLE" not in data.OFFLINE_TEMPLATE and "kit.step" not in project.files[2].read_text()
 
 
-def test_the_filled_in_revisions_pass_their_own_tests(project: Project, pg: Any) -> None:
-    run_generated_tests(project, pg.major)
+def test_the_filled_in_revisions_pass_their_own_tests(project: Project, supabase_pg_major: int) -> None:
+    run_generated_tests(project, supabase_pg_major)
 
 
 # -- where revisions go ----------------------------------------------------------------------------

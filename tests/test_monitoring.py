@@ -26,6 +26,7 @@ AVAILABLE`` (tests/reliability.py); the dashboard's build (marker
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -532,3 +533,77 @@ def test_alerts_and_dashboard_on_a_real_prometheus(db, stack, tmp_path):
             assert ghostsync_series(result), f"{name} returned no ghostsync series: {result}"
     reliability.record(f"pg{db.owner.major} Prometheus: {len(rules)} rules' expressions and "
                        f"{len(dashboard_queries())} dashboard queries evaluated, each returned ghostsync series")
+
+
+# -- part three: progress where there is no terminal --------------------------------------------------
+
+PROGRESS_INTERVAL_S = 0.3
+# `ghostsync backfill` (ghostsync/progress.py) and the backfill revisions in `migrate upgrade head`
+# (kit.backfill): rows walked, ghosts repaired, rate and an estimate of the time left
+CLI_PROGRESS = re.compile(r"^backfill: (?P<walked>[\d,]+)/~[\d,]+ \(\d+%\) walked, (?P<repaired>[\d,]+) repaired, "
+                          r"[\d,]+/s(, ~[\d,]+ s left)?$")
+MIGRATE_PROGRESS = re.compile(r"ghostsync: backfill_ghost_users: (?P<walked>\d+) auth user\(s\) walked, "
+                              r"(?P<repaired>\d+) repaired, .*?[\d,.]+/s.*?left")
+
+
+def timed_lines(argv: list[str], env: dict[str, str], timeout: float = 300) -> tuple[int, list[tuple[float, str]]]:
+    """Run ``argv`` with its output on pipes (no terminal); every line of standard error with the
+    moment it arrived. Bounded by ``timeout``."""
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    lines: list[tuple[float, str]] = []
+    deadline = time.monotonic() + timeout
+    assert proc.stderr is not None
+    try:
+        for line in proc.stderr:
+            lines.append((time.monotonic(), line.rstrip("\n")))
+            if time.monotonic() > deadline:
+                break
+        proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    return proc.returncode, lines
+
+
+def assert_steady(matched: list[tuple[float, re.Match[str]]], interval_s: float) -> None:
+    assert len(matched) >= 3, f"only {len(matched)} progress line(s)"
+    walked = [int(m["walked"].replace(",", "")) for _, m in matched]
+    assert walked == sorted(walked) and walked[-1] > walked[0], walked
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(matched)]
+    # never more often than the interval (a little slack for the pipe), never much less often
+    assert min(gaps) >= interval_s * 0.8, gaps
+    assert max(gaps) <= interval_s + 1.5, gaps
+
+
+def test_backfill_logs_progress_without_a_terminal(db):
+    from tests.seeding import seed_bulk_ghosts
+
+    db.upgrade()
+    seed_bulk_ghosts(db, 40_000)
+    env = dict(os.environ, DATABASE_URL=db.url(), GHOSTSYNC_PROGRESS_INTERVAL=f"{int(PROGRESS_INTERVAL_S * 1000)}ms")
+    code, lines = timed_lines([sys.executable, "-m", "ghostsync", "backfill", "--batch-size", "200"], env)
+    assert code == 0, lines[-5:]
+    matched = [(at, m) for at, line in lines if (m := CLI_PROGRESS.match(line))]
+    assert_steady(matched, PROGRESS_INTERVAL_S)
+    assert any(", ~" in m.group(0) and " s left" in m.group(0) for _, m in matched), "an estimate of the time left"
+    assert int(matched[-1][1]["repaired"].replace(",", "")) > 0
+    reliability.record(f"pg{db.owner.major} ghostsync backfill without a terminal: {len(matched)} progress lines, "
+                       f"every {PROGRESS_INTERVAL_S:.1f} s; last: {matched[-1][1].group(0)!r}")
+
+
+def test_upgrade_head_logs_backfill_progress_without_a_terminal(db):
+    from tests.seeding import seed_bulk_ghosts
+
+    seed_bulk_ghosts(db, 40_000)
+    env = dict(os.environ, DATABASE_URL=db.url())
+    code, lines = timed_lines([sys.executable, "-m", "ghostsync", "migrate", "-x", "batch_size=200",
+                               "-x", f"progress_interval={int(PROGRESS_INTERVAL_S * 1000)}ms",
+                               "upgrade", "head"], env)
+    assert code == 0, lines[-5:]
+    matched = [(at, m) for at, line in lines if (m := MIGRATE_PROGRESS.search(line))]
+    assert_steady(matched, PROGRESS_INTERVAL_S)
+    assert int(matched[-1][1]["repaired"]) > 0
+    reliability.record(f"pg{db.owner.major} migrate upgrade head without a terminal: {len(matched)} backfill "
+                       f"progress lines, every {PROGRESS_INTERVAL_S:.1f} s; last: {matched[-1][1].group(0)!r}")

@@ -158,7 +158,9 @@ def test_failed_backfill_is_logged_failed_and_fails_the_migration(db):
     assert version(db) == "ghostsync_0002", "the backfill revision is not recorded as applied"
     [(status, _, finished, details)] = audit_rows(db)
     assert (status, finished) == ("failed", True)
-    assert "check constraint" in details["error"]
+    assert "check constraint" in details["error"] and details["error"].startswith("23514 ")
+    assert "example.com" not in details["error"], "SQLSTATE and message only: the DETAIL holds row data"
+    assert "example.com" not in out
     db.sql("ALTER TABLE public.users DROP CONSTRAINT users_email_check", user="postgres")
     db.upgrade()
     assert ghost_count(db) == 0

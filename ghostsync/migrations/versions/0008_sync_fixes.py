@@ -74,9 +74,9 @@ BEGIN
   END IF;
   -- The pre-release ghostsync commented the tables it created, and only those.
   profiles_created := obj_description('public.users'::regclass, 'pg_class')
-                      = 'One profile per auth.users row, kept by ghostsync.';
+                      IS NOT DISTINCT FROM 'One profile per auth.users row, kept by ghostsync.';
   audit_created := obj_description('public.cleanup_audit_log'::regclass, 'pg_class')
-                   = 'One row per ghostsync job run.';
+                   IS NOT DISTINCT FROM 'One row per ghostsync job run.';
   INSERT INTO ghostsync.objects (kind, name, created, revision, owner) VALUES
     ('schema', 'ghostsync', true, 'ghostsync_0008', current_user),
     ('table', 'public.users', profiles_created, 'ghostsync_0008', current_user),
