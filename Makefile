@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 LINT_STAMP := $(VENV)/.lint-stamp
 PG_VERSIONS ?= 15 17
 
-.PHONY: demo test servers venv clean lint bench db db-stop dist pgtap
+.PHONY: demo test servers prometheus venv clean lint bench db db-stop dist pgtap
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ pgtap: venv
 	@{ command -v pg_prove >/dev/null 2>&1 && [ -f /usr/share/postgresql/15/extension/pgtap.control ] ; } || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && { DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl >/dev/null 2>&1 ; } ; } ; } || echo "pgTAP: not installed (needs root and apt-get); the pgTAP tests will report NOT AVAILABLE"
 	@$(PY) -m ghostsync.pgtap install $(PG_VERSIONS)
 
+# Debian's prometheus (with promtool) and prometheus-node-exporter for the monitoring tests; Debian starts
+# both as services on install (ports 9090, 9100): stopped, the tests run their own on 127.0.0.1.
+prometheus:
+	@{ command -v promtool >/dev/null 2>&1 && command -v prometheus-node-exporter >/dev/null 2>&1 ; } || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && { DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus prometheus-node-exporter >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus prometheus-node-exporter >/dev/null 2>&1 ; } ; } && { for s in prometheus prometheus-node-exporter; do systemctl disable --now $$s >/dev/null 2>&1 || service $$s stop >/dev/null 2>&1 ; done ; true ; } ; } || echo "Prometheus: not installed (needs root and apt-get); the monitoring tests that need it will not run"
+
 demo: venv
 	$(PY) -m ghostsync.testing.demo
 
@@ -51,7 +56,7 @@ dist: venv
 	rm -rf dist
 	$(PY) -m build --outdir dist .
 
-test: servers
+test: servers prometheus
 	GHOSTSYNC_PG_VERSIONS="$(shell echo $(PG_VERSIONS) | tr ' ' ',')" $(PY) -m pytest
 
 # ratios measured side by side on a throwaway PostgreSQL; writes bench/results.json (docs/PERFORMANCE.md)

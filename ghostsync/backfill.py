@@ -244,7 +244,7 @@ def _batch_row_by_row(
     """The failed batch again, halved until each bad ghost stands alone; those are recorded, not retried."""
     rows = conn.execute(_statement(ghost_ids), {"after": after, "batch_size": batch_size}).all()
     if not rows:
-        return None, 0, 0, 0
+        return None, 0, 0
     # a ghost this run already found it cannot repair (the walk, then the sweep) is not tried twice
     ghosts = [str(user_id) for user_id, is_ghost in rows if is_ghost and str(user_id) not in known_bad]
     repaired, bad = _repair_halving(conn, steps, ghosts)
@@ -365,7 +365,8 @@ def statements_for(declared: Declared) -> BackfillStatements:
         "WHERE CAST(:after AS uuid) IS NULL OR u.id > CAST(:after AS uuid)\n"
         "ORDER BY u.id LIMIT :batch_size"
     )
-    ghosts_of_batch = "ARRAY(SELECT b.id FROM batch AS b WHERE (SELECT 1 FROM public.users AS p WHERE p.id = b.id) IS NULL)"
+    ghosts_of_batch = ("ARRAY(SELECT b.id FROM batch AS b\n"
+                       "      WHERE (SELECT 1 FROM public.users AS p WHERE p.id = b.id) IS NULL)")
     sweep = (
         "SELECT u.id FROM auth.users AS u\n"
         "WHERE (CAST(:after AS uuid) IS NULL OR u.id > CAST(:after AS uuid))\n"

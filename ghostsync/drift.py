@@ -195,11 +195,13 @@ def _tables(conn: Connection, registered: dict[tuple[str, str], dict[str, Any]])
     for name in ("public.users", "public.cleanup_audit_log", "ghostsync.sync_failures"):
         row = conn.execute(text(
             "SELECT c.relrowsecurity,"
-            " (SELECT array_agg(DISTINCT r.rolname || ' ' || g.privilege_type ORDER BY r.rolname || ' ' || g.privilege_type)"
+            " (SELECT array_agg(DISTINCT r.rolname || ' ' || g.privilege_type"
+            "                   ORDER BY r.rolname || ' ' || g.privilege_type)"
             "  FROM aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) AS g"
             "  JOIN pg_roles AS r ON r.oid = g.grantee"
             "  WHERE r.rolname IN ('anon', 'authenticated')) AS api_privileges,"
-            " (SELECT array_agg(DISTINCT r.rolname || ' ' || g.privilege_type ORDER BY r.rolname || ' ' || g.privilege_type)"
+            " (SELECT array_agg(DISTINCT r.rolname || ' ' || g.privilege_type"
+            "                   ORDER BY r.rolname || ' ' || g.privilege_type)"
             "  FROM pg_depend AS d JOIN pg_class AS s ON s.oid = d.objid AND s.relkind = 'S'"
             "  CROSS JOIN LATERAL aclexplode(coalesce(s.relacl, acldefault('s', s.relowner))) AS g"
             "  JOIN pg_roles AS r ON r.oid = g.grantee"

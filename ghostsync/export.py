@@ -115,12 +115,13 @@ def statements(sql: str) -> list[str]:
 
 def upgrade_statements(rev: Script, ini: Path, x: Mapping[str, str] | None = None) -> list[str]:
     """The statements ``ghostsync migrate upgrade PREV:REV --sql`` runs for ``rev`` (bookkeeping left out)."""
-    target = rev.revision if rev.down_revision is None else f"{rev.down_revision}:{rev.revision}"
+    down = _down(rev)
+    target = rev.revision if down is None else f"{down}:{rev.revision}"
     return statements(_offline(ini, dict(x or {}), "upgrade", target))
 
 
 def downgrade_statements(rev: Script, ini: Path, x: Mapping[str, str] | None = None) -> list[str]:
-    return statements(_offline(ini, dict(x or {}), "downgrade", f"{rev.revision}:{rev.down_revision or 'base'}"))
+    return statements(_offline(ini, dict(x or {}), "downgrade", f"{rev.revision}:{_down(rev) or 'base'}"))
 
 
 # The kit's offline job loop (the backfill's and the resync's OFFLINE_TEMPLATE), and how it is bounded.
@@ -160,11 +161,11 @@ def bound_job(statement: str, limit: int) -> tuple[str, str | None]:
         f"    RAISE NOTICE 'ghostsync: {job} %', replace({_literal(stopped)}, '{{n}}', total::text);\n"
         "  END IF;\n"
     )
-    bounded = statement.replace(_LOOP_END, "    n_batches := n_batches + 1;\n"
-                                           f"    -- the CLI's one transaction: bounded (unless nothing is left to walk)\n"
-                                           f"    EXIT WHEN total >= {limit} AND EXISTS (SELECT 1 FROM auth.users AS more "
-                                           "WHERE more.id > after_id);\n"
-                                           "  END LOOP;\n")
+    bounded = statement.replace(_LOOP_END, (
+        "    n_batches := n_batches + 1;\n"
+        "    -- the CLI's one transaction: bounded (unless nothing is left to walk)\n"
+        f"    EXIT WHEN total >= {limit} AND EXISTS (SELECT 1 FROM auth.users AS more WHERE more.id > after_id);\n"
+        "  END LOOP;\n"))
     return bounded.replace(_FINISH, finish), job
 
 
@@ -206,13 +207,18 @@ def _ancestors(script: ScriptDirectory, rev: Script) -> list[str]:
     return [r.revision for r in chain.path_to(script, rev.revision) if r.revision != rev.revision]
 
 
-def render_upgrade(rev: Script, script: ScriptDirectory, ini: Path, *, x: Mapping[str, str] | None = None,
-                   backfill_limit: int = DEFAULT_BACKFILL_LIMIT) -> str:
-    """The migration file of revision ``rev`` (see the module doc)."""
+def _down(rev: Script) -> str | None:
     down = rev.down_revision
     if isinstance(down, (tuple, list)):
         raise GhostsyncError(f"revision {rev.revision} merges {', '.join(down)}: export-supabase writes a linear "
                              "chain only")
+    return down
+
+
+def render_upgrade(rev: Script, script: ScriptDirectory, ini: Path, *, x: Mapping[str, str] | None = None,
+                   backfill_limit: int = DEFAULT_BACKFILL_LIMIT) -> str:
+    """The migration file of revision ``rev`` (see the module doc)."""
+    down = _down(rev)
     body = upgrade_statements(rev, ini, x)
     jobs = []
     for n, sql in enumerate(body):
@@ -286,7 +292,7 @@ def render_rollback(target: str | None, script: ScriptDirectory, ini: Path, *,
     blocks = []
     n = 0
     for rev in undo:
-        down = rev.down_revision
+        down = _down(rev)
         lines = [f"  IF at = {_literal(rev.revision)} THEN"]
         for sql in downgrade_statements(rev, ini, x):
             n += 1
@@ -387,8 +393,8 @@ def export_supabase(directory: Path, config: str | Path | None = None, rollback_
         raise GhostsyncError("the backfill limit must be at least 1")
     directory.mkdir(parents=True, exist_ok=True)
     if rollback_to is not None:
-        target = None if rollback_to in ("base", "ghostsync@base") else rollback_to
-        text = render_rollback(target, script, ini, x=settings)
+        back_to = None if rollback_to in ("base", "ghostsync@base") else rollback_to
+        text = render_rollback(back_to, script, ini, x=settings)
         [stamp] = _stamps(directory, 1, now)
         path = directory / f"{stamp}_ghostsync_{ROLLBACK_STEM}{rollback_to.replace('@', '_')}.sql"
         path.write_text(text)
@@ -401,7 +407,7 @@ def export_supabase(directory: Path, config: str | Path | None = None, rollback_
         raise GhostsyncError(
             f"{directory} holds ghostsync's migrations after {path_to_head[missing[0]].revision} but not its file: "
             "restore it (from version control) rather than export it again with a newer timestamp")
-    written = []
+    written: list[Path] = []
     for stamp, n in zip(_stamps(directory, len(missing), now), missing, strict=True):
         rev = path_to_head[n]
         target = directory / f"{stamp}_ghostsync_{stems[n]}.sql"

@@ -179,6 +179,37 @@ def _create_date(parent: str, script: ScriptDirectory, now: datetime | None = No
     return now.strftime("%Y-%m-%d %H:%M:%S")
 
 
+def ambiguous_at_merge(script: ScriptDirectory, head: str) -> list[str]:
+    """Functions and triggers that both parents of the merge ``head`` replaced, differently, and that
+    the merge does not declare itself: what the merged head leaves in place there depends on the
+    order the parents were applied in, so no previous text can be written for them."""
+    rev = script.get_revision(head)
+    parents = list(rev._versioned_down_revisions) if rev is not None else []
+    if len(parents) < 2:
+        return []
+    own = chain.declaration(rev)
+    settled = {f.signature for f in own.functions} | {t.name for t in own.triggers} | set(own.removes)
+    sides = [chain.declared_at(parent, script) for parent in parents]
+    lineage = {by: {r.revision for r in chain.path_to(script, by)}
+               for side in sides for by in side.declared_by.values()}
+    found = []
+    keys = sorted({k for side in sides for k in (*side.functions, *side.triggers)} - settled)
+    for key in keys:
+        versions = {}
+        for side in sides:
+            text = side.functions[key].create if key in side.functions else (
+                side.triggers[key].definition if key in side.triggers else None)
+            by = side.declared_by.get(key)
+            if text is not None and by is not None:
+                versions[by] = text
+        # a side whose text an other side's declaring revision descends from was superseded by it
+        latest = {by: text for by, text in versions.items()
+                  if not any(other != by and by in lineage[other] for other in versions)}
+        if len(set(latest.values())) > 1:
+            found.append(key)
+    return found
+
+
 # -- Python text ------------------------------------------------------------------------------------
 
 def py_str(text: str) -> str:
@@ -727,6 +758,15 @@ def signups_never_fail(db: SupabaseDatabase) -> None:
         db.sql("ALTER TABLE public.users DROP CONSTRAINT app_refuses_new_profiles")
     assert db.value("SELECT count(*) FROM auth.users WHERE id = %s", (str(refused),)) == 1
     assert db.value("SELECT count(*) FROM ghostsync.sync_failures WHERE user_id = %s", (str(refused),)) == 1
+
+
+def test_renders_offline() -> None:
+    import io
+
+    cfg = Config(str(ALEMBIC_INI), output_buffer=io.StringIO())
+    cfg.attributes["configure_logger"] = False
+    command.upgrade(cfg, f"{{previous()}}:{{REVISION}}", sql=True)
+    assert f"version_num='{{REVISION}}'" in cfg.output_buffer.getvalue()
 '''
 
 TEST_DDL = '''
@@ -791,15 +831,6 @@ def test_upgrade_installs_what_it_declares_and_downgrade_restores_the_previous_t
 def test_signups_never_fail(database: SupabaseDatabase) -> None:
     upgrade(database, REVISION)
     signups_never_fail(database)
-
-
-def test_renders_offline() -> None:
-    import io
-
-    cfg = Config(str(ALEMBIC_INI), output_buffer=io.StringIO())
-    cfg.attributes["configure_logger"] = False
-    command.upgrade(cfg, f"{{previous()}}:{{REVISION}}", sql=True)
-    assert f"version_num='{{REVISION}}'" in cfg.output_buffer.getvalue()
 '''
 
 TEST_DATA = '''
@@ -836,7 +867,7 @@ def test_signups_never_fail(database: SupabaseDatabase) -> None:
 '''
 
 
-def test_source(revision: str, target: Target, data: bool) -> str:
+def revision_test_source(revision: str, target: Target, data: bool) -> str:
     """The test of ``revision``, written into ``target.tests``."""
     if target.own:
         ini_expression = "chain.DEFAULT_INI"
@@ -877,6 +908,12 @@ def write_follow_up(message: str, config: str | Path | None = None, version_path
         down_revision = chain.head(script)
     except chain.ChainError as exc:
         raise GhostsyncError(str(exc)) from None
+    ambiguous = ambiguous_at_merge(script, down_revision)
+    if ambiguous:
+        raise GhostsyncError(
+            f"the merge {down_revision} leaves {', '.join(ambiguous)} ambiguous: both of its parents replaced "
+            "them differently; give the merge revision the combined text (declare it in its DECLARES and "
+            "install it in its upgrade()), then write the follow-up")
     target = locate(script, ini, version_path)
     if tests_path is not None:
         target = Target(folder=target.folder, tests=Path(tests_path).resolve(), own=target.own, ini=target.ini)
@@ -901,7 +938,7 @@ def write_follow_up(message: str, config: str | Path | None = None, version_path
             raise GhostsyncError(f"{existing} exists already: nothing written")
     target.tests.mkdir(parents=True, exist_ok=True)
     path.write_text(source)
-    test_path.write_text(test_source(revision, target, data_job is not None))
+    test_path.write_text(revision_test_source(revision, target, data_job is not None))
     return [path, test_path]
 
 
@@ -912,6 +949,6 @@ __all__ = [
     "installed_location",
     "locate",
     "revision_source",
-    "test_source",
+    "revision_test_source",
     "write_follow_up",
 ]

@@ -102,7 +102,8 @@ objects = Table(
     Column("owner", Text, nullable=False),
     Column("recorded_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
     schema="ghostsync",
-    comment="What ghostsync created (created) or adopted (not created); nothing else is ever replaced or dropped by it.",
+    comment=("What ghostsync created (created) or adopted (not created); "
+             "nothing else is ever replaced or dropped by it."),
 )
 
 GHOSTSYNC_TABLES = (profiles, audit_log, sync_failures, objects)

@@ -152,7 +152,8 @@ def _require(conn: Connection) -> None:
         raise StatusError("no_auth_schema", "no auth.users in this database: is DATABASE_URL a Supabase database?")
     if not checks[1]:
         raise StatusError("not_installed",
-                          "public.users does not exist: ghostsync is not installed; run `ghostsync migrate upgrade head`")
+                          "public.users does not exist: ghostsync is not installed; "
+                          "run `ghostsync migrate upgrade head`")
 
 
 def _last_run(conn: Connection, job: str) -> dict[str, Any] | None:

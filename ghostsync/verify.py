@@ -268,7 +268,8 @@ columns AS MATERIALIZED (
   FROM status AS s
   CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(s.declared -> 'columns') WITH ORDINALITY AS x(c, n)
   LEFT JOIN LATERAL (
-    SELECT true AS present, pg_catalog.regexp_replace(pg_catalog.format_type(a.atttypid, NULL), '^.*\.', '') AS type_name,
+    SELECT true AS present,
+           pg_catalog.regexp_replace(pg_catalog.format_type(a.atttypid, NULL), '^.*\.', '') AS type_name,
            CASE WHEN a.atttypid IN ('pg_catalog.varchar'::pg_catalog.regtype, 'pg_catalog.bpchar'::pg_catalog.regtype)
                      AND a.atttypmod > 4 THEN a.atttypmod - 4 END AS length,
            a.attnotnull

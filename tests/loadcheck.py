@@ -549,9 +549,16 @@ class LockWaitLog:
     longer than ``threshold_ms`` is then logged twice, "still waiting ... after N ms" and, when
     the backend gets the lock, "acquired ... after N ms". ``waits()`` reads the log written since
     this object was made; ``unfinished()`` the waits that were logged but never ended with the lock
-    (a request cancelled or still waiting)."""
+    (a request cancelled or still waiting).
 
-    def __init__(self, db: Any, role: str = AUTH_ROLE, threshold_ms: int = 20) -> None:
+    ``deadlock_timeout`` is also when a waiting backend looks for a deadlock, and the one that finds
+    it is cancelled. A DROP TRIGGER through supautils locks auth.users, then auth.audit_log_entries,
+    while a sign-in holds audit_log_entries and wants users: a cycle, which ghostsync's per-lock
+    lock_timeout (80 ms there) must end before the request's deadlock check does. So the threshold
+    stays well above twice that (200 ms; PostgreSQL's default is 1 s): lowering it would make the
+    instrument, not ghostsync, cancel requests."""
+
+    def __init__(self, db: Any, role: str = AUTH_ROLE, threshold_ms: int = 200) -> None:
         self.db = db
         self.role = role
         self.threshold_ms = threshold_ms

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -20,8 +17,6 @@ from tests.seeding import (
     duplicate_count,
     ghost_count,
     ghostsync_cli,
-    profiles,
-    seed_app_with_profiles,
     seed_bulk_ghosts,
     seed_ghosts,
 )

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 from ghostsync.testing.fixtures import supabase_database
-from tests.paths import REPO
 from tests.catalog import fingerprint
+from tests.paths import REPO
 from tests.seeding import audit_rows, duplicate_count, ghost_count, profiles, seed_app_with_profiles, seed_ghosts
 
 

@@ -35,7 +35,8 @@ def _not_available(reason: str) -> None:
 @pytest.fixture
 def prove(db: SupabaseDatabase, tmp_path: Path):
     """Run the exported pgTAP file against ``db`` as ``supabase test db`` does; returns (code, results, output)."""
-    binary = shutil.which("pg_prove")
+    override = os.environ.get("GHOSTSYNC_PG_PROVE")  # as GHOSTSYNC_PGBOUNCER: a path, or anything else for none
+    binary = (override if os.access(override, os.X_OK) else None) if override else shutil.which("pg_prove")
     if binary is None:
         _not_available("no pg_prove: Debian's libtap-parser-sourcehandler-pgtap-perl")
     sharedir = Path(db.value("SELECT setting FROM pg_config WHERE name = 'SHAREDIR'"))

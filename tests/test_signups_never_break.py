@@ -97,7 +97,8 @@ def test_any_error_in_the_profile_write_lets_every_write_commit(head):
     proc = ghostsync_cli(db, "repair")
     # the deleted SSO user's record clears (nothing left to write); the other three still fail
     assert proc.returncode == 1 and "1 failed sync(s) repaired, 3 still failing" in proc.stdout
-    assert "still failing (backfill_ghost_users): 3 ghost(s) could not be repaired (recorded in ghostsync.sync_failures)" in proc.stderr
+    assert ("still failing (backfill_ghost_users): 3 ghost(s) could not be repaired "
+            "(recorded in ghostsync.sync_failures)") in proc.stderr
     db.sql("DROP TRIGGER app_rejects ON public.users", user="postgres")
     proc = ghostsync_cli(db, "repair")
     assert proc.returncode == 0, proc.stdout + proc.stderr

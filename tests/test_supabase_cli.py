@@ -77,8 +77,8 @@ def state(db: SupabaseDatabase, *, with_times: bool = False) -> dict:
             "SELECT p.oid::regprocedure::text, pg_get_functiondef(p.oid), p.prosecdef, p.proconfig, p.proacl::text, "
             "pg_get_userbyid(p.proowner) FROM pg_proc p WHERE p.pronamespace = 'ghostsync'::regnamespace ORDER BY 1"),
         "triggers": db.sql(
-            "SELECT tgrelid::regclass::text, tgname, pg_get_triggerdef(oid), tgenabled FROM pg_trigger "
-            "WHERE tgrelid IN ('auth.users'::regclass, to_regclass('public.users')) AND NOT tgisinternal ORDER BY 1, 2"),
+            "SELECT tgrelid::regclass::text, tgname, pg_get_triggerdef(oid), tgenabled FROM pg_trigger WHERE tgrelid "
+            "IN ('auth.users'::regclass, to_regclass('public.users')) AND NOT tgisinternal ORDER BY 1, 2"),
         "grants": db.sql(
             "SELECT c.oid::regclass::text, c.relkind, c.relrowsecurity, pg_get_userbyid(c.relowner), c.relacl::text "
             "FROM pg_class c WHERE c.relnamespace IN ('public'::regnamespace, to_regnamespace('ghostsync')) "
@@ -285,7 +285,7 @@ def test_db_push_takes_the_files_after_the_teams_newer_migration(db, tmp_path):
     (migrations / "20261124000001_ghostsync_0001_base_tables.sql").unlink()
     export_supabase(migrations, now=T0)
     result = pushed(db, migrations)
-    assert [f.migration.name for f in result.files][0] == "ghostsync_0001_base_tables"
+    assert result.files[0].migration.name == "ghostsync_0001_base_tables"
     assert len(history(db)) == 10 and status_of(db).healthy
 
 

@@ -27,7 +27,8 @@ from ghostsync.urls import normalize
 from tests.seeding import seed_app_with_profiles, seed_ghosts
 
 SCRIPT = verify.script()
-MONOTONIC = ("failed_profile_writes", "auth_users_inserted", "auth_users_deleted", "profiles_inserted", "trigger_calls", "trigger_seconds")
+MONOTONIC = ("failed_profile_writes", "auth_users_inserted", "auth_users_deleted", "profiles_inserted",
+             "trigger_calls", "trigger_seconds")
 
 
 def run_script(db: SupabaseDatabase, sql: str = SCRIPT, user: str = "postgres") -> dict:

@@ -79,7 +79,7 @@ def comparison_metadata(default_schema: str | None) -> MetaData:
     """
     compared = MetaData()
     for table in metadata.sorted_tables:
-        table.to_metadata(compared, schema=None if table.schema == default_schema else table.schema)
+        table.to_metadata(compared, schema=None if table.schema == default_schema else table.schema)  # type: ignore[arg-type]
     return compared
 
 
@@ -186,7 +186,7 @@ def _refuse_a_downgrade_that_cannot_finish(connection: Connection) -> None:
         return
     steps = list(plan(migration.get_current_heads(), migration))
     drops = [step for step in steps if not step.is_upgrade
-             and getattr(getattr(step.revision.module, "DECLARES", None), "triggers", ())]
+             and bool(getattr(getattr(step.revision.module, "DECLARES", None), "triggers", None))]
     if not drops:
         return
     with connection.begin_nested() if connection.in_transaction() else connection.begin():

@@ -17,7 +17,7 @@ import sys
 import psycopg2
 from sqlalchemy import create_engine
 
-from ghostsync import health, status
+from ghostsync import health, names, status
 from ghostsync.testing import binaries
 from ghostsync.testing.authservice import AUTH_ROLE, AuthService
 from ghostsync.testing.server import ThrowawayServer
@@ -100,16 +100,16 @@ def run_demo(ordinary: int = 20) -> int:
             _say("== after")
             _say(f"   auth users: {health.count_auth_users(conn)}, profiles: {health.count_profiles(conn)}, "
                  f"ghosts: {health.count_ghosts(conn)}, orphans: {health.count_orphans(conn)}")
-            for row in health.last_runs(conn, "backfill_ghost_users", limit=1):
+            for row in health.last_runs(conn, names.BACKFILL_JOB, limit=1):
                 _say(f"   audit: job={row['job_name']} status={row['status']} "
                      f"records_affected={row['records_affected']} started={row['started_at']:%H:%M:%S} "
                      f"finished={row['finished_at']:%H:%M:%S}")
         with engine.connect() as conn:
-            found = status.collect(conn)
-        for name, state in found.triggers.items():
+            final = status.collect(conn)
+        for name, state in final.triggers.items():
             _say(f"   trigger {name} on {state['table']}: {state['state']}, calls {state['function']}")
-        _say(f"   ghostsync status: {'HEALTHY' if found.healthy else 'UNHEALTHY'} at {found.revision}")
-        healthy = found.healthy and found.ghosts == 0 and profile is not None
+        _say(f"   ghostsync status: {'HEALTHY' if final.healthy else 'UNHEALTHY'} at {final.revision}")
+        healthy = final.healthy and final.ghosts == 0 and profile is not None
         engine.dispose()
     _say("== throwaway server stopped and removed")
     return 0 if healthy else 1

@@ -439,7 +439,7 @@ def apply_files(url: str, migrations: list[Migration], result: PushResult | None
             conn.execute("RESET ALL")  # no parameters: the simple protocol, as pgx sends it
             statements = split_and_trim(migration.path.read_text())
             current.clear()
-            batch = [(sql, None) for sql in statements]
+            batch: list[tuple[str, Any]] = [(sql, None) for sql in statements]
             batch.append((INSERT_VERSION.replace("$1", "%s").replace("$2", "%s").replace("$3", "%s"),
                           (migration.version, migration.name, statements or None)))
             done, error = _batch(conn, batch)
@@ -505,7 +505,7 @@ def apply_sql(url: str, sql: str, *, version: str = "", name: str = "") -> PushR
     try:
         conn.execute("RESET ALL")
         statements = split_and_trim(sql)
-        batch = [(s, None) for s in statements]
+        batch: list[tuple[str, Any]] = [(s, None) for s in statements]
         if version:
             batch.append((INSERT_VERSION.replace("$1", "%s").replace("$2", "%s").replace("$3", "%s"),
                           (version, name, statements or None)))
