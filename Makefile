@@ -31,7 +31,7 @@ servers: venv
 # report NOT AVAILABLE.
 pgtap: venv
 	@{ command -v pg_prove >/dev/null 2>&1 && [ -f /usr/share/postgresql/15/extension/pgtap.control ] ; } || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && { DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl >/dev/null 2>&1 ; } ; } ; } || echo "pgTAP: not installed (needs root and apt-get); the pgTAP tests will report NOT AVAILABLE"
-	@$(PY) -m ghostsync.pgtap install $(PG_VERSIONS)
+	@$(PY) -m ghostsync.testing.pgtap install $(PG_VERSIONS)
 
 # Debian's prometheus (with promtool) and prometheus-node-exporter for the monitoring tests; Debian starts
 # both as services on install (ports 9090, 9100): stopped, the tests run their own on 127.0.0.1.

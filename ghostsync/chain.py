@@ -86,13 +86,14 @@ def branch_revisions(script: ScriptDirectory) -> dict[str, Script]:
 
 
 def _ancestors(script: ScriptDirectory, revision: str) -> set[str]:
+    # down revisions only: depends_on orders a host's revision after ours, it does not put it on our branch
     seen: set[str] = set()
     todo = [revision]
     while todo:
         current = script.get_revision(todo.pop())
         if current is None:
             continue
-        for parent in current._all_down_revisions:
+        for parent in current._versioned_down_revisions:
             if parent not in seen:
                 seen.add(parent)
                 todo.append(parent)

@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("directory", type=Path, metavar="DIR")
     p.add_argument("--rollback-to", metavar="REV", default=None,
                    help="write one migration that takes ghostsync back to revision REV instead")
+    p.add_argument("--backfill-limit", type=_positive_int, default=None, metavar="N",
+                   help="rows the backfill migration repairs in the CLI's one transaction before it leaves the "
+                        "rest to `ghostsync backfill` (default 100000)")
 
     p = command("verify-sql", "print the read-only verification script (one result row, the keys of "
                               "`status --json`)")
@@ -108,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version-path", type=Path, default=None,
                    help="the folder to write it into (default: the configuration's first version location that "
                         "is not inside an installed package)")
+    p.add_argument("--data-job", metavar="JOB", default=None,
+                   help="write a data revision instead: a batched job JOB that rewrites every profile disagreeing "
+                        "with its account, in a revision of its own (e.g. backfill_display_name)")
     return parser
 
 
@@ -261,7 +267,9 @@ def cmd_repair(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from ghostsync import export
 
-    written = export.export_supabase(args.directory, config=args.alembic_config, rollback_to=args.rollback_to)
+    limit = {"backfill_limit": args.backfill_limit} if args.backfill_limit else {}
+    written = export.export_supabase(args.directory, config=args.alembic_config, rollback_to=args.rollback_to,
+                                     **limit)
     for path in written:
         print(path)
     return 0
@@ -277,7 +285,8 @@ def cmd_verify_sql(args: argparse.Namespace) -> int:
 def cmd_revision(args: argparse.Namespace) -> int:
     from ghostsync import generator
 
-    for path in generator.write_follow_up(args.message, config=args.alembic_config, version_path=args.version_path):
+    for path in generator.write_follow_up(args.message, config=args.alembic_config, version_path=args.version_path,
+                                          data_job=args.data_job):
         print(path)
     return 0
 

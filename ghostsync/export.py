@@ -7,7 +7,7 @@ read-only verification script, ``ghostsync.verify``) and ``DIR/../tests/database
 ghostsync.test.sql`` (the pgTAP file ``supabase test db`` runs, ``ghostsync.pgtap``).
 ``--rollback-to REV`` writes ``<timestamp>_ghostsync_rollback_to_<REV>.sql`` instead.
 
-How the CLI runs a file (``ghostsync.testing.supabase_cli``): ``RESET ALL``, then all of
+How the CLI runs a file (``ghostsync.testing.supabase_cli`` applies a folder that way): ``RESET ALL``, then all of
 the file's statements and the insert of its history row as ONE implicit transaction
 that is not a transaction block. So each file here is:
 
@@ -57,6 +57,7 @@ from alembic.script import Script, ScriptDirectory
 
 from ghostsync import __version__, chain
 from ghostsync.errors import GhostsyncError
+from ghostsync.supabase_parser import split_and_trim
 
 # Past this many repaired rows a data job stops inside a CLI migration (see the module doc).
 DEFAULT_BACKFILL_LIMIT = 100_000
@@ -103,8 +104,6 @@ def _strip_comments(statement: str) -> str:
 def statements(sql: str) -> list[str]:
     """``sql`` cut as the Supabase CLI cuts it, without Alembic's transaction and version-table
     statements and without leading comments."""
-    from ghostsync.testing.supabase_cli import split_and_trim
-
     out = []
     for statement in split_and_trim(sql):
         body = _strip_comments(statement)
@@ -247,9 +246,13 @@ def render_upgrade(rev: Script, script: ScriptDirectory, ini: Path, *, x: Mappin
     if jobs:
         header.append(f"-- Data job(s) {', '.join(jobs)}: at most {backfill_limit} row(s) in this transaction; "
                       "past that, `ghostsync backfill` / `ghostsync repair` finish the work.")
-    condition_older = (f"at = ANY ({_array(older)})" if older else "false")
-    if down is not None:
-        condition_older = f"at IS NULL OR {condition_older}"
+    behind = (["at IS NULL"] if down is not None else []) + ([f"at = ANY ({_array(older)})"] if older else [])
+    refuse = [
+        f"  ELSIF {' OR '.join(behind)} THEN",
+        f"    RAISE EXCEPTION 'ghostsync: this database is at %, but this migration upgrades from {down or 'nothing'}"
+        f" to {rev.revision}: apply ghostsync''s earlier migration files first', coalesce(at, 'no ghostsync "
+        "revision');",
+    ] if behind else []
     return "\n".join([
         *header,
         "DO $ghostsync_migration$",
@@ -261,10 +264,7 @@ def render_upgrade(rev: Script, script: ScriptDirectory, ini: Path, *, x: Mappin
         f"  IF at IS NOT DISTINCT FROM {before} THEN",
         *steps,
         f"    RAISE NOTICE 'ghostsync: upgraded to {rev.revision}';",
-        f"  ELSIF {condition_older} THEN",
-        f"    RAISE EXCEPTION 'ghostsync: this database is at %, but this migration upgrades from {down or 'nothing'}"
-        f" to {rev.revision}: apply ghostsync''s earlier migration files first', coalesce(at, 'no ghostsync "
-        "revision');",
+        *refuse,
         "  ELSE",
         f"    RAISE NOTICE 'ghostsync: % is installed, so {rev.revision} is already applied: this migration "
         "changes nothing', at;",

@@ -141,6 +141,9 @@ def recorded_revision(conn: Connection, script: Any) -> str | None:
         raise StatusError("revision_unknown",
                           f"the database is at revision {unknown[0]}, which this ghostsync does not know: upgrade "
                           "ghostsync (or point --alembic-config at the configuration that knows it)")
+    if rows and conn.execute(text("SELECT to_regclass('ghostsync.objects')")).scalar() is not None:
+        raise StatusError("revision_unknown", f"alembic_version holds {', '.join(rows)}, none of which this "
+                          "configuration knows as ghostsync's: pass the host project's --alembic-config")
     return None
 
 
@@ -259,7 +262,7 @@ def _column_problems(conn: Connection, declared: Declared) -> list[str]:
     return problems
 
 
-def _reinstall(declared: Declared, key: str, revision: str | None, script: Any) -> str:
+def reinstall_advice(declared: Declared, key: str, revision: str | None, script: Any) -> str:
     """The commands that put back what revision ``revision`` declares for ``key``."""
     by = declared.declared_by.get(key)
     below = script.get_revision(by).down_revision if by else None
@@ -286,7 +289,7 @@ def _judge(found: Status, declared: Declared, inspection: drift.Inspection, scri
         table = state.table
         if state.state == "missing":
             problem(Finding("trigger_missing", f"trigger {name} on {table} is missing: "
-                            + _reinstall(declared, name, found.revision, script)))
+                            + reinstall_advice(declared, name, found.revision, script)))
         elif state.state == "not_ghostsyncs":
             problem(Finding("trigger_not_ghostsyncs", f"trigger {name} on {table} was not created by ghostsync "
                             "(not in ghostsync.objects): a trigger of that name replaced ghostsync's"))
@@ -302,18 +305,18 @@ def _judge(found: Status, declared: Declared, inspection: drift.Inspection, scri
             if not state.matches:
                 problem(Finding("trigger_drift", f"trigger {name} on {table} differs from what revision "
                                 f"{found.revision} declares (edited by hand?): "
-                                + _reinstall(declared, name, found.revision, script)))
+                                + reinstall_advice(declared, name, found.revision, script)))
     for signature, fstate in inspection.functions.items():
         if fstate.state == "missing":
             problem(Finding("function_missing", f"function {signature} is missing: "
-                            + _reinstall(declared, signature, found.revision, script)))
+                            + reinstall_advice(declared, signature, found.revision, script)))
         elif fstate.state == "not_ghostsyncs":
             problem(Finding("function_not_ghostsyncs", f"function {signature} was not created by ghostsync "
                             "(not in ghostsync.objects)"))
         elif fstate.state == "differs":
             problem(Finding("function_drift", f"function {signature} differs from what revision {found.revision} "
                             f"declares ({'; '.join(fstate.differences)}): "
-                            + _reinstall(declared, signature, found.revision, script)))
+                            + reinstall_advice(declared, signature, found.revision, script)))
     for table, tstate in inspection.tables.items():
         if not tstate.exists:
             continue

@@ -15,9 +15,10 @@ are read under an empty search_path (``set_config(..., true)`` around the read, 
 caller's path again), as ``status`` reads them. The statement writes nothing; it runs
 in a read-only transaction and on a hot standby.
 
-Where status cannot check (no auth.users, no public.users, an unknown or doubled
-revision row), the row has ``up`` false, ``healthy`` false and ``error`` = {code,
-message}, as ``status --json`` prints then; its other columns are null.
+Where status cannot check (no auth.users, no public.users, no revision of ghostsync's
+branch in alembic_version, an unknown or doubled revision row), the row has ``up``
+false, ``healthy`` false and ``error`` = {code, message}, as ``status --json`` prints
+then; its other columns are null.
 """
 
 from __future__ import annotations
@@ -68,10 +69,10 @@ def declarations(config: str | Path | None = None) -> dict[str, Any]:
         declared = chain.declared_at(revision, script)
         revisions[revision or ""] = {
             "functions": [[signature, body_index(declared.body(signature)),
-                           status._reinstall(declared, signature, revision, script)]
+                           status.reinstall_advice(declared, signature, revision, script)]
                           for signature in declared.functions],
             "triggers": [[name, trigger.table, trigger.definition,
-                          status._reinstall(declared, name, revision, script)]
+                          status.reinstall_advice(declared, name, revision, script)]
                          for name, trigger in declared.triggers.items()],
             "columns": [[c.name, c.max_length, c.nullable] for c in declared.columns.values()],
             "synced": ", ".join(c.name for c in declared.synced_columns),
@@ -137,6 +138,9 @@ state AS MATERIALIZED (
         pg_catalog.jsonb_build_object('code', 'revision_unknown', 'message', pg_catalog.format(
         'the database is at revision %s, which this ghostsync does not know: upgrade ghostsync (or point '
         '--alembic-config at the configuration that knows it)', o.prefixed[1]))
+      WHEN pg_catalog.cardinality(o.ours) = 0 THEN pg_catalog.jsonb_build_object('code', 'not_installed', 'message',
+        'ghostsync is not installed here (no revision of its branch in alembic_version): run '
+        '`ghostsync migrate upgrade head`')
     END AS error,
     o.ours[1] AS recorded
   FROM env AS e, ours AS o, decl AS d
@@ -280,13 +284,9 @@ columns AS MATERIALIZED (
   WHERE s.error IS NULL AND s.revision IS NOT NULL
 ),
 findings AS (
-  SELECT 'problem' AS kind, 1 AS k1, 0::bigint AS k2, 0 AS k3, 'not_installed' AS code,
-    'ghostsync is not installed (no revision of its branch in alembic_version): run `ghostsync migrate upgrade head`'
-      AS message
-  FROM status AS s WHERE s.error IS NULL AND s.revision IS NULL
-  UNION ALL
-  SELECT 'problem', 2, 0, 0, 'ghosts',
+  SELECT 'problem' AS kind, 2 AS k1, 0::bigint AS k2, 0 AS k3, 'ghosts' AS code,
     pg_catalog.format('%s auth user(s) have no profile (ghosts): run `ghostsync repair`', c.c ->> 'ghosts')
+      AS message
   FROM counts AS c WHERE (c.c ->> 'ghosts')::bigint > 0
   UNION ALL
   SELECT 'problem', 3, 0, 0, 'orphans',

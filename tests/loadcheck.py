@@ -282,13 +282,17 @@ def server_log_size(db: SupabaseDatabase) -> int:
 
 
 def lock_timeouts_since(db: SupabaseDatabase, offset: int) -> int:
-    """How many statements the server cancelled for lock_timeout since ``offset`` of its log."""
+    """How many statements the server cancelled for their lock budget since ``offset`` of its log: a
+    locking step runs with lock_timeout = budget / locks and statement_timeout = budget, so either
+    cancels an attempt that waited too long."""
     path = db.server.logfile
     if not path.exists():
         return 0
     with path.open("rb") as log:
         log.seek(offset)
-        return log.read().decode(errors="replace").count("canceling statement due to lock timeout")
+        text = log.read().decode(errors="replace")
+    return (text.count("canceling statement due to lock timeout")
+            + text.count("canceling statement due to statement timeout"))
 
 
 # -- load phases ------------------------------------------------------------------------
@@ -306,9 +310,9 @@ class Phase:
 
 
 def under_load(scale: reliability.Scale, dsn: str, action: Callable[[], Any],
-               *, lead_s: float = 0.3, tail_s: float = 0.3, mixed: bool = False) -> Phase:
-    """Run ``action`` while ``scale.clients`` clients sign users up through ``dsn`` (``mixed``: signups,
-    sign-ins and token refreshes, 2:1:1, as ``AuthLoad`` makes them)."""
+               *, lead_s: float = 0.3, tail_s: float = 0.3, mixed: bool = True) -> Phase:
+    """Run ``action`` while ``scale.clients`` clients of the auth service work through ``dsn``: signups,
+    sign-ins and token refreshes, 2:1:1, as ``AuthLoad`` makes them (``mixed=False``: signups only)."""
     load: SignupLoad
     if mixed:
         load = AuthLoad(dsn, signups=2, sign_ins=1, refreshes=1, clients=scale.clients,
@@ -327,9 +331,10 @@ def under_load(scale: reliability.Scale, dsn: str, action: Callable[[], Any],
     return Phase(report, began, ended, result)
 
 
-def lock_args(scale: reliability.Scale, retries: int = 10) -> list[str]:
-    return ["-x", f"lock_timeout={scale.lock_timeout_ms}ms", "-x", f"lock_retries={retries}",
-            "-x", f"batch_size={scale.batch_size}"]
+def lock_args(scale: reliability.Scale, retries: int | None = None) -> list[str]:
+    """The migration's -x arguments under load: ghostsync's default lock budget (no lock_timeout),
+    the scale's batch size, and ``lock_retries`` only where a test needs it to give up sooner."""
+    return ["-x", f"batch_size={scale.batch_size}"] + (["-x", f"lock_retries={retries}"] if retries else [])
 
 
 def stall_bound_s(scale: reliability.Scale) -> float:
@@ -349,8 +354,8 @@ def assert_signups_unharmed(phase: Phase, scale: reliability.Scale) -> None:
     assert report.in_window(phase.began, phase.ended) > 0, "no signup ran while the command ran"
     assert report.signups[-1].started >= phase.ended, "the load stopped before the command ended: raise max_signups"
     assert report.longest_stall_s() <= stall_bound_s(scale), (
-        f"a signup stalled {report.longest_stall_s() * 1000:.0f} ms; lock_timeout is {scale.lock_timeout_ms} ms "
-        f"(+{scale.stall_margin_ms} ms margin)")
+        f"a request stalled {report.longest_stall_s() * 1000:.0f} ms; the default lock budget is "
+        f"{scale.lock_timeout_ms} ms (+{scale.stall_margin_ms} ms margin)")
 
 
 @contextmanager
@@ -591,3 +596,28 @@ class LockWaitLog:
         events = self._events()
         done = {(w.pid, w.mode, w.target) for event, w in events if event == "acquired"}
         return [w for event, w in events if event != "acquired" and (w.pid, w.mode, w.target) not in done]
+
+
+@contextmanager
+def released_when_blocked(db: Any, conn: Any, *, waits: int = 2, role: str = "postgres",
+                          max_s: float = 30.0) -> Iterator[Callable[[], None]]:
+    """Yields ``start()``: from that moment ``conn`` (a long transaction) rolls back as soon as
+    ``role``'s sessions (the migration's) have been seen waiting for a lock ``waits`` times, i.e.
+    after that many of its attempts, or after ``max_s`` at the latest. Deterministic where a timer is
+    not: the deploy waits behind the transaction whatever the machine's speed. Closes ``conn``."""
+    sampler = LockWaitSampler(db.url("supabase_admin"))
+    done = threading.Event()
+
+    def release() -> None:
+        wait_until(lambda: done.is_set() or len(sampler.waits_of(role)) >= waits, max_s, 0.01)
+        conn.rollback()
+
+    thread = threading.Thread(target=release, name="release-when-blocked", daemon=True)
+    with sampler:
+        try:
+            yield thread.start
+        finally:
+            done.set()
+            if thread.ident is not None:
+                thread.join(timeout=max_s + 5)
+            conn.close()

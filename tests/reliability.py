@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from ghostsync import settings
 from ghostsync.testing import pgbouncer
 from ghostsync.testing import prometheus as prometheus_tools
 
@@ -43,17 +44,22 @@ class Scale:
     batch_size: int         # backfill batch size under load
     fault_ghosts: int       # ghosts in the fault tests
     fault_batch_size: int   # backfill batch size in the fault tests
-    lock_timeout_ms: int    # -x lock_timeout of every migration under load
     hold_s: float           # how long the long transaction holds its lock
     stall_margin_ms: int    # allowed on top of lock_timeout for scheduling on a busy machine
+
+    @property
+    def lock_timeout_ms(self) -> int:
+        """ghostsync's default lock budget: every migration under load runs with the defaults."""
+        budget = settings.parse_duration(settings.SETTINGS["lock_timeout"].default)
+        return round(budget.total_seconds() * 1000)
 
 
 SCALES = {
     "ci": Scale("ci", members=15_000, ghosts=5_000, clients=4, max_signups=20_000, deadline_s=120,
-                batch_size=500, fault_ghosts=20_000, fault_batch_size=100, lock_timeout_ms=300,
+                batch_size=500, fault_ghosts=20_000, fault_batch_size=100,
                 hold_s=2.0, stall_margin_ms=500),
     "large": Scale("large", members=200_000, ghosts=50_000, clients=8, max_signups=200_000, deadline_s=600,
-                   batch_size=5_000, fault_ghosts=200_000, fault_batch_size=500, lock_timeout_ms=500,
+                   batch_size=5_000, fault_ghosts=200_000, fault_batch_size=500,
                    hold_s=8.0, stall_margin_ms=500),
 }
 

@@ -367,6 +367,13 @@ def test_in_ghostsyncs_own_repository_the_follow_up_is_the_next_ghostsync_revisi
                            str(revision_path), str(test_path)], capture_output=True, text=True, cwd=repo)
     assert ruff.returncode == 0, ruff.stdout + ruff.stderr
     assert "ALEMBIC_INI = chain.DEFAULT_INI" in test_path.read_text()
+    # and its test passes there, before anyone edits the revision (the second one removed first)
+    Path(proc.stdout.split()[0]).unlink()
+    Path(proc.stdout.split()[1]).unlink()
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--supabase-pg-versions=17",
+                          "--rootdir", str(repo), str(test_path)], cwd=repo, capture_output=True, text=True,
+                         timeout=900, env=dict(os.environ, PYTHONPATH=str(repo)))
+    assert run.returncode == 0 and " passed" in run.stdout, run.stdout[-4000:] + run.stderr[-2000:]
 
 
 def test_refusals_are_one_line_and_write_nothing(tmp_path: Path) -> None:
@@ -438,6 +445,32 @@ def test_a_merge_whose_parents_both_replaced_a_function_must_carry_the_combined_
     assert proc.returncode == 0, proc.stderr
     written = load(Path(proc.stdout.split()[0]))
     assert written.down_revision == "merged" and written.PREVIOUS_HANDLE_NEW_USER.create == combined
+
+
+def test_alembics_own_revision_and_merge_render_ghostsyncs_template(tmp_path: Path) -> None:
+    """`ghostsync migrate revision` / `merge` (Alembic's commands on ghostsync's configuration) render
+    script.py.mako: a revision in the chain's shape, empty, that passes the repository's ruff rules."""
+    from alembic import command
+    from alembic.config import Config
+
+    ini = write_project_ini(tmp_path / "project")
+    config = Config(str(ini))
+    config.attributes["configure_logger"] = False
+    first = command.revision(config, "one side", rev_id="side_one", head=HEAD,
+                             version_path=str(ini.parent / "versions"))
+    command.revision(config, "other side", rev_id="side_two", head=HEAD, splice=True,
+                     version_path=str(ini.parent / "versions"))
+    merged = command.merge(config, ["side_one", "side_two"], message="merge the sides", rev_id="merged_sides")
+    paths = [Path(s.path) for s in (first, merged) if s is not None and not isinstance(s, list)]
+    assert len(paths) == 2 and all(p.parent == ini.parent / "versions" for p in paths)
+    merge_source = paths[1].read_text()
+    assert 'down_revision = ("side_one", "side_two")' in merge_source
+    assert "from ghostsync.migrations import kit" in merge_source and "DECLARES = kit.Declares()" in merge_source
+    assert chain.head(chain.script_directory(ini)) == "merged_sides"
+    assert load(paths[1]).DECLARES == load(paths[0]).DECLARES
+    ruff = subprocess.run([tool("ruff") or "ruff", "check", "--config", str(REPO / "pyproject.toml"),
+                           *map(str, paths)], capture_output=True, text=True, cwd=REPO)
+    assert ruff.returncode == 0, ruff.stdout + ruff.stderr
 
 
 # -- the follow-up on a database -------------------------------------------------------------------

@@ -155,6 +155,25 @@ def test_textfile_when_a_privilege_is_missing(db, tmp_path):
     assert failure["error"]["code"] == "missing_privilege", failure
 
 
+def test_a_role_that_row_level_security_blinds_cannot_report_healthy(db, tmp_path):
+    """auth.users and public.users have RLS on. A monitoring role that may read them but is subject to
+    RLS (pg_read_all_data without BYPASSRLS) would count 0 auth users and 0 ghosts: the check must fail
+    (exit 2, up 0) instead of reporting HEALTHY."""
+    installed(db)
+    db.sql("CREATE ROLE monitoring_reader LOGIN; GRANT pg_read_all_data TO monitoring_reader; "
+           "GRANT USAGE ON SCHEMA ghostsync, auth TO monitoring_reader")
+    # a host project's version table may have no RLS; ghostsync's own tables do
+    db.sql("ALTER TABLE public.alembic_version DISABLE ROW LEVEL SECURITY")
+    db.sql(RESTORED_GHOST, (str(uuid.uuid4()), "restored@example.com"))
+    as_owner = status(db)
+    assert as_owner.returncode == 1 and "ghosts            1" in as_owner.stdout, as_owner.stdout
+    target = tmp_path / "ghostsync-full.prom"
+    blinded = status(db, "--prometheus", str(target), url=db.url("monitoring_reader"))
+    assert "HEALTHY" not in blinded.stdout, f"a role RLS hides rows from reported: {blinded.stdout}"
+    assert blinded.returncode == 2 and "row-level security" in blinded.stderr, blinded.stdout + blinded.stderr
+    assert value(target, "ghostsync_up", check="full") == 0
+
+
 def test_textfile_is_replaced_atomically_or_left_alone(tmp_path, monkeypatch):
     """The new content goes to a temporary file in the same folder (not ending in .prom, so the collector
     never reads it) and is renamed over the old one; if anything fails the old file stays as it was."""
@@ -537,7 +556,7 @@ def test_alerts_and_dashboard_on_a_real_prometheus(db, stack, tmp_path):
 
 # -- part three: progress where there is no terminal --------------------------------------------------
 
-PROGRESS_INTERVAL_S = 0.3
+PROGRESS_INTERVAL_S = 0.1
 # `ghostsync backfill` (ghostsync/progress.py) and the backfill revisions in `migrate upgrade head`
 # (kit.backfill): rows walked, ghosts repaired, rate and an estimate of the time left
 CLI_PROGRESS = re.compile(r"^backfill: (?P<walked>[\d,]+)/~[\d,]+ \(\d+%\) walked, (?P<repaired>[\d,]+) repaired, "
@@ -581,9 +600,9 @@ def test_backfill_logs_progress_without_a_terminal(db):
     from tests.seeding import seed_bulk_ghosts
 
     db.upgrade()
-    seed_bulk_ghosts(db, 40_000)
+    seed_bulk_ghosts(db, 80_000)
     env = dict(os.environ, DATABASE_URL=db.url(), GHOSTSYNC_PROGRESS_INTERVAL=f"{int(PROGRESS_INTERVAL_S * 1000)}ms")
-    code, lines = timed_lines([sys.executable, "-m", "ghostsync", "backfill", "--batch-size", "200"], env)
+    code, lines = timed_lines([sys.executable, "-m", "ghostsync", "backfill", "--batch-size", "100"], env)
     assert code == 0, lines[-5:]
     matched = [(at, m) for at, line in lines if (m := CLI_PROGRESS.match(line))]
     assert_steady(matched, PROGRESS_INTERVAL_S)
@@ -596,9 +615,9 @@ def test_backfill_logs_progress_without_a_terminal(db):
 def test_upgrade_head_logs_backfill_progress_without_a_terminal(db):
     from tests.seeding import seed_bulk_ghosts
 
-    seed_bulk_ghosts(db, 40_000)
+    seed_bulk_ghosts(db, 80_000)
     env = dict(os.environ, DATABASE_URL=db.url())
-    code, lines = timed_lines([sys.executable, "-m", "ghostsync", "migrate", "-x", "batch_size=200",
+    code, lines = timed_lines([sys.executable, "-m", "ghostsync", "migrate", "-x", "batch_size=100",
                                "-x", f"progress_interval={int(PROGRESS_INTERVAL_S * 1000)}ms",
                                "upgrade", "head"], env)
     assert code == 0, lines[-5:]

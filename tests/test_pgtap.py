@@ -22,6 +22,7 @@ import pytest
 from ghostsync import pgtap
 from ghostsync.export import export_supabase
 from ghostsync.testing.fixtures import SupabaseDatabase
+from ghostsync.testing.pgtap import install_extension
 from tests.seeding import seed_ghosts
 
 RESULT = re.compile(r"^(not ok|ok) (\d+) - (.*)$", re.MULTILINE)
@@ -40,7 +41,7 @@ def prove(db: SupabaseDatabase, tmp_path: Path):
     if binary is None:
         _not_available("no pg_prove: Debian's libtap-parser-sourcehandler-pgtap-perl")
     sharedir = Path(db.value("SELECT setting FROM pg_config WHERE name = 'SHAREDIR'"))
-    line = pgtap.install_extension(sharedir / "extension")
+    line = install_extension(sharedir / "extension")
     if "NOT AVAILABLE" in line:
         _not_available(line)
     migrations = tmp_path / "supabase" / "migrations"

@@ -308,11 +308,12 @@ def test_cli_push_ends_like_online_upgrade(db, tmp_path):
     assert db.value("SELECT email FROM public.users WHERE id = %s", (str(uid),)) == "after.push@example.com"
 
 
-def test_cli_push_on_a_fresh_project_creates_the_version_table(db, tmp_path):
+def test_db_reset_on_a_fresh_project_creates_the_version_table(db, tmp_path):
     migrations = folder(tmp_path)
     with clone(db) as online:
         online.upgrade()
-        pushed(db, migrations)
+        result = supabase_cli.reset(db.url(), migrations)  # every file, no history compared
+        assert result.ok and not result.warnings and len(result.files) == 9, result.text
         assert state(db) == state(online)
         assert db.sql("SELECT version_num FROM public.alembic_version") == [("ghostsync_0009",)]
 
@@ -538,6 +539,14 @@ def test_rollback_is_a_new_migration_that_keeps_every_profile(db, tmp_path):
         assert state(db) == state(online)
         found = status_of(db)
         assert found.healthy and "behind_head" in [w.code for w in found.warnings]
+        # up again: the history rows of the files above 0006 reverted, each file applies where the database is
+        ahead = [p.name[:14] for p in sorted(migrations.glob("*_ghostsync_000[789]_*.sql"))]
+        assert len(ahead) == 3
+        db.sql("DELETE FROM supabase_migrations.schema_migrations WHERE version = ANY (%s)", (ahead,))
+        up = pushed(db, migrations, include_all=True)
+        assert [f.migration.name[10:14] for f in up.files] == ["0007", "0008", "0009"]
+        online.upgrade()
+        assert state(db) == state(online)
     [out] = export_supabase(migrations, rollback_to="base", now=T0 + timedelta(days=2))
     pushed(db, migrations)
     assert db.sql("SELECT * FROM public.users ORDER BY id") == profiles

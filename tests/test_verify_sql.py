@@ -201,9 +201,8 @@ def test_adopted_table(db):
 
 def test_not_installed_on_the_apps_table(db):
     seed_app_with_profiles(db, 1)
-    row = run_script(db)
-    assert row["up"] is True and row["healthy"] is False and row["revision"] is None
-    assert [p["code"] for p in row["problems"]][:1] == ["not_installed"]
+    found = agree(db)
+    assert found["error"]["code"] == "not_installed" and found["healthy"] is False
 
 
 def test_read_only_and_the_search_path_left_as_it_was(head):

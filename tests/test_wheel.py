@@ -44,6 +44,7 @@ class Installed:
     wheel: Path
     sdist: Path
     venv: Path
+    files: tuple[str, ...] = ()  # the working tree the sdist was built from (its copy: root / "source")
 
     @property
     def bin(self) -> Path:
@@ -83,7 +84,8 @@ def _working_tree_files() -> list[str]:
 
 def _build(root: Path) -> Installed:
     source = root / "source"
-    for name in _working_tree_files():
+    files = _working_tree_files()
+    for name in files:
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, source / name)
     tools = root / "build-tools"
@@ -100,7 +102,7 @@ def _build(root: Path) -> Installed:
     venv.create(runtime, with_pip=True)
     subprocess.run([str(runtime / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "--quiet",
                     "install", str(wheel)], check=True, timeout=BUILD_TIMEOUT)
-    return Installed(root=root, wheel=wheel, sdist=sdist, venv=runtime)
+    return Installed(root=root, wheel=wheel, sdist=sdist, venv=runtime, files=tuple(files))
 
 
 def installed_wheel_for(factory: pytest.TempPathFactory) -> Installed:
@@ -137,15 +139,15 @@ def test_the_sdist_holds_what_the_suite_needs_and_the_suite_collects_from_it(ins
     with tarfile.open(installed_wheel.sdist) as sdist:
         members = {m.name.split("/", 1)[1] for m in sdist.getmembers() if "/" in m.name and m.isfile()}
         sdist.extractall(tmp_path, filter="data")
-    needed = [f for f in _working_tree_files()
+    needed = [f for f in installed_wheel.files
               if f.startswith(("ghostsync/", "tests/", "docs/", "tools/", "alembic/", "monitoring/"))
               or ("/" not in f and f != ".gitignore")]
     missing = [f for f in needed if f not in members]
     assert not missing, f"the sdist lacks what the suite needs: {missing}"
     assert not [m for m in members if "__pycache__" in m or m.endswith(".pyc")]
-    # the suite runs from the unpacked sdist: it collects exactly what the checkout collects
+    # the suite runs from the unpacked sdist: it collects exactly what the working tree it was built from does
     [unpacked] = [p for p in tmp_path.iterdir() if p.is_dir()]
-    assert _collected(unpacked) == _collected(REPO)
+    assert _collected(unpacked) == _collected(installed_wheel.root / "source")
 
 
 def _collected(root: Path) -> tuple[int, list[str]]:

@@ -160,8 +160,9 @@ def start(major: int, roles: str, name: str) -> int:
         remove_leftover(state)  # a killed workbench's server
         path.unlink(missing_ok=True)
     found = _binaries(major)
-    signal.signal(signal.SIGTERM, _raise_stop)
-    signal.signal(signal.SIGHUP, _raise_stop)
+    # Ctrl-C, also where the shell started us with SIGINT ignored (in the background); kill; hang-up
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_stop)
     server = ThrowawayServer(found)
     try:
         server.start()

@@ -29,7 +29,7 @@ DECLARES = kit.Declares()
 
 def upgrade() -> None:
     # The column's values follow from the sync of ghostsync_0006 on (declared there);
-    # profiles written before are brought up to date by ghostsync_0010.
+    # profiles written before are brought up to date by ghostsync_0009.
     kit.step(kit.column_sql(DELETED_AT, revision, null_when="accounts that are not soft-deleted"),
              "add or adopt public.users.deleted_at", locks="1")
 

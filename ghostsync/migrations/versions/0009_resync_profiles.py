@@ -64,17 +64,6 @@ WHERE a.pid = pg_backend_pid()
 RETURNING id
 """
 
-START = r"""
-INSERT INTO public.cleanup_audit_log (job_name, status, records_affected, started_at, details)
-SELECT :job, 'running', 0, clock_timestamp(),
-       jsonb_build_object('mode', CAST(:run_mode AS text), 'pid', pg_backend_pid(),
-                          'backend_start', a.backend_start, 'batches', 0,
-                          'heartbeat_at', clock_timestamp())
-FROM pg_stat_activity AS a
-WHERE a.pid = pg_backend_pid()
-RETURNING id
-"""
-
 BATCH = r"""
 WITH batch AS (
   SELECT u.id
