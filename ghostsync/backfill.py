@@ -1,33 +1,46 @@
-"""The batched ghost repair: keyset batches over auth.users, each its own transaction.
+"""The batched ghost repair: batches over auth.users, each its own transaction.
 
 One run is one row in ``cleanup_audit_log``. The runner is the mechanism only;
 the statements come from the caller in a ``BackfillStatements``: the backfill
-revision passes its own frozen text, so changing this module never changes
-what that revision writes.
+revision passes its own frozen text (keyset batches by id), so changing this
+module never changes what that revision writes.
 
 Contract of a run:
 - rows still marked ``running`` by a run whose backend is gone are marked
   ``interrupted`` first (a crash or SIGKILL leaves exactly such a row);
 - each batch is one statement in autocommit: it repairs the ghosts among the
-  next ``batch_size`` auth users by id and records progress in the run's
-  audit row, atomically; a crash loses at most the batch in flight;
-- a second run repairs what is left and never duplicates (ON CONFLICT);
-- with a ``Sweep``, a last pass repairs every account still without a
-  profile, so no ghost is left behind a resumed walk;
+  next ``batch_size`` auth users and records progress in the run's audit row,
+  atomically; a crash loses at most the batch in flight;
+- a second run repairs what is left and never duplicates;
 - Ctrl-C ends the run as ``interrupted``; any error ends it as ``failed`` with
   the error's SQLSTATE and message (never its DETAIL) in ``details``, then
   propagates.
+
+The command line's run (``statements_for``) walks auth.users in its physical
+order (``PhysicalWalk``: ranges of heap pages, read as a single statement
+reads the table, where a walk by random UUID reads one heap page per
+account), then sweeps (``Sweep``). A walk in physical order can miss an
+account whose row moves behind it while it runs (an UPDATE that cannot stay
+on its page writes the new version wherever there is room) or that a
+transaction still open when the walk passed commits later. Every such row
+version was written by a transaction at or after the oldest one running when
+the walk began (the horizon), so the sweep checks exactly those, in one
+read-only statement with one snapshot, and repairs the ghosts among them by
+id. A resumed walk, or a table rewritten meanwhile (VACUUM FULL, CLUSTER: the
+positions mean nothing any more), gets the full sweep instead: every account
+by id, which no move can escape. No ghost that existed when the run began is
+left behind it (tests/test_backfill_walk.py forces each case).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
-    Integer,
     Text,
     bindparam,
     case,
@@ -74,32 +87,79 @@ class BackfillStatements:
     finish: str | Executable
     row_by_row: RowByRow | None = None
     sweep: Sweep | None = None
+    # The command line's walk in physical order; revisions never set it. Left out of the repr,
+    # which pins what a revision's statements are (tests/test_revisions_pinned.py).
+    physical: PhysicalWalk | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class PhysicalWalk:
+    """The walk of auth.users in its physical order, in ranges of heap pages (optional).
+
+    A batch's range is ``:batch_size`` accounts' worth of heap pages (from the
+    table's density in pg_class) after ``:after`` (``page N``, the last page the
+    previous batch walked; anything else, NULL included: the first page). Every
+    batch statement has the parameters and the result of ``BackfillStatements.batch``,
+    which is the checked and locked one:
+
+    - checked: probe each account's profile and insert the missing ones (ON CONFLICT
+      DO NOTHING); unchecked: insert a profile for every account of the range, which
+      fails with a unique violation (23505) when one has a profile: the runner then
+      walks that range again checked, and goes back to unchecked after a checked
+      range held only ghosts. A range of ghosts costs no probe and no speculative
+      insertion; a range of members costs one failed row and the probes;
+    - locked: lock the ghosts FOR KEY SHARE while their profiles are written (no
+      hard delete between the read and the commit, so no orphan); unlocked: leave
+      that to the profile table's foreign key to auth.users, whose check takes the
+      same lock (a delete between the read and the check fails the batch with 23503,
+      and the runner repeats it).
+
+    ``has_key`` returns true when public.users has an enforced foreign key on id to
+    auth.users(id); without one the runner uses only the locked statements.
+    """
+
+    checked: str | Executable
+    unchecked_locked: str | Executable
+    unchecked: str | Executable
+    has_key: str | Executable
 
 
 @dataclass(frozen=True)
 class Sweep:
-    """A last pass over the accounts still without a profile (optional).
+    """What follows a walk in physical order, so that no ghost is left behind it (optional).
 
-    ``batch`` (``:run_id``, ``:after``, ``:batch_size``) has the shape of the
-    main batch, but walks only accounts that have no profile, so it repairs a
-    ghost the walk could not see: one behind the point a resumed run started
-    from, or made while a signup trigger was disabled. ``ghost_ids`` is its
-    ``RowByRow.ghost_ids`` counterpart (``:after``, ``:batch_size``).
+    - ``horizon``: one row, ``horizon`` (the oldest transaction still running, as a
+      32-bit xid, text) and ``relfilenode`` of auth.users; read before the walk's
+      first batch and again before the sweep;
+    - ``recent_ghosts`` (``:horizon``): ids of the accounts without a profile among the
+      row versions of auth.users written at or after the horizon: one read-only
+      statement, one snapshot, so a row moving while it runs is still seen once;
+    - ``ghosts_after`` (``:after`` id or NULL, ``:span``): the next ``:span`` accounts by
+      id (``last_id``, NULL when none is left) and ``ghosts``, the ids among them
+      without a profile, as text: the full sweep, for a resumed walk or a rewritten
+      table.
+
+    Ghosts found are repaired by id with ``RowByRow.repair_some`` in batches of
+    ``batch_size``, halved around a row that cannot be written (recorded, as in the walk).
     """
 
-    batch: str | Executable
-    ghost_ids: str | Executable
+    horizon: str | Executable
+    recent_ghosts: str | Executable
+    ghosts_after: str | Executable
 
 
 @dataclass(frozen=True)
 class RowByRow:
     """How to get past a batch that one bad row makes fail (optional).
 
-    - ``ghost_ids`` (``:after``, ``:batch_size``): rows ``id, is_ghost`` of the batch's auth users;
+    - ``ghost_ids`` (``:after``, ``:batch_size``): rows ``id, is_ghost`` of the batch's auth users (with a
+      ``PhysicalWalk``: rows ``last_id, id, is_ghost``, the range's position in every row, and one row
+      with a NULL id for a range without accounts; none past the end);
     - ``repair_some`` (``:ghost_ids``, a list of ids as text): write those ghosts' profiles;
     - ``record_failure`` (``:ghost_id``, ``:failed_state``, ``:failed_message``): record a profile that
       cannot be written;
-    - ``progress`` (``:run_id``, ``:repaired``, ``:last_id``): log the batch in the run's audit row.
+    - ``progress`` (``:run_id``, ``:repaired``, ``:last_id``): log the batch in the run's audit row
+      (``:last_id`` NULL: the position is left as it is).
     Without it, a failing batch fails the run (the backfill revision's behaviour).
     """
 
@@ -148,47 +208,32 @@ def run_batched(
 ) -> BackfillResult:
     """Run the backfill on ``conn``, which must be in autocommit mode.
 
-    ``start_after`` resumes the keyset walk after that id. ``max_batches``
-    stops early (status ``interrupted``), as an operator's Ctrl-C would.
-    ``dead_after_s``: a ``running`` run of the job with no progress for that
-    long is taken for dead (see ``mark_interrupted``).
+    ``start_after`` resumes the walk after that position (an id for a keyset
+    walk, ``page N`` for a walk in physical order). ``max_batches`` stops early
+    (status ``interrupted``), as an operator's Ctrl-C would. ``dead_after_s``: a
+    ``running`` run of the job with no progress for that long is taken for dead
+    (see ``mark_interrupted``).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     conn.execute(_statement(statements.mark_interrupted), {"job": job_name, "dead_after": dead_after_s})
     run_id = int(conn.execute(_statement(statements.start), {"job": job_name, "run_mode": mode}).scalar_one())
     result = BackfillResult(run_id=run_id)
+    run = _Run(conn, statements, result, batch_size, max_batches, on_batch)
     try:
-        passes = [(statements.batch, None if statements.row_by_row is None else statements.row_by_row.ghost_ids,
-                   start_after, True)]
-        if statements.sweep is not None:
-            passes.append((statements.sweep.batch, statements.sweep.ghost_ids, None, False))
-        for batch, ghost_ids, after, walking in passes:
-            while True:
-                if max_batches is not None and result.batches >= max_batches:
-                    _finish(conn, statements, result, "interrupted", "stopped after max_batches")
-                    return result
-                began = time.perf_counter()
-                try:
-                    row = _batch_with_retries(conn, batch, run_id, after, batch_size)
-                    last_id, repaired, scanned = row.last_id, int(row.repaired), int(row.scanned)
-                except DBAPIError as exc:
-                    if statements.row_by_row is None or ghost_ids is None or not _row_error(exc):
-                        raise
-                    last_id, repaired, scanned = _batch_row_by_row(
-                        conn, statements.row_by_row, ghost_ids, run_id, after, batch_size, result.unrepairable_ids)
-                    result.unrepairable = len(result.unrepairable_ids)
-                elapsed = time.perf_counter() - began
-                if last_id is None:
-                    break
-                after = last_id
-                result.batches += 1
-                result.repaired += repaired
-                result.scanned += scanned if walking else 0
-                result.batch_seconds.append(elapsed)
-                result.longest_batch_s = max(result.longest_batch_s, elapsed)
-                if on_batch is not None:
-                    on_batch(result)
+        # Before the walk's first batch: every row version written from here on is the sweep's.
+        before = conn.execute(_statement(statements.sweep.horizon)).one() if statements.sweep else None
+        if statements.physical is not None:
+            resumed = _page(start_after) is not None
+            done = run.walk_physically(statements.physical, start_after if resumed else None)
+        else:
+            resumed = start_after is not None
+            done = run.walk_by_key(start_after)
+        if done and statements.sweep is not None:
+            done = run.sweep(statements.sweep, None if resumed else before)
+        if not done:
+            _finish(conn, statements, result, "interrupted", "stopped after max_batches")
+            return result
     except KeyboardInterrupt:
         _finish_quietly(conn, statements, result, "interrupted", "interrupted by the operator")
         raise
@@ -197,6 +242,161 @@ def run_batched(
         raise
     _finish(conn, statements, result, "succeeded", None)
     return result
+
+
+def _page(position: Any) -> int | None:
+    """The page of a physical walk's position (``page N``); None for anything else (an id, NULL)."""
+    match = re.fullmatch(r"page (\d+)", str(position)) if position is not None else None
+    return int(match.group(1)) if match else None
+
+
+UNIQUE_VIOLATION = "23505"
+
+
+class _Run:
+    """One run's batches: the walk (by key, or in physical order), then the sweep."""
+
+    def __init__(self, conn: Connection, statements: BackfillStatements, result: BackfillResult, batch_size: int,
+                 max_batches: int | None, on_batch: ProgressCallback | None) -> None:
+        self.conn = conn
+        self.statements = statements
+        self.result = result
+        self.batch_size = batch_size
+        self.max_batches = max_batches
+        self.on_batch = on_batch
+
+    def _stop(self) -> bool:
+        return self.max_batches is not None and self.result.batches >= self.max_batches
+
+    def _count(self, began: float, repaired: int, scanned: int) -> None:
+        elapsed = time.perf_counter() - began
+        result = self.result
+        result.batches += 1
+        result.repaired += repaired
+        result.scanned += scanned
+        result.batch_seconds.append(elapsed)
+        result.longest_batch_s = max(result.longest_batch_s, elapsed)
+        if self.on_batch is not None:
+            self.on_batch(result)
+
+    def walk_by_key(self, after: Any) -> bool:
+        """The statements' own batches (a revision's keyset walk); False when stopped early."""
+        steps = self.statements.row_by_row
+        while True:
+            if self._stop():
+                return False
+            began = time.perf_counter()
+            try:
+                row = _batch_with_retries(self.conn, self.statements.batch, self.result.run_id, after,
+                                          self.batch_size)
+                last_id, repaired, scanned = row.last_id, int(row.repaired), int(row.scanned)
+            except DBAPIError as exc:
+                if steps is None or not _row_error(exc):
+                    raise
+                last_id, repaired, scanned = _batch_row_by_row(
+                    self.conn, steps, steps.ghost_ids, self.result.run_id, after, self.batch_size,
+                    self.result.unrepairable_ids)
+                self.result.unrepairable = len(self.result.unrepairable_ids)
+            if last_id is None:
+                return True
+            after = last_id
+            self._count(began, repaired, scanned)
+
+    def walk_physically(self, walk: PhysicalWalk, after: Any) -> bool:
+        """Ranges of heap pages from ``after`` to the end; False when stopped early."""
+        conn, steps = self.conn, self.statements.row_by_row
+        locked = not conn.execute(_statement(walk.has_key)).scalar()
+        checked = False  # a range of ghosts goes in without a probe; the first member met turns probing on
+        while True:
+            if self._stop():
+                return False
+            began = time.perf_counter()
+            try:
+                row, checked = self._physical_batch(walk, after, checked=checked, locked=locked)
+                last_id, repaired, scanned = row.last_id, int(row.repaired), int(row.scanned)
+            except DBAPIError as exc:
+                if steps is None or not _row_error(exc):
+                    raise
+                last_id, repaired, scanned = self._physical_row_by_row(steps, after)
+                checked = True
+            if last_id is None:
+                return True
+            after = last_id
+            if checked and scanned and repaired == scanned:
+                checked = False  # the range held only ghosts: the next one is likely to, too
+            self._count(began, repaired, scanned)
+
+    def _physical_batch(self, walk: PhysicalWalk, after: Any, *, checked: bool, locked: bool) -> tuple[Any, bool]:
+        run_id = self.result.run_id
+        if not checked:
+            try:
+                unchecked = walk.unchecked_locked if locked else walk.unchecked
+                return _batch_with_retries(self.conn, unchecked, run_id, after, self.batch_size), False
+            except DBAPIError as exc:
+                if getattr(exc.orig, "pgcode", None) != UNIQUE_VIOLATION:
+                    raise
+                # an account of the range has a profile: the same range again, probing each
+        checked_statement = self.statements.batch if locked else walk.checked
+        return _batch_with_retries(self.conn, checked_statement, run_id, after, self.batch_size), True
+
+    def _physical_row_by_row(self, steps: RowByRow, after: Any) -> tuple[Any, int, int]:
+        """A range that one bad row makes fail: its ghosts by id, halved around the bad rows (recorded)."""
+        rows = self.conn.execute(_statement(steps.ghost_ids), {"after": after, "batch_size": self.batch_size}).all()
+        if not rows:
+            return None, 0, 0
+        last_id = rows[0][0]
+        known_bad = self.result.unrepairable_ids
+        ghosts = [str(user_id) for _, user_id, is_ghost in rows
+                  if user_id is not None and is_ghost and str(user_id) not in known_bad]
+        repaired, bad = _repair_halving(self.conn, steps, ghosts)
+        known_bad.update(bad)
+        self.result.unrepairable = len(known_bad)
+        self.conn.execute(_statement(steps.progress),
+                          {"run_id": self.result.run_id, "repaired": repaired, "last_id": last_id})
+        return last_id, repaired, sum(1 for row in rows if row[1] is not None)
+
+    def sweep(self, sweep: Sweep, before: Any) -> bool:
+        """The ghosts the walk could not see, by id; False when stopped early.
+
+        ``before`` is what ``sweep.horizon`` read before the walk: with it, and auth.users
+        not rewritten since, only the row versions written since the horizon are checked;
+        without it (a resumed walk), every account is.
+        """
+        now = self.conn.execute(_statement(sweep.horizon)).one()
+        if before is not None and now.relfilenode == before.relfilenode:
+            ghosts = [str(r[0]) for r in self.conn.execute(_statement(sweep.recent_ghosts),
+                                                           {"horizon": before.horizon})]
+            return self._repair(ghosts)
+        span = max(10 * self.batch_size, 10_000)
+        after = None
+        while True:
+            if self._stop():
+                return False
+            row = self.conn.execute(_statement(sweep.ghosts_after), {"after": after, "span": span}).one()
+            if row.last_id is None:
+                return True
+            if not self._repair(list(row.ghosts or ())):
+                return False
+            after = row.last_id
+
+    def _repair(self, ghosts: list[str]) -> bool:
+        """Profiles for ``ghosts`` (ids) in batches, each halved around a row that cannot be written."""
+        steps = self.statements.row_by_row
+        if steps is None:
+            raise ValueError("a Sweep needs RowByRow statements to repair what it finds")
+        known_bad = self.result.unrepairable_ids
+        ghosts = [g for g in ghosts if g not in known_bad]  # found unrepairable by the walk: not tried twice
+        for first in range(0, len(ghosts), self.batch_size):
+            if self._stop():
+                return False
+            began = time.perf_counter()
+            repaired, bad = _repair_halving(self.conn, steps, ghosts[first:first + self.batch_size])
+            known_bad.update(bad)
+            self.result.unrepairable = len(known_bad)
+            self.conn.execute(_statement(steps.progress),
+                              {"run_id": self.result.run_id, "repaired": repaired, "last_id": None})
+            self._count(began, repaired, 0)
+        return True
 
 
 FOREIGN_KEY_VIOLATION = "23503"
@@ -310,10 +510,12 @@ _RUN_DEAD = text(
 def statements_for(declared: Declared) -> BackfillStatements:
     """The backfill as ``ghostsync backfill`` and ``repair`` run it, for what ``declared`` syncs.
 
-    Each batch creates the missing profiles among the next ``:batch_size``
-    accounts by id (``sync.create_missing``: the ghosts locked FOR KEY SHARE
-    while their profiles are written); a last sweep over accounts still
-    without a profile repairs any the walk could not see.
+    A walk of auth.users in its physical order (``PhysicalWalk``): each batch
+    creates the missing profiles of the accounts in the next ``:batch_size``
+    accounts' worth of heap pages; then the sweep (``Sweep``) repairs, by id,
+    the ghosts the walk could not see. ``batch`` is the walk's statement that
+    is right for any profile table and any range (probing, ghosts locked FOR
+    KEY SHARE while their profiles are written).
     """
     details = audit_log.c.details
     error = cast(bindparam("run_error", type_=Text), Text)
@@ -360,56 +562,143 @@ def statements_for(declared: Declared) -> BackfillStatements:
             ),
         )
     )
-    walk = (
-        "SELECT u.id FROM auth.users AS u\n"
-        "WHERE CAST(:after AS uuid) IS NULL OR u.id > CAST(:after AS uuid)\n"
-        "ORDER BY u.id LIMIT :batch_size"
-    )
-    ghosts_of_batch = ("ARRAY(SELECT b.id FROM batch AS b\n"
-                       "      WHERE (SELECT 1 FROM public.users AS p WHERE p.id = b.id) IS NULL)")
-    sweep = (
-        "SELECT u.id FROM auth.users AS u\n"
-        "WHERE (CAST(:after AS uuid) IS NULL OR u.id > CAST(:after AS uuid))\n"
-        "  AND NOT EXISTS (SELECT 1 FROM public.users AS p WHERE p.id = u.id)\n"
-        "ORDER BY u.id LIMIT :batch_size"
-    )
+    values = sync.insert_values(declared, "u")
+    columns = [_quote(c) for c in sync.insert_columns(declared)]
     return BackfillStatements(
         mark_interrupted=mark_interrupted, start=start, finish=finish,
-        batch=_batch_statement(walk, sync.create_missing(declared, ghosts_of_batch)),
+        batch=_physical_batch(values, columns, checked=True, locked=True),
         row_by_row=RowByRow(
             ghost_ids=text(
-                f"WITH batch AS ({walk})\n"
-                "SELECT b.id, NOT EXISTS (SELECT 1 FROM public.users AS p WHERE p.id = b.id) FROM batch AS b\n"
-                "ORDER BY b.id"),
+                f"WITH {_WALK},\n"
+                f"batch AS (SELECT u.id FROM auth.users AS u WHERE {_RANGE})\n"
+                "SELECT 'page ' || w.last AS last_id, b.id,\n"
+                "       (SELECT 1 FROM public.users AS p WHERE p.id = b.id) IS NULL AS is_ghost\n"
+                "FROM walk AS w LEFT JOIN batch AS b ON true\n"
+                "WHERE w.more"),
             repair_some=text(sync.create_missing(declared, "CAST(:ghost_ids AS uuid[])")),
             record_failure=_record_failure(),
             progress=_progress(),
         ),
         sweep=Sweep(
-            batch=_batch_statement(sweep, sync.create_missing(declared, "ARRAY(SELECT b.id FROM batch AS b)")),
-            ghost_ids=text(f"WITH batch AS ({sweep})\nSELECT b.id, true FROM batch AS b ORDER BY b.id"),
+            horizon=text(
+                "SELECT (pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text::bigint\n"
+                "        % 4294967296)::text AS horizon,\n"
+                "       c.relfilenode::text AS relfilenode\n"
+                "FROM pg_catalog.pg_class AS c WHERE c.oid = 'auth.users'::pg_catalog.regclass"),
+            # age() counts back from the same transaction for both sides: a row version written at or
+            # after the horizon is no older than the horizon. A frozen row keeps its xmin: old, left out.
+            recent_ghosts=text(
+                "SELECT u.id FROM auth.users AS u\n"
+                "WHERE pg_catalog.age(u.xmin) <= pg_catalog.age(CAST(:horizon AS xid))\n"
+                "  AND (SELECT 1 FROM public.users AS p WHERE p.id = u.id) IS NULL"),
+            ghosts_after=text(
+                "WITH span AS (\n"
+                "  SELECT u.id FROM auth.users AS u\n"
+                "  WHERE CAST(:after AS uuid) IS NULL OR u.id > CAST(:after AS uuid)\n"
+                "  ORDER BY u.id LIMIT :span\n"
+                ")\n"
+                "SELECT (SELECT s.id FROM span AS s ORDER BY s.id DESC LIMIT 1) AS last_id,\n"
+                "       CAST(ARRAY(SELECT s.id FROM span AS s\n"
+                "                  WHERE (SELECT 1 FROM public.users AS p WHERE p.id = s.id) IS NULL) AS text[])\n"
+                "         AS ghosts"),
+        ),
+        physical=PhysicalWalk(
+            checked=_physical_batch(values, columns, checked=True, locked=False),
+            unchecked_locked=_physical_batch(values, columns, checked=False, locked=True),
+            unchecked=_physical_batch(values, columns, checked=False, locked=False),
+            has_key=text(_HAS_KEY),
         ),
     )
 
 
-def _batch_statement(walk: str, create: str) -> Executable:
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+# The batch's range: the pages after the position :after ("page N"; else from the first page),
+# :batch_size accounts' worth of them by the table's density (40 rows a page before any ANALYZE),
+# and whether the range starts inside the table (more) or past its end.
+_WALK = """walk AS (
+  SELECT w.first, w.first + w.pages - 1 AS last, w.first < w.size AS more
+  FROM (
+    SELECT coalesce(CAST(substring(CAST(:after AS text) FROM '^page ([0-9]+)$') AS bigint) + 1, 0) AS first,
+           CAST(greatest(1, ceil(CAST(:batch_size AS float8)
+                / CASE WHEN c.reltuples > 0 AND c.relpages > 0 THEN c.reltuples / c.relpages ELSE 40 END))
+                AS bigint) AS pages,
+           pg_catalog.pg_relation_size(c.oid) / CAST(pg_catalog.current_setting('block_size') AS bigint) AS size
+    FROM pg_catalog.pg_class AS c WHERE c.oid = 'auth.users'::pg_catalog.regclass
+  ) AS w
+)"""
+
+# Sub-selects, so the planner sees constants and scans only the range's pages (TID range scan).
+_RANGE = ("u.ctid >= (SELECT CAST(pg_catalog.format('(%s,0)', w.first) AS tid) FROM walk AS w)\n"
+          "  AND u.ctid < (SELECT CAST(pg_catalog.format('(%s,0)', w.last + 1) AS tid) FROM walk AS w)")
+
+_HAS_KEY = """SELECT EXISTS (
+  SELECT 1 FROM pg_catalog.pg_constraint AS c
+  WHERE c.conrelid = pg_catalog.to_regclass('public.users') AND c.contype = 'f'
+    AND c.confrelid = 'auth.users'::pg_catalog.regclass
+    AND c.conkey = ARRAY(SELECT a.attnum FROM pg_catalog.pg_attribute AS a
+                         WHERE a.attrelid = c.conrelid AND a.attname = 'id')
+    AND c.confkey = ARRAY(SELECT a.attnum FROM pg_catalog.pg_attribute AS a
+                          WHERE a.attrelid = c.confrelid AND a.attname = 'id')
+    -- enforced: its check trigger on the profile table fires (not disabled, not replica-only)
+    AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t
+                WHERE t.tgconstraint = c.oid AND t.tgrelid = c.conrelid AND t.tgenabled IN ('O', 'A')
+                  AND t.tgfoid = 'pg_catalog."RI_FKey_check_ins"()'::pg_catalog.regprocedure)
+)"""
+
+
+def _physical_batch(values: list[str], columns: list[str], *, checked: bool, locked: bool) -> Executable:
+    """One batch of the walk in physical order (see ``PhysicalWalk``)."""
+    named = ",\n         ".join(f"{value} AS {column}" for value, column in zip(values, columns, strict=True))
+    cols = ", ".join(columns)
+    lock = "\n    FOR KEY SHARE OF u" if locked else ""
+    if checked:
+        # Probe by key; read again by position only the ghosts (locking them, where that is needed).
+        ranged = (
+            f"batch AS (SELECT u.ctid AS tid, u.id FROM auth.users AS u WHERE {_RANGE}),\n"
+            "repaired AS (\n"
+            f"  INSERT INTO public.users ({cols})\n"
+            f"  SELECT {named}\n"
+            "  FROM auth.users AS u\n"
+            "  WHERE u.ctid = ANY (ARRAY(SELECT b.tid FROM batch AS b\n"
+            "                            WHERE (SELECT 1 FROM public.users AS p WHERE p.id = b.id) IS NULL))"
+            f"{lock}\n"
+            "  ON CONFLICT (id) DO NOTHING\n"
+            "  RETURNING 1\n"
+            ")"
+        )
+        scanned = "(SELECT count(*) FROM batch)"
+    else:
+        ranged = (
+            "repaired AS (\n"
+            f"  INSERT INTO public.users ({cols})\n"
+            f"  SELECT {named}\n"
+            f"  FROM auth.users AS u WHERE {_RANGE}{lock}\n"
+            "  RETURNING 1\n"
+            ")"
+        )
+        scanned = "(SELECT count(*) FROM repaired)"
     return text(
-        f"WITH batch AS (\n{walk}\n),\n"
-        f"repaired AS (\n{create}\n),\n"
+        f"WITH {_WALK},\n"
+        f"{ranged},\n"
         "progress AS (\n"
-        "  UPDATE public.cleanup_audit_log\n"
-        "  SET records_affected = records_affected + (SELECT count(*) FROM repaired),\n"
-        "      details = details || jsonb_build_object(\n"
-        "        'batches', coalesce((details ->> 'batches')::int, 0) + 1,\n"
-        "        'last_id', (SELECT id FROM batch ORDER BY id DESC LIMIT 1),\n"
+        "  UPDATE public.cleanup_audit_log AS l\n"
+        "  SET records_affected = l.records_affected + (SELECT count(*) FROM repaired),\n"
+        "      details = l.details || jsonb_build_object(\n"
+        "        'batches', coalesce(CAST(l.details ->> 'batches' AS int), 0) + 1,\n"
+        "        'last_id', 'page ' || w.last,\n"
         "        'heartbeat_at', clock_timestamp())\n"
-        "  WHERE id = :run_id AND EXISTS (SELECT 1 FROM batch)\n"
+        "  FROM walk AS w\n"
+        "  WHERE l.id = :run_id AND w.more\n"
         "  RETURNING 1\n"
         ")\n"
-        "SELECT (SELECT id FROM batch ORDER BY id DESC LIMIT 1) AS last_id,\n"
+        "SELECT CASE WHEN w.more THEN 'page ' || w.last END AS last_id,\n"
         "       (SELECT count(*) FROM repaired) AS repaired,\n"
-        "       (SELECT count(*) FROM batch) AS scanned,\n"
-        "       (SELECT count(*) FROM progress) AS logged"
+        f"       {scanned} AS scanned,\n"
+        "       (SELECT count(*) FROM progress) AS logged\n"
+        "FROM walk AS w"
     )
 
 
@@ -431,20 +720,14 @@ def _record_failure() -> Executable:
 
 
 def _progress() -> Executable:
-    details = audit_log.c.details
-    return (
-        update(audit_log)
-        .where(audit_log.c.id == bindparam("run_id"))
-        .values(
-            records_affected=audit_log.c.records_affected + bindparam("repaired", type_=Integer),
-            details=details.op("||")(
-                func.jsonb_build_object(
-                    "batches", func.coalesce(cast(details["batches"].astext, Integer), 0) + 1,
-                    "last_id", cast(bindparam("last_id"), UUID(as_uuid=True)),
-                    "heartbeat_at", func.clock_timestamp(),
-                )
-            ),
-        )
+    return text(
+        "UPDATE public.cleanup_audit_log\n"
+        "SET records_affected = records_affected + CAST(:repaired AS int),\n"
+        "    details = details || jsonb_strip_nulls(jsonb_build_object(\n"
+        "      'batches', coalesce(CAST(details ->> 'batches' AS int), 0) + 1,\n"
+        "      'last_id', CAST(:last_id AS text),\n"
+        "      'heartbeat_at', clock_timestamp()))\n"
+        "WHERE id = :run_id"
     )
 
 
@@ -480,11 +763,13 @@ def estimated_auth_users(conn: Connection) -> int:
 def resume_point(
     conn: Connection, statements: BackfillStatements, job_name: str = JOB_NAME, dead_after_s: float = DEAD_AFTER_S
 ) -> Any:
-    """The id after which to continue, if the newest run of the job was cut short; else None.
+    """Where to continue (``page N``: after that heap page), if the newest run of the job was cut
+    short; else None.
 
-    A run resumed there still ends with the sweep over every account without
-    a profile, so a ghost made behind the point (a restore, a disabled
-    trigger) is repaired too.
+    A run resumed there ends with the full sweep, every account by id, so a
+    ghost behind the point (a restore, a disabled trigger, a row that moved)
+    is repaired too. A position this walk does not know (an id, from a keyset
+    walk) starts the walk from the first page.
     """
     conn.execute(_statement(statements.mark_interrupted), {"job": job_name, "dead_after": dead_after_s})
     row = conn.execute(

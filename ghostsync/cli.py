@@ -139,18 +139,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     from ghostsync.database import opened, resolve_url
 
     check = "quick" if args.quick else "full"
-    if args.prometheus is not None:
-        report.check_textfile_name(args.prometheus)
     began = time.monotonic()
     try:
+        if args.prometheus is not None:
+            report.check_textfile_name(args.prometheus)
         url = resolve_url(args.database_url)
         script = chain.script_directory(args.alembic_config)
         with opened(url, application_name=names.APPLICATION["status"]) as engine, engine.connect() as conn:
             found = status.collect(conn, quick=args.quick, script=script)
     except Exception as exc:
-        code = getattr(exc, "code", None) or _failure_code(exc)
+        code = exc.code if isinstance(exc, status.StatusError) else _failure_code(exc)
         message = describe(exc, _url_or_none(args))
-        if args.prometheus is not None:
+        if args.prometheus is not None and args.prometheus.name.endswith(".prom"):
             report.write_prometheus(args.prometheus, None, check=check, duration_s=time.monotonic() - began,
                                     error_code=code)
         if args.json:

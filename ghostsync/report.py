@@ -265,7 +265,7 @@ def prometheus_text(status: Status | None, *, check: str, duration_s: float, err
             return iter(families.values())
 
     registry = CollectorRegistry()
-    registry.register(_Collected())  # type: ignore[arg-type]
+    registry.register(_Collected())
     return bytes(generate_latest(registry))
 
 

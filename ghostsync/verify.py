@@ -348,8 +348,9 @@ findings AS (
   UNION ALL
   SELECT CASE WHEN t.created = 'true'::jsonb THEN 'problem' ELSE 'warning' END, 8, t.n, 2, 'open_privileges',
     t.name || ' grants ' || pg_catalog.array_to_string(t.open_privileges, ', ')
-      || ', which row level security does not govern'
-      || CASE WHEN t.created = 'true'::jsonb THEN '' ELSE ' (an adopted table: revoke them if end users need none)'
+      || ' to end users'' roles (row level security governs neither TRUNCATE, REFERENCES nor TRIGGER, and anon '
+      || 'has no business with ghostsync''s tables)'
+      || CASE WHEN t.created = 'true'::jsonb THEN '' ELSE '; an adopted table: revoke what end users do not need'
          END
   FROM tables AS t WHERE t.present AND pg_catalog.cardinality(t.open_privileges) > 0
   UNION ALL

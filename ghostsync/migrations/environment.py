@@ -119,6 +119,7 @@ def run_migrations_online() -> None:
         except DBAPIError as exc:
             raise CommandError(describe(exc, database_url_or_none())) from exc
         with conn, _failing_in_one_line():
+            _refuse_standby(conn)
             _run_on(conn)
     finally:
         engine.dispose()
@@ -134,6 +135,15 @@ def _failing_in_one_line() -> Iterator[None]:
             f"{describe(exc, database_url_or_none())}; each revision commits on its own, so the ones before "
             "this one are applied: run the same command again once the cause is fixed"
         ) from exc
+
+
+def _refuse_standby(conn: Connection) -> None:
+    """A hot standby takes no migration: say so in one line before anything is tried."""
+    standby = conn.exec_driver_sql("SELECT pg_catalog.pg_is_in_recovery()").scalar()
+    conn.rollback()
+    if standby:
+        raise CommandError("ghostsync: this is a read-only hot standby: run migrations against the primary; "
+                           "nothing was done")
 
 
 def _run_on(connection: Connection) -> None:

@@ -47,7 +47,7 @@ from alembic.util import CommandError
 from sqlalchemy.exc import DBAPIError
 
 from ghostsync import settings
-from ghostsync.backfill import BackfillResult, BackfillStatements, run_batched
+from ghostsync.backfill import BackfillResult, BackfillStatements, estimated_auth_users, run_batched
 from ghostsync.declarations import Column, Declares, Function, Trigger
 
 log = logging.getLogger("alembic.ghostsync")
@@ -117,9 +117,15 @@ SUPAUTILS_DROP_LOCKS = (
     " -> current_user::text, '[]'::jsonb)) WITH ORDINALITY AS h(t, n) WHERE h.t = {table}), 2147483647))"
 )
 
+# Each lock waits at most half of deadlock_timeout: supautils takes auth.users before
+# auth.audit_log_entries and a sign-in writes them in the other order, so a longer wait would let
+# the deadlock detector pick a sign-in as its victim before our wait gives up.
+DEADLOCK_SHARE = ("(SELECT s.setting::int / 2 FROM pg_catalog.pg_settings AS s "
+                  "WHERE s.name = 'deadlock_timeout')")
+
 LOCK_PRELUDE = (
     "SELECT pg_catalog.set_config('lock_timeout', "
-    "greatest(10, {budget_ms} / {locks})::int::text || 'ms', true), "
+    "least(greatest(10, {budget_ms} / {locks}), " + DEADLOCK_SHARE + ")::int::text || 'ms', true), "
     "pg_catalog.set_config('statement_timeout', '{statement_ms}ms', true)"
 )
 
@@ -129,7 +135,8 @@ DECLARE
 BEGIN
   LOOP
     BEGIN
-      PERFORM pg_catalog.set_config('lock_timeout', greatest(10, {budget_ms} / {locks})::int::text || 'ms', true);
+      PERFORM pg_catalog.set_config('lock_timeout',
+        least(greatest(10, {budget_ms} / {locks}), """ + DEADLOCK_SHARE + """)::int::text || 'ms', true);
       PERFORM pg_catalog.set_config('statement_timeout', '{statement_ms}ms', true);
 {body}
       EXIT;
@@ -491,7 +498,7 @@ def backfill(
     if migration.as_sql:
         op.execute(offline_sql.format(batch_size=batch_size))
         return None
-    progress = _ProgressLog(job_name, interval.total_seconds())
+    progress = _ProgressLog(job_name, interval.total_seconds(), estimated_auth_users(op.get_bind()))
     with migration.autocommit_block(), ghostsync_errors():
         result = run_batched(op.get_bind(), statements, batch_size=batch_size, mode="online", job_name=job_name,
                              dead_after_s=dead_after.total_seconds(), on_batch=progress)
@@ -504,9 +511,10 @@ def backfill(
 class _ProgressLog:
     """Logs a progress line at a steady interval, so a pipeline without a terminal shows it is alive."""
 
-    def __init__(self, job_name: str, interval_s: float) -> None:
+    def __init__(self, job_name: str, interval_s: float, total: int | None = None) -> None:
         self.job_name = job_name
         self.interval_s = interval_s
+        self.total = total
         self.began = self.last = time.monotonic()
 
     def __call__(self, result: BackfillResult) -> None:
@@ -515,8 +523,12 @@ class _ProgressLog:
             return
         self.last = now
         rate = result.scanned / max(now - self.began, 1e-6)
-        log.info("ghostsync: %s: %d auth user(s) walked, %d repaired, %d batch(es), %.0f/s", self.job_name,
-                 result.scanned, result.repaired, result.batches, rate)
+        if self.total and rate > 0:
+            left = f"~{max(0, self.total - result.scanned) / rate:.0f} s left of ~{self.total} auth user(s)"
+        else:
+            left = "time left unknown"
+        log.info("ghostsync: %s: %d auth user(s) walked, %d repaired, %d batch(es), %.0f/s, %s", self.job_name,
+                 result.scanned, result.repaired, result.batches, rate, left)
 
 
 # -- one-line errors ---------------------------------------------------------------------------------
