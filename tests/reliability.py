@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from ghostsync import settings
+from ghostsync.pgtap import pgtap_source
 from ghostsync.testing import pgbouncer
 from ghostsync.testing import prometheus as prometheus_tools
 
@@ -66,10 +68,12 @@ SCALES = {
 FIGURES: list[str] = []
 POOLER_TESTS = "test_pooler.py"
 _deselected_pooler_tests: list[str] = []
-_deselected_by_marker: dict[str, list[str]] = {"prometheus": [], "grafana_sdk": []}
+_deselected_by_marker: dict[str, list[str]] = {"prometheus": [], "grafana_sdk": [], "pgtap": []}
 MARKERS = {
     "prometheus": "needs Debian's prometheus, promtool and prometheus-node-exporter (make test installs them)",
     "grafana_sdk": "needs grafana-foundation-sdk (pip install grafana-foundation-sdk)",
+    "pgtap": "needs pg_prove and pgTAP (make pgtap installs Debian's postgresql-15-pgtap and "
+             "libtap-parser-sourcehandler-pgtap-perl)",
 }
 
 
@@ -106,9 +110,23 @@ def _grafana_sdk_line() -> str:
     return f"grafana-foundation-sdk: {version('grafana-foundation-sdk')}"
 
 
+def _pgtap_available() -> bool:
+    override = os.environ.get("GHOSTSYNC_PG_PROVE")
+    prove = (override if os.access(override, os.X_OK) else None) if override else shutil.which("pg_prove")
+    return prove is not None and pgtap_source() is not None
+
+
+def _pgtap_line() -> str:
+    if _pgtap_available():
+        return f"pgTAP: {pgtap_source()}, pg_prove {shutil.which('pg_prove')}"
+    return "pgTAP: NOT AVAILABLE (make pgtap); the pgTAP tests were not run"
+
+
 def _available(marker: str) -> bool:
     if marker == "prometheus":
         return not prometheus_tools.missing()
+    if marker == "pgtap":
+        return _pgtap_available()
     return importlib.util.find_spec("grafana_foundation_sdk") is not None
 
 
@@ -118,7 +136,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    return [_pgbouncer_line(), prometheus_tools.availability_line(), _grafana_sdk_line(),
+    return [_pgbouncer_line(), prometheus_tools.availability_line(), _grafana_sdk_line(), _pgtap_line(),
             f"load scale: {config.getoption('--load-scale')}"]
 
 
@@ -153,7 +171,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         line += f" ({len(_deselected_pooler_tests)} deselected)"
     terminalreporter.write_line(line)
     terminalreporter.section("Prometheus and Grafana")
-    for marker, line in (("prometheus", prometheus_tools.availability_line()), ("grafana_sdk", _grafana_sdk_line())):
+    for marker, line in (("prometheus", prometheus_tools.availability_line()), ("grafana_sdk", _grafana_sdk_line()),
+                         ("pgtap", _pgtap_line())):
         if _deselected_by_marker[marker]:
             line += f" ({len(_deselected_by_marker[marker])} test(s) deselected)"
         terminalreporter.write_line(line)

@@ -25,6 +25,8 @@ from ghostsync.testing.fixtures import SupabaseDatabase
 from ghostsync.testing.pgtap import install_extension
 from tests.seeding import seed_ghosts
 
+pytestmark = pytest.mark.pgtap
+
 RESULT = re.compile(r"^(not ok|ok) (\d+) - (.*)$", re.MULTILINE)
 HEAD_TESTS = 2 + 4 + 3 * 4 + 3 * 4  # installed + no ghosts, 4 triggers, 4 functions x 3, 4 signups x 3
 
