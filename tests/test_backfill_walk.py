@@ -254,25 +254,37 @@ def test_without_a_foreign_key_the_walk_locks_the_ghosts_it_repairs(db):
     db.sql(PROFILE_WRITE_GATE, user="postgres")
     first = str(db.value("SELECT id FROM auth.users ORDER BY ctid LIMIT 1"))
     gate = psycopg2.connect(db.url("supabase_admin"))
+    gate.autocommit = True
+    held = [True]
+
+    def release() -> None:
+        if held[0]:
+            held[0] = False
+            with gate.cursor() as cur:
+                cur.execute("SELECT pg_advisory_unlock(4243)")
+
+    statements = head_statements(db)
+    engine = create_engine(normalize(url_named(db.url(), "walking")), isolation_level="AUTOCOMMIT")
     try:
         with gate.cursor() as cur:
             cur.execute("SELECT pg_advisory_lock(4243)")
-        statements = head_statements(db)
-        engine = create_engine(normalize(url_named(db.url(), "walking")), isolation_level="AUTOCOMMIT")
-        try:
-            with engine.connect() as conn:
-                walking = Waiting(lambda: backfill.run_batched(conn, statements, batch_size=BATCH, mode="cli"))
+        with engine.connect() as conn:
+            walking = Waiting(lambda: backfill.run_batched(conn, statements, batch_size=BATCH, mode="cli"))
+            try:
                 wait_for_lock(db.url("supabase_admin"), "walking", events=("advisory",))
                 with AuthService(url_named(db.url(AUTH_ROLE), "deleting")) as auth:
                     deleting = Waiting(lambda: auth.hard_delete(uuid.UUID(first)))
-                    wait_for_lock(db.url("supabase_admin"), "deleting", events=ROW_LOCK)
-                    with gate.cursor() as cur:
-                        cur.execute("SELECT pg_advisory_unlock(4243)")
-                    deleting.result()
+                    try:
+                        # the ghost the held batch is writing is locked: the delete waits for the batch
+                        wait_for_lock(db.url("supabase_admin"), "deleting", events=ROW_LOCK)
+                    finally:
+                        release()
+                        deleting.result()
+            finally:
+                release()
                 done = walking.result()
-        finally:
-            engine.dispose()
     finally:
+        engine.dispose()
         gate.close()
     assert done.status == "succeeded"
     assert orphan_count(db) == 0 and ghost_count(db) == 0

@@ -15,19 +15,11 @@ from sqlalchemy import create_engine, text
 
 from ghostsync import backfill, chain, repair
 from ghostsync.testing.authservice import AUTH_ROLE, AuthService
+from ghostsync.testing.supabase import APP_PROFILES_WITHOUT_FK_SQL
 from ghostsync.urls import normalize
 from tests.interleave import ROW_LOCK, Waiting, url_named, wait_for_lock
 from tests.seeding import ghost_count
 
-ADOPTED_WITHOUT_FK = """
-CREATE TABLE public.users (
-  id uuid PRIMARY KEY,
-  email text,
-  email_verified boolean NOT NULL DEFAULT false,
-  created_at timestamptz NOT NULL DEFAULT now(),
-  updated_at timestamptz NOT NULL DEFAULT now()
-)
-"""
 # An app trigger on public.users that waits on advisory lock 4242: holding that lock
 # holds any writer of a profile in the middle of its transaction.
 PROFILE_WRITE_GATE = """
@@ -107,7 +99,7 @@ def test_confirmation_while_a_backfill_batch_writes_the_profile(db, revision):
 
 @pytest.mark.parametrize("order", ["backfill first", "delete first"])
 def test_no_orphan_when_an_account_is_deleted_while_the_backfill_repairs_it(db, order):
-    db.sql(ADOPTED_WITHOUT_FK, user="postgres")  # no foreign key: nothing else would remove the profile
+    db.sql(APP_PROFILES_WITHOUT_FK_SQL, user="postgres")  # no foreign key: nothing else would remove the profile
     db.upgrade()
     uid = make_ghost(db, "leaving@example.com")
     with AuthService(url_named(db.url(AUTH_ROLE), "deleting")) as auth:

@@ -6,21 +6,9 @@ import pytest
 from sqlalchemy import create_engine
 
 from ghostsync import status
+from ghostsync.testing.supabase import APP_PROFILES_FK_WITHOUT_CASCADE_SQL, APP_PROFILES_WITHOUT_FK_SQL
 from ghostsync.urls import normalize
 from tests.seeding import failures, ghostsync_cli
-
-ADOPTED_WITHOUT_FK = """
-CREATE TABLE public.users (
-  id uuid PRIMARY KEY,
-  email text,
-  email_verified boolean NOT NULL DEFAULT false,
-  created_at timestamptz NOT NULL DEFAULT now(),
-  updated_at timestamptz NOT NULL DEFAULT now()
-)
-"""
-ADOPTED_FK_NO_CASCADE = ADOPTED_WITHOUT_FK.replace(
-    "id uuid PRIMARY KEY", "id uuid PRIMARY KEY REFERENCES auth.users (id)"
-)
 
 
 def row(db, uid):
@@ -101,7 +89,8 @@ def test_hard_delete_removes_the_profile(head):
     assert failures(head) == []
 
 
-@pytest.mark.parametrize("ddl", [ADOPTED_WITHOUT_FK, ADOPTED_FK_NO_CASCADE], ids=["no-fk", "fk-without-cascade"])
+@pytest.mark.parametrize("ddl", [APP_PROFILES_WITHOUT_FK_SQL, APP_PROFILES_FK_WITHOUT_CASCADE_SQL],
+                         ids=["no-fk", "fk-without-cascade"])
 def test_hard_delete_on_adopted_table_without_cascade(db, ddl):
     db.sql(ddl, user="postgres")
     db.upgrade()
@@ -115,7 +104,7 @@ def test_hard_delete_on_adopted_table_without_cascade(db, ddl):
 
 
 def test_orphans_and_stale_profiles_are_detected_and_repaired(db):
-    db.sql(ADOPTED_WITHOUT_FK, user="postgres")
+    db.sql(APP_PROFILES_WITHOUT_FK_SQL, user="postgres")
     db.upgrade()
     with db.auth() as auth:
         keep = auth.signup(email="keep@example.com")

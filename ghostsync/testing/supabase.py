@@ -796,6 +796,23 @@ CREATE TRIGGER normalize_profile_email
 """
 """An app-owned BEFORE INSERT OR UPDATE OF email trigger on ``public.users`` that normalises the email."""
 
+APP_PROFILES_WITHOUT_FK_SQL = """
+CREATE TABLE public.users (
+  id uuid PRIMARY KEY,
+  email text,
+  email_verified boolean NOT NULL DEFAULT false,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+"""An app's ``public.users`` with no foreign key to auth.users: nothing but ghostsync removes a deleted
+account's profile (and nothing stops a profile from outliving its account)."""
+
+APP_PROFILES_FK_WITHOUT_CASCADE_SQL = APP_PROFILES_WITHOUT_FK_SQL.replace(
+    "id uuid PRIMARY KEY", "id uuid PRIMARY KEY REFERENCES auth.users (id)"
+)
+"""The same with a foreign key that does not cascade: the key refuses a delete while the profile exists."""
+
 APP_UNIQUE_EMAIL_DEFERRED_SQL = """
 ALTER TABLE public.users ADD CONSTRAINT users_email_key UNIQUE (email) DEFERRABLE INITIALLY DEFERRED;
 """
