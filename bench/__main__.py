@@ -1,147 +1,177 @@
-"""``python -m bench [--scale 100k|1m|10m]``: run every measurement, print the table, write results.json."""
+"""``python -m bench [--scale 100k|1m|10m]``: every measurement, the figures with their verdicts, results.json."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import inspect
+import json
 import os
-import re
+import pkgutil
 import shutil
 import sys
 import tempfile
 import time
+import traceback
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from bench import scenarios
-from bench.cluster import Cluster, code_facts, machine_facts
-from bench.report import RESULTS, Figure, render_table, write_results
+from bench import harness, measurements
+from bench.report import RESULTS, RUNS, Figure, render_table, write_results
+from bench.stats import MIN_ROUNDS
 
-SCALES = {"100k": 100_000, "1m": 1_000_000, "10m": 10_000_000}
-# Peak disk use of the run's databases, per auth user (several copies of the data live at once):
-# the 1m run peaked at 4.07 GB (results.json "databases_gb_peak"); rounded up.
-DISK_BYTES_PER_USER = 5_000
-
-
-def parse_scale(value: str) -> int:
-    value = value.strip().lower()
-    if value in SCALES:
-        return SCALES[value]
-    match = re.fullmatch(r"(\d+)([km]?)", value)
-    if not match:
-        raise argparse.ArgumentTypeError(f"bad scale {value!r}: use 100k, 1m, 10m or a number of users")
-    n = int(match.group(1)) * {"": 1, "k": 1_000, "m": 1_000_000}[match.group(2)]
-    if n < 1000:
-        raise argparse.ArgumentTypeError("scale must be at least 1000 users")
-    return n
+# Measurements in the order they run (status first, on data no other module has touched yet);
+# any other module in bench/measurements runs after these, by name.
+ORDER = ["status", "quick_status", "backfill", "signups", "signup_forms", "signins", "cleanup", "upgrade",
+         "cli_backfill"]
+# The issue's table, in its order: the figures `make bench` prints first, with their verdicts.
+ISSUE_FIGURES = ["backfill.batched_vs_single", "backfill.longest_batch", "signups.head_vs_minimal_cpu",
+                 "signins.head_vs_none_cpu", "status.full_vs_anti_join", "quick_status.n_vs_1k",
+                 "quick_status.server_ms", "cleanup.head_vs_none", "cleanup.subtransactions"]
+# The templates each measurement clones (bench.harness): after a measurement, the runner drops those no
+# measurement still to run needs. A module not named here keeps every template alive.
+NEEDS = {"status": {"head"}, "quick_status": {"head", "tiny"}, "backfill": {"ghosts"},
+         "signups": {"none", "minimal", "head"}, "signup_forms": {"minimal", "head"}, "signins": {"none", "head"},
+         "cleanup": {"none", "head"}, "upgrade": {"app"}, "cli_backfill": set()}
+# Peak disk use of the run's databases, per auth user (templates and working clones live at once).
+DISK_BYTES_PER_USER = 6_000
 
 
-def scale_name(n: int) -> str:
-    if n % 1_000_000 == 0:
-        return f"{n // 1_000_000}m"
-    if n % 1_000 == 0:
-        return f"{n // 1_000}k"
-    return str(n)
+def modules() -> list[str]:
+    found = [m.name for m in pkgutil.iter_modules(measurements.__path__) if not m.name.startswith("_")]
+    return [m for m in ORDER if m in found] + sorted(m for m in found if m not in ORDER)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--scale", type=parse_scale, default=SCALES["100k"], metavar="N",
-                        help="auth users: 100k (default), 1m, 10m, or any number such as 250k")
+    parser.add_argument("--scale", default="100k", help="auth users: 100k (default), 1m, 10m, or a number like 250k")
     parser.add_argument("--pg", type=int, default=17, choices=(15, 17), help="PostgreSQL major (default 17)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of each side-by-side comparison (default 5)")
-    parser.add_argument("--slices", type=int, default=20,
-                        help="rounds of the throughput comparisons (signups, sign-ins; default 20)")
-    parser.add_argument("--slice", type=float, default=0.5, dest="slice_s",
-                        help="seconds each state runs per round in those (default 0.5)")
-    parser.add_argument("--clients", type=int, default=4, help="concurrent auth clients (default 4)")
+    parser.add_argument("--rounds", type=int, default=MIN_ROUNDS,
+                        help=f"rounds of each side-by-side comparison (default and least for a verdict: {MIN_ROUNDS})")
+    parser.add_argument("--slices", type=int, default=20, help="rounds of the signup and sign-in comparisons (20)")
+    parser.add_argument("--slice", type=float, default=1.0, dest="slice_s", help="seconds per slice (1.0)")
+    parser.add_argument("--clients", type=int, default=4, help="client processes per database (4)")
+    parser.add_argument("--only", default=None, help="comma-separated measurements to run (default: all: "
+                        + ", ".join(modules()) + ")")
+    parser.add_argument("--skip", default="", help="comma-separated measurements to leave out")
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
+    parser.add_argument("--record", action="store_true", help=f"also keep the results in {RUNS}/")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     return parser
 
 
+def call(name: str, scale: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``bench.measurements.NAME.run(scale, ...)`` with the options its signature takes."""
+    module = importlib.import_module(f"bench.measurements.{name}")
+    accepted = inspect.signature(module.run).parameters
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    kwargs = {k: v for k, v in options.items() if takes_all or k in accepted}
+    result = module.run(scale, **kwargs)
+    if not isinstance(result, dict):
+        raise TypeError(f"{name}.run returned {type(result).__name__}, not a dict")
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if min(args.rounds, args.clients, args.slices) < 1 or args.slice_s <= 0:
+    if args.rounds < 1 or args.slices < 1 or args.clients < 1 or args.slice_s <= 0:
         print("bench: --rounds, --slices and --clients must be at least 1, --slice positive", file=sys.stderr)
         return 2
-    settings = scenarios.Settings(n=args.scale, rounds=args.rounds, slices=args.slices, slice_s=args.slice_s,
-                                  clients=args.clients,
-                                  status_reps=max(5, args.rounds), upgrade_reps=max(1, args.rounds // 2))
-    machine = machine_facts()
-    code = code_facts()
+    n = harness.scale_users(args.scale)
+    scale = harness.scale_name(n)
+    chosen = [m for m in (args.only.split(",") if args.only else modules()) if m not in args.skip.split(",")]
+    unknown = sorted(set(chosen) - set(modules()))
+    if unknown:
+        print(f"bench: no measurement {', '.join(unknown)} (there are: {', '.join(modules())})", file=sys.stderr)
+        return 2
+    say = harness.say
+    machine = harness.machine_facts()
+    code = harness.code_facts()
     free_gb = shutil.disk_usage(tempfile.gettempdir()).free / 1024**3
-    need_gb = settings.n * DISK_BYTES_PER_USER / 1024**3
-    if free_gb < need_gb:
-        print(f"bench: warning: {free_gb:.0f} GB free under {tempfile.gettempdir()}, the run may need about "
-              f"{need_gb:.0f} GB (--scale {scale_name(settings.n)})", file=sys.stderr)
+    if free_gb < n * DISK_BYTES_PER_USER / 1024**3:
+        say(f"bench: warning: {free_gb:.0f} GB free under {tempfile.gettempdir()}, the run may need about "
+            f"{n * DISK_BYTES_PER_USER / 1024**3:.0f} GB")
     started = time.perf_counter()
-    say = scenarios.say
-    say(f"== ghostsync bench: {settings.n:,} auth users (--scale {scale_name(settings.n)}), "
-        f"PostgreSQL {args.pg}, {settings.clients} clients, {settings.rounds} rounds")
+    say(f"== ghostsync bench: {n:,} auth users (--scale {scale}), PostgreSQL {args.pg}, {args.rounds} rounds; "
+        f"measurements: {', '.join(chosen)}")
     say(f"   ghostsync at {code['commit'] or 'unknown commit'}"
-        + (" (with uncommitted changes in ghostsync/ or alembic/)"
-           if code["ghostsync_or_alembic_changed_since_commit"] else ""))
+        + (" (with uncommitted changes in ghostsync/)" if code["ghostsync_changed_since_commit"] else ""))
+    say(f"   machine: {machine['cpu']}, {machine['cpus']} CPUs, {machine['memory_gb']} GB, "
+        f"load {machine['load_average']}")
+    if all(m in NEEDS for m in chosen):
+        harness.KEEP = set().union(*(NEEDS[m] for m in chosen))
+    options = {"major": args.pg, "say": say, "rounds": args.rounds, "slices": args.slices, "slice_s": args.slice_s,
+               "clients": args.clients}
+    results: dict[str, Any] = {}
     figures: list[Figure] = []
-    with Cluster(args.pg) as cluster:
-        postgres = cluster.facts()
-        say(f"   {postgres['version']}")
-        say(f"   machine: {machine['cpu']}, {machine['cpus']} CPUs, {machine['memory_gb']} GB, {machine['os']}")
-        say("== setup (not measured)")
-        setup = scenarios.prepare(cluster, settings)
-        plans: dict[str, str] = {}
-        disk_gb = 0.0
-        # Status first, on the data it is measured on; its plans right after, before signups add rows.
-        states = [db for db, _ in scenarios.STATES.values()]
-        for title, run, explain, done_with in (
-            ("4 status", scenarios.bench_status, scenarios.status_plans, []),
-            ("1 backfill", scenarios.bench_backfill, scenarios.backfill_plans, ["b_ghosts"]),
-            ("2 signups", scenarios.bench_signups, None, []),
-            ("3 sign-ins", scenarios.bench_signins, None, states),
-            ("5 upgrade", scenarios.bench_upgrade, None, ["b_app"]),
-        ):
-            say(f"== {title}")
-            figures.extend(run(cluster, settings))
-            if explain is not None:
-                plans |= explain(cluster, settings)
-            size = int(cluster.value("postgres", "SELECT sum(pg_database_size(datname)) FROM pg_database"))
-            disk_gb = max(disk_gb, round(size / 1024**3, 2))
-            for name in done_with:  # disk space back as soon as a database has served (10m: gigabytes)
-                cluster.drop(name)
-    order = ["1", "2", "3", "4", "5"]
-    figures.sort(key=lambda f: order.index(f.scenario.split()[0]))
+    postgres: dict[str, Any] | None = None
+    for name in chosen:
+        began = time.perf_counter()
+        try:
+            result = call(name, scale, options)
+        except Exception as exc:  # one measurement failing leaves the others' figures
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            say(f"   {name} FAILED: {type(exc).__name__}: {first}")
+            result = {"measurement": name, "error": f"{type(exc).__name__}: {exc}",
+                      "traceback": traceback.format_exc()[-4000:]}
+        result["seconds"] = round(time.perf_counter() - began, 1)
+        results[name] = result
+        figures.extend(Figure.from_dict(f) for f in result.get("figures", []))
+        ws = harness.current()
+        if ws is not None and postgres is None:
+            postgres = ws.cluster.facts()
+        rest = chosen[chosen.index(name) + 1:]
+        if ws is not None and all(m in NEEDS for m in rest):
+            ws.note_disk()
+            ws.release(set().union(*(NEEDS[m] for m in rest)) if rest else set())
+    ws = harness.current()
+    setup = dict(ws.setup_seconds) if ws else {}
+    peak_gb = round(ws.peak_bytes / 1024**3, 2) if ws else None
+    harness.close_all()
     total = time.perf_counter() - started
+    order = {fid: k for k, fid in enumerate(ISSUE_FIGURES)}
+    issue = sorted((f for f in figures if f.id in order), key=lambda f: order[f.id])
+    others = [f for f in figures if f.id not in order]
     say("")
-    say(f"== results: {settings.n:,} users, {postgres['version'].split(' on ')[0]}, "
-        f"{machine['cpu']} x{machine['cpus']}, {machine['memory_gb']} GB")
-    say(render_table(figures))
-    say("   * target set by the bench (the issue names the figure without a number); see docs/PERFORMANCE.md")
-    missed = [f for f in figures if f.met is False]
-    say(f"   targets met: {sum(1 for f in figures if f.met)} of {sum(1 for f in figures if f.met is not None)}"
-        + (f"; missed: {', '.join(f.id for f in missed)}" if missed else ""))
-    write_results(args.output, run={
+    say(f"== issue 14's figures: {n:,} users, {(postgres or {}).get('version', '').split(' on ')[0]}, "
+        f"{machine['cpu']} x{machine['cpus']}")
+    say(render_table(issue))
+    if others:
+        say("")
+        say("== other figures (context)")
+        say(render_table(others))
+    for name, result in results.items():
+        if "figures" not in result and "error" not in result:
+            say(f"== {name} (its own figures): " + json.dumps(result.get("ratios", result), default=str)[:2000])
+    say("   verdict: met when the 95% interval over the rounds lies on the target's side, missed when it lies on the "
+        "other, undecided otherwise; A/A noise: the same comparison between two identical arms; * target set by "
+        "the bench")
+    targeted = [f for f in figures if f.verdict is not None]
+    counts = {v: [f.id for f in targeted if f.verdict == v] for v in ("met", "missed", "undecided")}
+    say(f"   met {len(counts['met'])}, missed {len(counts['missed'])}"
+        + (f" ({', '.join(counts['missed'])})" if counts["missed"] else "")
+        + f", undecided {len(counts['undecided'])}"
+        + (f" ({', '.join(counts['undecided'])})" if counts["undecided"] else ""))
+    failed = [name for name, r in results.items() if "error" in r]
+    if failed:
+        say(f"   FAILED measurements: {', '.join(failed)} (their errors are in the results file)")
+    run = {
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "scale": scale_name(settings.n),
-        "ghostsync": code,
-        "n": settings.n,
-        "postgresql": postgres,
-        "machine": machine,
-        "settings": {
-            "rounds": settings.rounds, "slices": settings.slices, "slice_s": settings.slice_s,
-            "clients": settings.clients,
-            "batch_size": settings.batch_size, "status_reps": settings.status_reps,
-            "upgrade_reps": settings.upgrade_reps, "upgrade_signup_stream_per_s":
-                settings.stream_clients * settings.stream_rate,
-            "status_since_s": int(settings.since.total_seconds()),
-        },
-        "setup_seconds": {k: round(v, 2) for k, v in setup.items()},
-        "total_seconds": round(total, 1),
+        "scale": scale, "n": n, "ghostsync": code, "postgresql": postgres, "machine": machine,
+        "settings": {"rounds": args.rounds, "slices": args.slices, "slice_s": args.slice_s, "clients": args.clients,
+                     "measurements": chosen},
+        "setup_seconds": setup, "databases_gb_peak": peak_gb, "total_seconds": round(total, 1),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-        "databases_gb_peak": disk_gb,
-    }, figures=figures, plans=plans)
-    if code_facts() != code:
-        say("   note: ghostsync's commit or files changed while the bench ran")
+    }
+    write_results(args.output, run=run, figures=figures, measurements=results)
     say(f"   wrote {args.output} ({total:.0f} s in all)")
-    return 1 if args.strict and missed else 0
+    if args.record:
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%MZ")
+        kept = RUNS / f"{stamp}-{scale}-pg{args.pg}.json"
+        write_results(kept, run=run, figures=figures, measurements=results)
+        say(f"   kept {kept}")
+    return 1 if args.strict and (counts["missed"] or failed) else 0
 
 
 if __name__ == "__main__":

@@ -294,6 +294,13 @@ class Cluster:
         return int(self.value("postgres", "SELECT sum(pg_database_size(datname)) FROM pg_database"))
 
 
+# What each template is made from (``template`` makes the parent first when it is missing).
+PARENT = {"none": "auth", "minimal": "none", "head": "minimal", "ghosts": "head", "app": "auth"}
+# The templates the run's measurements use, when the runner knows them: a template made only to derive
+# one of these is dropped as soon as what it was needed for is made (10m: one template is ~7 GB).
+KEEP: set[str] | None = None
+
+
 class Workspace:
     """A cluster and the templates of one scale, made on first use."""
 
@@ -367,7 +374,21 @@ class Workspace:
             raise KeyError(name)
         self._step(f"template {name} ({TINY if name == 'tiny' else n:,} users)", make)
         self.templates.add(name)
+        if KEEP is not None:
+            self.release(KEEP | {name})
         return db
+
+    def release(self, keep: set[str]) -> None:
+        """Drop every template not in ``keep`` nor needed to make one in it that is not made yet
+        (the disk space back: at 10m a template is several gigabytes)."""
+        needed = set(keep)
+        for name in list(keep):
+            while name not in self.templates and name in PARENT:
+                name = PARENT[name]
+                needed.add(name)
+        for name in sorted(self.templates - needed):
+            self.cluster.drop(f"t_{name}")
+            self.templates.discard(name)
 
     def clone(self, template: str, name: str) -> str:
         """A fresh copy of template ``template`` named ``name`` (replacing any of that name)."""

@@ -589,7 +589,7 @@ def statements_for(declared: Declared) -> BackfillStatements:
             # after the horizon is no older than the horizon. A frozen row keeps its xmin: old, left out.
             recent_ghosts=text(
                 "SELECT u.id FROM auth.users AS u\n"
-                "WHERE pg_catalog.age(u.xmin) <= pg_catalog.age(CAST(:horizon AS xid))\n"
+                "WHERE pg_catalog.age(u.xmin) <= (SELECT pg_catalog.age(CAST(:horizon AS xid)))\n"
                 "  AND (SELECT 1 FROM public.users AS p WHERE p.id = u.id) IS NULL"),
             ghosts_after=text(
                 "WITH span AS (\n"

@@ -38,6 +38,7 @@ from typing import Any
 
 import psycopg2
 
+from bench.harness import scale_users
 from ghostsync.export import DEFAULT_BACKFILL_LIMIT, export_supabase
 from ghostsync.testing import binaries, supabase_cli
 from ghostsync.testing.authservice import AUTH_ROLE, AuthService
@@ -49,7 +50,6 @@ from ghostsync.testing.supabase import (
     make_database_supabase_like,
 )
 
-SCALES = {"100k": 100_000, "1m": 1_000_000}
 MIGRATING_ROLE = "postgres"
 SEED_CHUNK = 250_000
 SAMPLE = 4000  # ghosts the sign-in and delete clients pick from (disjoint halves)
@@ -231,7 +231,7 @@ def _file(folder: Path, limit: int) -> supabase_cli.Migration:
 
 def run(scale: str, *, major: int = 17, say: Any = print) -> dict[str, Any]:
     """Measure the backfill migration at ``scale`` ("100k", "1m" or a number of ghosts)."""
-    n = SCALES.get(scale.lower()) or int(scale)
+    n = scale_users(scale)
     began = time.perf_counter()
     arms = ["cli_whole", "alembic", "none"] + (["cli_default"] if n > DEFAULT_BACKFILL_LIMIT else [])
     results: dict[str, Any] = {}

@@ -1,4 +1,4 @@
-"""Signups: the server CPU a signup costs with ghostsync's head trigger set, against the incident report's minimal trigger.
+"""Signups: a signup's server CPU with ghostsync's head trigger set, against the report's minimal trigger.
 
 Four databases, clones of the same seeded users: ``none`` (ghostsync_0001, no
 trigger), ``minimal`` (ghostsync_0003: the report's one AFTER INSERT trigger,
