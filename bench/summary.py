@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,9 @@ def table(paths: list[Path], ids: list[str] | None = None) -> str:
         order += [i for i in found if i not in order]
     if ids:
         order = [i for i in ids if i in order]
-    names = {i: next(found[i]["name"] for found in by_run if i in found) for i in order}
+    # A name carries its run's size ("(100,000 users)"): left out where the columns are runs of several sizes.
+    names = {i: re.sub(r" \([\d,]+ (users|ghosts)\)", "", next(found[i]["name"] for found in by_run if i in found))
+             for i in order}
     lines = ["| figure | target | " + " | ".join(heads) + " |", "|---|---|" + "---|" * len(runs)]
     for i in order:
         target = next((Figure.from_dict(found[i]).target_text() for found in by_run if i in found), "-")

@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the every-minute check: catalogs, failure ledger and statistics only; its cost does not "
                         "grow with the number of users (ghosts, orphans and stale profiles are not counted)")
 
-    p = command("backfill", "create every missing profile in keyset batches, each its own transaction; resumable")
+    p = command("backfill", "create every missing profile in batches (auth.users in physical order, then a sweep), "
+                "each its own transaction; resumable")
     p.add_argument("--batch-size", type=_positive_int, default=None,
                    help="auth users per batch (default: $GHOSTSYNC_BATCH_SIZE, else 5000)")
     p.add_argument("--dry-run", action="store_true", help="say what would be done; write nothing")
