@@ -56,12 +56,18 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
 AS $function$
+<<sync>>
 DECLARE
   failed_state text;
   failed_message text;
   deferred record;
+  has_deferred boolean;
+  remembered text;
+  already boolean;
 BEGIN
   BEGIN
+    -- A plain INSERT: a profile already there (the app's, a backfill's) is a unique
+    -- violation, taken below for the success it is; no speculative insertion.
     INSERT INTO public.users (id, email, email_verified, deleted_at, created_at, updated_at)
     VALUES (
       NEW.id,
@@ -71,31 +77,47 @@ BEGIN
       coalesce(NEW.created_at, pg_catalog.now()),
       coalesce(NEW.updated_at, NEW.created_at, pg_catalog.now())
     )
-    ON CONFLICT (id) DO NOTHING;
     -- A deferred constraint of the app's profile table would be checked at COMMIT,
-    -- outside this block, and fail the auth service's write: check it here instead.
-    FOR deferred IN
-      SELECT c.conname FROM pg_catalog.pg_constraint AS c
-      WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferred
-    LOOP
-      EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I IMMEDIATE', deferred.conname);
-      EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I DEFERRED', deferred.conname);
-    END LOOP;
+    -- outside this block, and fail the auth service's write: it is checked here
+    -- instead. Whether the table has one is read with the insert, and remembered for
+    -- the rest of the transaction: from the insert on, the transaction holds a lock
+    -- on public.users under which no constraint of it can be added or dropped.
+    RETURNING EXISTS (SELECT 1 FROM pg_catalog.pg_constraint AS c
+                      WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferred)
+    INTO sync.has_deferred;
+    IF has_deferred THEN
+      FOR deferred IN
+        SELECT c.conname FROM pg_catalog.pg_constraint AS c
+        WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferred
+      LOOP
+        EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I IMMEDIATE', deferred.conname);
+        EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I DEFERRED', deferred.conname);
+      END LOOP;
+    END IF;
+    IF has_deferred IS NOT NULL THEN
+      remembered := pg_catalog.set_config('ghostsync.deferred_profile_constraints', has_deferred::text, true);
+    END IF;
   EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT;
-    BEGIN
-      INSERT INTO ghostsync.sync_failures AS f (user_id, operation, sqlstate, message)
-      VALUES (NEW.id, TG_OP, failed_state, failed_message)
-      ON CONFLICT (user_id) DO UPDATE
-        SET operation = EXCLUDED.operation, sqlstate = EXCLUDED.sqlstate, message = EXCLUDED.message,
-            last_failed_at = pg_catalog.now(), failures = f.failures + 1;
-    EXCEPTION WHEN OTHERS THEN
-      RAISE WARNING 'ghostsync: profile write for % failed (% %) and could not be recorded: %',
-        NEW.id, failed_state, failed_message, SQLERRM;
-    END;
+    IF failed_state = '23505' THEN
+      -- this account's profile already there (the app's, a backfill's): nothing failed
+      already := EXISTS (SELECT 1 FROM public.users AS p WHERE p.id = NEW.id);
+    END IF;
+    IF NOT coalesce(already, false) THEN
+      BEGIN
+        INSERT INTO ghostsync.sync_failures AS f (user_id, operation, sqlstate, message)
+        VALUES (NEW.id, TG_OP, failed_state, failed_message)
+        ON CONFLICT (user_id) DO UPDATE
+          SET operation = EXCLUDED.operation, sqlstate = EXCLUDED.sqlstate, message = EXCLUDED.message,
+              last_failed_at = pg_catalog.now(), failures = f.failures + 1;
+      EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'ghostsync: profile write for % failed (% %) and could not be recorded: %',
+          NEW.id, failed_state, failed_message, SQLERRM;
+      END;
+    END IF;
   END;
   RETURN NEW;
-END
+END sync
 $function$;
 """)
 
@@ -111,6 +133,8 @@ DECLARE
   failed_state text;
   failed_message text;
   deferred record;
+  has_deferred boolean;
+  remembered text;
 BEGIN
   BEGIN
     UPDATE public.users
@@ -139,14 +163,27 @@ BEGIN
             updated_at = EXCLUDED.updated_at;
     END IF;
     -- A deferred constraint of the app's profile table would be checked at COMMIT,
-    -- outside this block, and fail the auth service's write: check it here instead.
-    FOR deferred IN
-      SELECT c.conname FROM pg_catalog.pg_constraint AS c
-      WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferred
-    LOOP
-      EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I IMMEDIATE', deferred.conname);
-      EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I DEFERRED', deferred.conname);
-    END LOOP;
+    -- outside this block, and fail the auth service's write: it is checked here
+    -- instead. Whether the table has one is read once a transaction (the signup's
+    -- insert sync may have read it already): the statement above locked public.users,
+    -- and no constraint of it can be added or dropped until the transaction ends.
+    remembered := pg_catalog.current_setting('ghostsync.deferred_profile_constraints', true);
+    IF remembered IS NULL OR remembered = '' THEN
+      has_deferred := EXISTS (SELECT 1 FROM pg_catalog.pg_constraint AS c
+                              WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferred);
+      remembered := pg_catalog.set_config('ghostsync.deferred_profile_constraints', has_deferred::text, true);
+    ELSE
+      has_deferred := remembered = 'true';
+    END IF;
+    IF has_deferred THEN
+      FOR deferred IN
+        SELECT c.conname FROM pg_catalog.pg_constraint AS c
+        WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferred
+      LOOP
+        EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I IMMEDIATE', deferred.conname);
+        EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I DEFERRED', deferred.conname);
+      END LOOP;
+    END IF;
   EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT;
     BEGIN
@@ -192,12 +229,18 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
 AS $function$
+<<sync>>
 DECLARE
   failed_state text;
   failed_message text;
   deferred record;
+  has_deferred boolean;
+  remembered text;
+  already boolean;
 BEGIN
   BEGIN
+    -- A plain INSERT: a profile already there (the app's, a backfill's) is a unique
+    -- violation, taken below for the success it is; no speculative insertion.
     INSERT INTO public.users (id, email, email_verified, deleted_at, display_name, created_at, updated_at)
     VALUES (
       NEW.id,
@@ -208,31 +251,47 @@ BEGIN
       coalesce(NEW.created_at, pg_catalog.now()),
       coalesce(NEW.updated_at, NEW.created_at, pg_catalog.now())
     )
-    ON CONFLICT (id) DO NOTHING;
     -- A deferred constraint of the app's profile table would be checked at COMMIT,
-    -- outside this block, and fail the auth service's write: check it here instead.
-    FOR deferred IN
-      SELECT c.conname FROM pg_catalog.pg_constraint AS c
-      WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferred
-    LOOP
-      EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I IMMEDIATE', deferred.conname);
-      EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I DEFERRED', deferred.conname);
-    END LOOP;
+    -- outside this block, and fail the auth service's write: it is checked here
+    -- instead. Whether the table has one is read with the insert, and remembered for
+    -- the rest of the transaction: from the insert on, the transaction holds a lock
+    -- on public.users under which no constraint of it can be added or dropped.
+    RETURNING EXISTS (SELECT 1 FROM pg_catalog.pg_constraint AS c
+                      WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferred)
+    INTO sync.has_deferred;
+    IF has_deferred THEN
+      FOR deferred IN
+        SELECT c.conname FROM pg_catalog.pg_constraint AS c
+        WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferred
+      LOOP
+        EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I IMMEDIATE', deferred.conname);
+        EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I DEFERRED', deferred.conname);
+      END LOOP;
+    END IF;
+    IF has_deferred IS NOT NULL THEN
+      remembered := pg_catalog.set_config('ghostsync.deferred_profile_constraints', has_deferred::text, true);
+    END IF;
   EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT;
-    BEGIN
-      INSERT INTO ghostsync.sync_failures AS f (user_id, operation, sqlstate, message)
-      VALUES (NEW.id, TG_OP, failed_state, failed_message)
-      ON CONFLICT (user_id) DO UPDATE
-        SET operation = EXCLUDED.operation, sqlstate = EXCLUDED.sqlstate, message = EXCLUDED.message,
-            last_failed_at = pg_catalog.now(), failures = f.failures + 1;
-    EXCEPTION WHEN OTHERS THEN
-      RAISE WARNING 'ghostsync: profile write for % failed (% %) and could not be recorded: %',
-        NEW.id, failed_state, failed_message, SQLERRM;
-    END;
+    IF failed_state = '23505' THEN
+      -- this account's profile already there (the app's, a backfill's): nothing failed
+      already := EXISTS (SELECT 1 FROM public.users AS p WHERE p.id = NEW.id);
+    END IF;
+    IF NOT coalesce(already, false) THEN
+      BEGIN
+        INSERT INTO ghostsync.sync_failures AS f (user_id, operation, sqlstate, message)
+        VALUES (NEW.id, TG_OP, failed_state, failed_message)
+        ON CONFLICT (user_id) DO UPDATE
+          SET operation = EXCLUDED.operation, sqlstate = EXCLUDED.sqlstate, message = EXCLUDED.message,
+              last_failed_at = pg_catalog.now(), failures = f.failures + 1;
+      EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'ghostsync: profile write for % failed (% %) and could not be recorded: %',
+          NEW.id, failed_state, failed_message, SQLERRM;
+      END;
+    END IF;
   END;
   RETURN NEW;
-END
+END sync
 $function$;
 """)
 
@@ -247,6 +306,8 @@ DECLARE
   failed_state text;
   failed_message text;
   deferred record;
+  has_deferred boolean;
+  remembered text;
 BEGIN
   BEGIN
     UPDATE public.users
@@ -278,14 +339,27 @@ BEGIN
             updated_at = EXCLUDED.updated_at;
     END IF;
     -- A deferred constraint of the app's profile table would be checked at COMMIT,
-    -- outside this block, and fail the auth service's write: check it here instead.
-    FOR deferred IN
-      SELECT c.conname FROM pg_catalog.pg_constraint AS c
-      WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferred
-    LOOP
-      EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I IMMEDIATE', deferred.conname);
-      EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I DEFERRED', deferred.conname);
-    END LOOP;
+    -- outside this block, and fail the auth service's write: it is checked here
+    -- instead. Whether the table has one is read once a transaction (the signup's
+    -- insert sync may have read it already): the statement above locked public.users,
+    -- and no constraint of it can be added or dropped until the transaction ends.
+    remembered := pg_catalog.current_setting('ghostsync.deferred_profile_constraints', true);
+    IF remembered IS NULL OR remembered = '' THEN
+      has_deferred := EXISTS (SELECT 1 FROM pg_catalog.pg_constraint AS c
+                              WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferred);
+      remembered := pg_catalog.set_config('ghostsync.deferred_profile_constraints', has_deferred::text, true);
+    ELSE
+      has_deferred := remembered = 'true';
+    END IF;
+    IF has_deferred THEN
+      FOR deferred IN
+        SELECT c.conname FROM pg_catalog.pg_constraint AS c
+        WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferred
+      LOOP
+        EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I IMMEDIATE', deferred.conname);
+        EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I DEFERRED', deferred.conname);
+      END LOOP;
+    END IF;
   EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT;
     BEGIN
