@@ -22,6 +22,7 @@ from sqlalchemy import create_engine, text
 
 from ghostsync import backfill, chain
 from ghostsync.testing.authservice import AUTH_ROLE, AuthService
+from ghostsync.testing.supabase import APP_PROFILES_WITHOUT_FK_SQL
 from ghostsync.urls import normalize
 from tests.interleave import ROW_LOCK, Waiting, url_named, wait_for_lock
 from tests.seeding import ghost_count
@@ -36,15 +37,6 @@ BULK_GHOSTS = (
     "'walk' || g || '@example.com', '{}', jsonb_build_object('n', g), now(), now(), false, false "
     "FROM generate_series(1, %s) AS g"
 )
-ADOPTED_WITHOUT_FK = """
-CREATE TABLE public.users (
-  id uuid PRIMARY KEY,
-  email text,
-  email_verified boolean NOT NULL DEFAULT false,
-  created_at timestamptz NOT NULL DEFAULT now(),
-  updated_at timestamptz NOT NULL DEFAULT now()
-)
-"""
 # Holds any writer of a profile in the middle of its statement while the test holds advisory lock 4243.
 PROFILE_WRITE_GATE = """
 CREATE FUNCTION public.app_gate() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -247,7 +239,7 @@ def test_members_among_the_ghosts_turn_probing_on_and_nothing_is_written_twice(g
 def test_without_a_foreign_key_the_walk_locks_the_ghosts_it_repairs(db):
     """An adopted profile table without a foreign key: nothing but the walk's own lock keeps a
     hard delete from landing between the read and the commit (the profile would outlive the account)."""
-    db.sql(ADOPTED_WITHOUT_FK, user="postgres")
+    db.sql(APP_PROFILES_WITHOUT_FK_SQL, user="postgres")
     db.upgrade()
     db.sql(BULK_GHOSTS, (500,))
     db.sql("VACUUM (ANALYZE) auth.users")

@@ -80,7 +80,9 @@ def test_lock_budget_is_set_per_transaction(db):
     alembic.command.upgrade(config, "head", sql=True)
     script = buffer.getvalue()
     default_ms = round(settings.parse_duration(settings.SETTINGS["lock_timeout"].default).total_seconds() * 1000)
-    assert f"pg_catalog.set_config('lock_timeout', greatest(10, {default_ms} / " in script
+    # the default budget shared among the step's locks, each capped at half of deadlock_timeout
+    assert f"pg_catalog.set_config('lock_timeout',\n        least(greatest(10, {default_ms} / " in script
+    assert "s.setting::int / 2 FROM pg_catalog.pg_settings AS s WHERE s.name = 'deadlock_timeout'" in script
     assert "EXCEPTION WHEN lock_not_available THEN" in script
     assert "SET lock_timeout" not in script and "SET LOCAL" not in script
     # online: after a deploy the session's settings are the server's own
