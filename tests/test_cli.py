@@ -269,6 +269,20 @@ def test_drift_advice_reinstalls_what_the_revision_declares(head, target):
     assert ghostsync_cli(head, "status").returncode == 0
 
 
+def test_alembic_commands_other_than_upgrade_and_downgrade_run_once(head):
+    """The downgrade preflight looks at the plan of commands that name a destination only: `current`
+    prints its revision once, and a stamp (whose steps are not revisions) goes through."""
+    script = chain.script_directory()
+    top = chain.head(script)
+    below = script.get_revision(top).down_revision
+    proc = ghostsync_cli(head, "migrate", "current")
+    assert proc.returncode == 0 and proc.stdout.splitlines() == [f"{top} (head)"], proc.stdout
+    proc = ghostsync_cli(head, "migrate", "stamp", below)
+    assert proc.returncode == 0, proc.stderr
+    assert head.value("SELECT version_num FROM public.alembic_version") == below
+    assert ghostsync_cli(head, "migrate", "stamp", "head").returncode == 0
+
+
 def test_a_run_whose_session_lives_on_but_makes_no_progress_is_taken_for_dead(db):
     """As through a transaction-mode pooler: the recorded server session is alive, the client is not."""
     db.upgrade()

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from logging.config import fileConfig
 
 from alembic import context
+from alembic.runtime.migration import RevisionStep
 from alembic.util import CommandError
 from sqlalchemy import MetaData, create_engine, pool
 from sqlalchemy.engine import Connection, Engine
@@ -192,10 +193,13 @@ def _refuse_a_downgrade_that_cannot_finish(connection: Connection) -> None:
     so a refused drop stops the command before any revision is downgraded (not half-way)."""
     migration = context.get_context()
     plan = getattr(migration, "_migrations_fn", None)
-    if plan is None:
+    # Only upgrade, downgrade and stamp name a destination; their plans have no side effects, where other
+    # commands' functions print (current) or autogenerate (check), and would do it twice.
+    if plan is None or migration.opts.get("destination_rev") is None:
         return
     steps = list(plan(migration.get_current_heads(), migration))
-    drops = [step for step in steps if not step.is_upgrade
+    # A host project's revisions may carry their own DECLARES: only ghostsync's kind names triggers.
+    drops = [step for step in steps if isinstance(step, RevisionStep) and not step.is_upgrade
              and bool(getattr(getattr(step.revision.module, "DECLARES", None), "triggers", None))]
     if not drops:
         return
