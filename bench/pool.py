@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.harness import cpu_seconds
+from bench.harness import backend_pid, cpu_seconds
 from ghostsync.testing.authservice import AuthService
 
 Operation = Callable[[AuthService, int], None]
@@ -48,12 +48,6 @@ def signup(auth: AuthService, number: int) -> None:
         auth.signup_email(f"bench-{user_id.hex}@example.com", autoconfirm=kind < 3, user_id=user_id, session=False)
 
 
-def unconfirmed_signup(auth: AuthService, number: int) -> None:
-    """An email signup that waits for its confirmation: INSERT and the signup's UPDATEs, no confirmation."""
-    user_id = uuid.uuid4()
-    auth.signup_email(f"bench-{user_id.hex}@example.com", autoconfirm=False, user_id=user_id, session=False)
-
-
 def sign_in_from(ids: Sequence[str]) -> Operation:
     """Sign-ins (password grant) of users picked by a fixed sequence, the same in every database."""
     def sign_in(auth: AuthService, number: int) -> None:
@@ -65,9 +59,7 @@ def _client(dsn: str, operation: Operation, index: int, warmup_ops: int, max_ops
             deadline: Any, closing: Any, done: Any, errors: Any, ready: Any) -> None:
     try:
         auth = AuthService(dsn)
-        with auth.conn.cursor() as cur:
-            cur.execute("SELECT pg_backend_pid()")
-            backend = int(cur.fetchone()[0])  # type: ignore[index]
+        backend = backend_pid(auth.conn)
         auth.conn.commit()
         for i in range(warmup_ops):
             operation(auth, 1_000_000_000 + index * 1000 + i)

@@ -280,27 +280,17 @@ class _Run:
             self.on_batch(result)
 
     def walk_by_key(self, after: Any) -> bool:
-        """The statements' own batches (a revision's keyset walk); False when stopped early."""
-        steps = self.statements.row_by_row
-        while True:
-            if self._stop():
-                return False
+        """The statements' own batches (a revision's keyset walk); False when stopped early.
+
+        A revision's batch has no row-by-row fallback: a row that cannot be written fails the batch."""
+        while not self._stop():
             began = time.perf_counter()
-            try:
-                row = _batch_with_retries(self.conn, self.statements.batch, self.result.run_id, after,
-                                          self.batch_size)
-                last_id, repaired, scanned = row.last_id, int(row.repaired), int(row.scanned)
-            except DBAPIError as exc:
-                if steps is None or not _row_error(exc):
-                    raise
-                last_id, repaired, scanned = _batch_row_by_row(
-                    self.conn, steps, steps.ghost_ids, self.result.run_id, after, self.batch_size,
-                    self.result.unrepairable_ids)
-                self.result.unrepairable = len(self.result.unrepairable_ids)
-            if last_id is None:
+            row = _batch_with_retries(self.conn, self.statements.batch, self.result.run_id, after, self.batch_size)
+            if row.last_id is None:
                 return True
-            after = last_id
-            self._count(began, repaired, scanned)
+            after = row.last_id
+            self._count(began, int(row.repaired), int(row.scanned))
+        return False
 
     def walk_physically(self, walk: PhysicalWalk, after: Any) -> bool:
         """Ranges of heap pages from ``after`` to the end; False when stopped early."""
@@ -345,14 +335,8 @@ class _Run:
         if not rows:
             return None, 0, 0
         last_id = rows[0][0]
-        known_bad = self.result.unrepairable_ids
-        ghosts = [str(user_id) for _, user_id, is_ghost in rows
-                  if user_id is not None and is_ghost and str(user_id) not in known_bad]
-        repaired, bad = _repair_halving(self.conn, steps, ghosts)
-        known_bad.update(bad)
-        self.result.unrepairable = len(known_bad)
-        self.conn.execute(_statement(steps.progress),
-                          {"run_id": self.result.run_id, "repaired": repaired, "last_id": last_id})
+        ghosts = [str(user_id) for _, user_id, is_ghost in rows if user_id is not None and is_ghost]
+        repaired = self._repair_logged(steps, ghosts, last_id)
         return last_id, repaired, sum(1 for row in rows if row[1] is not None)
 
     def sweep(self, sweep: Sweep, before: Any) -> bool:
@@ -384,19 +368,25 @@ class _Run:
         steps = self.statements.row_by_row
         if steps is None:
             raise ValueError("a Sweep needs RowByRow statements to repair what it finds")
-        known_bad = self.result.unrepairable_ids
-        ghosts = [g for g in ghosts if g not in known_bad]  # found unrepairable by the walk: not tried twice
+        ghosts = [g for g in ghosts if g not in self.result.unrepairable_ids]
         for first in range(0, len(ghosts), self.batch_size):
             if self._stop():
                 return False
             began = time.perf_counter()
-            repaired, bad = _repair_halving(self.conn, steps, ghosts[first:first + self.batch_size])
-            known_bad.update(bad)
-            self.result.unrepairable = len(known_bad)
-            self.conn.execute(_statement(steps.progress),
-                              {"run_id": self.result.run_id, "repaired": repaired, "last_id": None})
+            repaired = self._repair_logged(steps, ghosts[first:first + self.batch_size], None)
             self._count(began, repaired, 0)
         return True
+
+    def _repair_logged(self, steps: RowByRow, ghosts: list[str], last_id: Any) -> int:
+        """Profiles for ``ghosts``, halving around rows that cannot be written (recorded once, never
+        tried again in this run), and the progress in the run's audit row; how many were written."""
+        known_bad = self.result.unrepairable_ids
+        repaired, bad = _repair_halving(self.conn, steps, [g for g in ghosts if g not in known_bad])
+        known_bad.update(bad)
+        self.result.unrepairable = len(known_bad)
+        self.conn.execute(_statement(steps.progress),
+                          {"run_id": self.result.run_id, "repaired": repaired, "last_id": last_id})
+        return repaired
 
 
 FOREIGN_KEY_VIOLATION = "23503"
@@ -435,23 +425,6 @@ def _batch_with_retries(
 def _row_error(exc: DBAPIError) -> bool:
     code = getattr(exc.orig, "pgcode", None) or ""
     return code[:2] in ROW_ERROR_CLASSES
-
-
-def _batch_row_by_row(
-    conn: Connection, steps: RowByRow, ghost_ids: str | Executable, run_id: int, after: Any, batch_size: int,
-    known_bad: set[str],
-) -> tuple[Any, int, int]:
-    """The failed batch again, halved until each bad ghost stands alone; those are recorded, not retried."""
-    rows = conn.execute(_statement(ghost_ids), {"after": after, "batch_size": batch_size}).all()
-    if not rows:
-        return None, 0, 0
-    # a ghost this run already found it cannot repair (the walk, then the sweep) is not tried twice
-    ghosts = [str(user_id) for user_id, is_ghost in rows if is_ghost and str(user_id) not in known_bad]
-    repaired, bad = _repair_halving(conn, steps, ghosts)
-    known_bad.update(bad)
-    last_id = rows[-1][0]
-    conn.execute(_statement(steps.progress), {"run_id": run_id, "repaired": repaired, "last_id": last_id})
-    return last_id, repaired, len(rows)
 
 
 def _repair_halving(conn: Connection, steps: RowByRow, ghosts: list[str]) -> tuple[int, list[str]]:
@@ -563,7 +536,7 @@ def statements_for(declared: Declared) -> BackfillStatements:
         )
     )
     values = sync.insert_values(declared, "u")
-    columns = [_quote(c) for c in sync.insert_columns(declared)]
+    columns = [sync.quote(c) for c in sync.insert_columns(declared)]
     return BackfillStatements(
         mark_interrupted=mark_interrupted, start=start, finish=finish,
         batch=_physical_batch(values, columns, checked=True, locked=True),
@@ -609,10 +582,6 @@ def statements_for(declared: Declared) -> BackfillStatements:
             has_key=text(_HAS_KEY),
         ),
     )
-
-
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
 
 
 # The batch's range: the pages after the position :after ("page N"; else from the first page),

@@ -39,38 +39,21 @@ def full_counts(conn: Connection, declared: Declared) -> Counts:
     1M users: 7 ms of JIT, no difference measurable; docs/PERFORMANCE.md)."""
     if conn.in_transaction():
         conn.execute(text("SET LOCAL jit = off"))
-    row = conn.execute(text(
-        "SELECT count(u.id), count(p.id),\n"
-        "       count(*) FILTER (WHERE p.id IS NULL),\n"
-        "       count(*) FILTER (WHERE u.id IS NULL),\n"
-        f"       count(*) FILTER (WHERE u.id IS NOT NULL AND p.id IS NOT NULL AND {sync.stale_condition(declared)})\n"
-        "FROM auth.users AS u FULL JOIN public.users AS p ON p.id = u.id"
-    )).one()
+    row = conn.execute(text(full_counts_sql(declared))).one()
     return Counts(*(int(v) for v in row))
 
 
-@dataclass(frozen=True)
-class KeyCounts:
-    """The figures that need only the two primary keys: no heap read, no stale check."""
-
-    auth_users: int
-    profiles: int
-    ghosts: int
-    orphans: int
-
-
-def key_counts(conn: Connection) -> KeyCounts:
-    """Ghosts, orphans and both counts from the two primary keys alone (index-only scans joined on id).
-
-    What the full check's stale profiles cost is the rest: reading every row of auth.users for the
-    synced columns (docs/PERFORMANCE.md measures both)."""
-    row = conn.execute(text(
-        "SELECT count(u.id), count(p.id),\n"
-        "       count(*) FILTER (WHERE p.id IS NULL),\n"
-        "       count(*) FILTER (WHERE u.id IS NULL)\n"
-        "FROM (SELECT id FROM auth.users) AS u FULL JOIN (SELECT id FROM public.users) AS p ON p.id = u.id"
-    )).one()
-    return KeyCounts(*(int(v) for v in row))
+def full_counts_sql(declared: Declared) -> str:
+    """The full check's statement: one row, its columns named as ``Counts``'s fields, in their order
+    (``ghostsync verify-sql`` embeds it too)."""
+    return (
+        "SELECT count(u.id) AS auth_users, count(p.id) AS profiles,\n"
+        "       count(*) FILTER (WHERE p.id IS NULL) AS ghosts,\n"
+        "       count(*) FILTER (WHERE u.id IS NULL) AS orphans,\n"
+        "       count(*) FILTER (WHERE u.id IS NOT NULL AND p.id IS NOT NULL AND "
+        f"{sync.stale_condition(declared)}) AS stale\n"
+        "FROM auth.users AS u FULL JOIN public.users AS p ON p.id = u.id"
+    )
 
 
 def ghosts_query(within: timedelta | None = None) -> Any:

@@ -21,11 +21,10 @@ behind.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ghostsync import __version__
-from ghostsync.verify import declarations
+from ghostsync.verify import declarations, embedded
 
 SIGNUP_KINDS = ("email", "phone", "anonymous", "sso")
 TESTS_PER_SIGNUP = 3
@@ -129,8 +128,7 @@ FROM ghostsync_signups AS s WHERE s.kind = '{kind}';
 
 def script(config: str | Path | None = None) -> str:
     """The pgTAP file for the chain of ``config`` (default: ghostsync's own)."""
-    declared = declarations(config)
-    payload = json.dumps(declared, sort_keys=True, separators=(",", ":"))
+    payload = embedded(declarations(config))
     signups = "".join(
         SIGNUP.format(what=SIGNUPS[kind][0], columns=SIGNUPS[kind][1], values=SIGNUPS[kind][2], kind=kind)
         for kind in SIGNUP_KINDS)
@@ -139,13 +137,3 @@ def script(config: str | Path | None = None) -> str:
 
 
 __all__ = ["SIGNUP_KINDS", "script"]
-
-
-# -- pgTAP on the suite's throwaway servers ------------------------------------------------------------------
-
-PGTAP_SOURCES = tuple(Path(f"/usr/share/postgresql/{major}/extension") for major in (15, 16, 17))
-
-
-def pgtap_source() -> Path | None:
-    """A folder holding pgTAP's control and SQL files (Debian's postgresql-NN-pgtap), or None."""
-    return next((folder for folder in PGTAP_SOURCES if (folder / "pgtap.control").is_file()), None)

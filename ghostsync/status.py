@@ -237,11 +237,16 @@ def collect(conn: Connection, *, quick: bool = False, script: Any = None) -> Sta
     found.functions = {n: s.as_dict() for n, s in inspection.functions.items()}
     found.app_triggers = {n: s.as_dict() for n, s in inspection.app_triggers.items()}
     found.tables = {n: s.as_dict() for n, s in inspection.tables.items()}
-    for job in (*declared.jobs, names.BACKFILL_JOB, names.REPAIR_JOB):
-        found.jobs.setdefault(job, _last_run(conn, job))
+    for job in monitored_jobs(declared):
+        found.jobs[job] = _last_run(conn, job)
     found.counters = _counters(conn, standby)
     _judge(found, declared, inspection, script, _column_problems(conn, declared) if revision else [])
     return found
+
+
+def monitored_jobs(declared: Declared) -> list[str]:
+    """The jobs whose last run status reports: the revisions' own, then backfill and repair (once each)."""
+    return list(dict.fromkeys((*declared.jobs, names.BACKFILL_JOB, names.REPAIR_JOB)))
 
 
 def _column_problems(conn: Connection, declared: Declared) -> list[str]:

@@ -27,7 +27,7 @@ AUTH = "auth.users"
 PROFILES = "public.users"
 
 
-def _quote(identifier: str) -> str:
+def quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
@@ -41,7 +41,7 @@ def insert_values(declared: Declared, row: str) -> list[str]:
 
 def stale_condition(declared: Declared, profile: str = "p", auth: str = "u") -> str:
     """True for a profile (joined to its account) whose synced columns disagree with the account."""
-    parts = [f"{profile}.{_quote(c.name)} IS DISTINCT FROM ({c.expression(auth)})" for c in declared.synced_columns]
+    parts = [f"{profile}.{quote(c.name)} IS DISTINCT FROM ({c.expression(auth)})" for c in declared.synced_columns]
     return "(" + " OR ".join(parts) + ")" if parts else "false"
 
 
@@ -51,14 +51,14 @@ def update_assignments(declared: Declared, source: str) -> list[str]:
     for column in declared.columns.values():
         value = column.update_expression(source)
         if value is not None:
-            out.append(f"{_quote(column.name)} = {value}")
+            out.append(f"{quote(column.name)} = {value}")
     return out
 
 
 def create_missing(declared: Declared, ids: str) -> str:
     """Create the missing profiles of the accounts whose ids ``ids`` (an SQL uuid[] expression)
     lists; returns one row per profile created."""
-    cols = ", ".join(_quote(c) for c in insert_columns(declared))
+    cols = ", ".join(quote(c) for c in insert_columns(declared))
     vals = ", ".join(insert_values(declared, "u"))
     return (
         f"INSERT INTO {PROFILES} ({cols})\n"
@@ -130,14 +130,14 @@ def delete_orphans(ids: str) -> str:
 def upsert_from_auth(declared: Declared, ids: str) -> str:
     """Create or rewrite the profiles of the accounts ``ids`` lists from their accounts, locked
     FOR SHARE (what ``repair`` does for a recorded failed sync). Returns one row per profile written."""
-    cols = ", ".join(_quote(c) for c in insert_columns(declared))
+    cols = ", ".join(quote(c) for c in insert_columns(declared))
     vals = ", ".join(insert_values(declared, "u"))
     sets = []
     for column in declared.columns.values():
         if column.on_update is not None:
-            sets.append(f"{_quote(column.name)} = {column.on_update.format(row='EXCLUDED')}")
+            sets.append(f"{quote(column.name)} = {column.on_update.format(row='EXCLUDED')}")
         elif column.synced:
-            sets.append(f"{_quote(column.name)} = EXCLUDED.{_quote(column.name)}")
+            sets.append(f"{quote(column.name)} = EXCLUDED.{quote(column.name)}")
     return (
         f"INSERT INTO {PROFILES} ({cols})\n"
         f"SELECT {vals}\n"

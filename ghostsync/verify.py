@@ -27,7 +27,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ghostsync import __version__, chain, names, sync
+from ghostsync import __version__, chain, drift, health
 from ghostsync.chain import Declared
 
 # The columns of the row, in the order of Status.as_dict().
@@ -38,15 +38,7 @@ COLUMNS = ("schema_version", "up", "check", "healthy", "revision", "head", "at_h
 
 def counts_sql(declared: Declared) -> str:
     """``health.full_counts`` for ``declared``, as one row with one text column ``j`` (jsonb)."""
-    return (
-        "SELECT pg_catalog.jsonb_build_object("
-        "'auth_users', count(u.id), 'profiles', count(p.id), "
-        "'ghosts', count(*) FILTER (WHERE p.id IS NULL), "
-        "'orphans', count(*) FILTER (WHERE u.id IS NULL), "
-        "'stale', count(*) FILTER (WHERE u.id IS NOT NULL AND p.id IS NOT NULL AND "
-        f"{sync.stale_condition(declared)}))::text AS j "
-        "FROM auth.users AS u FULL JOIN public.users AS p ON p.id = u.id"
-    )
+    return f"SELECT pg_catalog.to_jsonb(c)::text AS j FROM ({health.full_counts_sql(declared)}) AS c"
 
 
 def declarations(config: str | Path | None = None) -> dict[str, Any]:
@@ -55,8 +47,7 @@ def declarations(config: str | Path | None = None) -> dict[str, Any]:
 
     script = chain.script_directory(config)
     head = chain.head(script)
-    members = chain.branch_revisions(script)
-    ordered = [rev.revision for rev in reversed(list(script.walk_revisions())) if rev.revision in members]
+    ordered = [rev.revision for rev in chain.path_to(script, head)]
     bodies: list[str] = []
     revisions: dict[str, Any] = {}
 
@@ -76,10 +67,18 @@ def declarations(config: str | Path | None = None) -> dict[str, Any]:
                          for name, trigger in declared.triggers.items()],
             "columns": [[c.name, c.max_length, c.nullable] for c in declared.columns.values()],
             "synced": ", ".join(c.name for c in declared.synced_columns),
-            "jobs": list(dict.fromkeys([*declared.jobs, names.BACKFILL_JOB, names.REPAIR_JOB])),
+            "jobs": status.monitored_jobs(declared),
             "counts": counts_sql(declared),
         }
     return {"head": head, "members": ordered, "revisions": revisions, "bodies": bodies}
+
+
+def embedded(declared: dict[str, Any]) -> str:
+    """``declared`` as the JSON text the scripts quote in ``$ghostsync_declared$``."""
+    payload = json.dumps(declared, sort_keys=True, separators=(",", ":"))
+    if "$ghostsync_declared$" in payload:
+        raise ValueError("a declaration contains the scripts' quote tag")
+    return payload
 
 
 def _dynamic(query: str) -> str:
@@ -97,8 +96,9 @@ def _iso(column: str) -> str:
             f"pg_catalog.to_char({column}, ''TZH:TZM'') END")
 
 
-FIRING = ("CASE {e} WHEN 'O' THEN 'enabled' WHEN 'A' THEN 'enabled' WHEN 'D' THEN 'disabled' "
-          "WHEN 'R' THEN 'replica_only' ELSE 'disabled' END")
+# A trigger's pg_trigger.tgenabled as status names it (ghostsync.drift).
+FIRING = ("CASE r.enabled " + "".join(f"WHEN '{code}' THEN '{state}' " for code, state in drift.FIRING.items())
+          + "ELSE 'disabled' END")
 
 QUERY = r"""WITH
 decl AS MATERIALIZED (
@@ -470,14 +470,12 @@ HEADER = """-- ghostsync verification script (ghostsync {version}; written by `g
 def script(config: str | Path | None = None) -> str:
     """The verification script for the chain of ``config`` (default: ghostsync's own)."""
     declared = declarations(config)
-    payload = json.dumps(declared, sort_keys=True, separators=(",", ":"))
-    if "$ghostsync_declared$" in payload:
-        raise ValueError("a declaration contains the script's quote tag")
+    payload = embedded(declared)
     return HEADER.format(version=__version__, members=", ".join(declared["members"])) + QUERY.format(
         declared=payload, versions=_dynamic(VERSIONS), registered=_dynamic(REGISTERED),
         counts=_dynamic("s.declared ->> 'counts'"), failures=_dynamic(FAILURES), jobs=_dynamic(JOBS),
-        firing_r=FIRING.format(e="r.enabled"),
+        firing_r=FIRING,
     )
 
 
-__all__ = ["COLUMNS", "counts_sql", "declarations", "script"]
+__all__ = ["COLUMNS", "counts_sql", "declarations", "embedded", "script"]

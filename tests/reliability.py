@@ -28,9 +28,9 @@ from typing import Any
 import pytest
 
 from ghostsync import settings
-from ghostsync.pgtap import pgtap_source
 from ghostsync.testing import pgbouncer
 from ghostsync.testing import prometheus as prometheus_tools
+from ghostsync.testing.pgtap import pgtap_source
 
 
 @dataclass(frozen=True)

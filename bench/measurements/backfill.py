@@ -29,7 +29,6 @@ from bench.stats import interval
 
 NAME = "backfill"
 BATCH_SIZE = 5000
-GHOSTS = "SELECT count(*) FROM auth.users a WHERE NOT EXISTS (SELECT 1 FROM public.users p WHERE p.id = a.id)"
 
 
 class _Stopped(Exception):
@@ -101,7 +100,7 @@ def run(scale: str, *, major: int = 17, say: Any = print, rounds: int = 10, cap:
             if stopped:
                 ws.drop(db)
                 break
-            left = ws.cluster.value(db, GHOSTS)
+            left = ws.cluster.value(db, harness.REPORT_GHOST_COUNT)
             if repaired != n or left:
                 raise RuntimeError(f"backfill arm {arm} repaired {repaired} of {n}, {left} left")
             wall[arm].append(elapsed)

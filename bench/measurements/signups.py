@@ -26,7 +26,6 @@ from bench.report import Figure, measurement_result
 
 NAME = "signups"
 ARMS = {"none": "none", "minimal": "minimal", "control": "minimal", "head": "head"}
-GHOSTS = "SELECT count(*) FROM auth.users a WHERE NOT EXISTS (SELECT 1 FROM public.users p WHERE p.id = a.id)"
 
 
 def run(scale: str, *, major: int = 17, say: Any = print, rounds: int = 10, slices: int = 20,
@@ -44,7 +43,7 @@ def run(scale: str, *, major: int = 17, say: Any = print, rounds: int = 10, slic
         for p in pools.values():
             p.close()
     for arm in ("minimal", "control", "head"):
-        left = ws.cluster.value(dbs[arm], GHOSTS)
+        left = ws.cluster.value(dbs[arm], harness.REPORT_GHOST_COUNT)
         if left:
             raise RuntimeError(f"signups on {arm} left {left} ghost(s)")
     ws.drop(*dbs.values())

@@ -66,8 +66,7 @@ def run(scale: str, *, major: int = 17, say: Any = print, upgrade_rounds: int = 
                 raise RuntimeError(f"upgrade arm {arm} failed: {proc.stdout[-2000:]} {proc.stderr[-2000:]}")
             if report.failed:
                 raise RuntimeError(f"signups failed during {arm}: {report.summary()}")
-            left = ws.cluster.value(db, "SELECT count(*) FROM auth.users a WHERE NOT EXISTS "
-                                        "(SELECT 1 FROM public.users p WHERE p.id = a.id)")
+            left = ws.cluster.value(db, harness.REPORT_GHOST_COUNT)
             if left:
                 raise RuntimeError(f"upgrade arm {arm} left {left} ghost(s)")
             seconds[arm].append(ended - began)

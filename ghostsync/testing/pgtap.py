@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ghostsync.pgtap import pgtap_source
+PGTAP_SOURCES = tuple(Path(f"/usr/share/postgresql/{major}/extension") for major in (15, 16, 17))
+
+
+def pgtap_source() -> Path | None:
+    """A folder holding pgTAP's control and SQL files (Debian's postgresql-NN-pgtap), or None."""
+    return next((folder for folder in PGTAP_SOURCES if (folder / "pgtap.control").is_file()), None)
 
 
 def install_extension(extension_dir: Path) -> str:
@@ -29,13 +34,13 @@ def install_extension(extension_dir: Path) -> str:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m ghostsync.pgtap install 15 17``: pgTAP into each server's extension folder (make pgtap)."""
+    """``python -m ghostsync.testing.pgtap install 15 17``: pgTAP into each server's extension folder (make pgtap)."""
     import subprocess
 
     from ghostsync.testing import binaries
 
     if not argv or argv[0] != "install":
-        print("usage: python -m ghostsync.pgtap install MAJOR...")
+        print("usage: python -m ghostsync.testing.pgtap install MAJOR...")
         return 2
     for major in (int(m) for m in argv[1:]):
         found = binaries.find(major)
