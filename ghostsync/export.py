@@ -7,6 +7,13 @@ read-only verification script, ``ghostsync.verify``) and ``DIR/../tests/database
 ghostsync.test.sql`` (the pgTAP file ``supabase test db`` runs, ``ghostsync.pgtap``).
 ``--rollback-to REV`` writes ``<timestamp>_ghostsync_rollback_to_<REV>.sql`` instead.
 
+A team on the CLI only moves forward: after a rollback file, the folder replayed from scratch
+(``supabase db reset``, a preview branch, a new project) ends at the rollback's revision
+(``replayed``). So the next export writes ``<timestamp>_ghostsync_forward_to_<REV>.sql`` first,
+``REV`` the newest revision the folder has a file of: one file that upgrades from wherever
+ghostsync is up to ``REV`` (nothing where it is there or beyond). Pushed, it takes production
+forward; replayed, the folder ends at the same revision; exported again, nothing new is written.
+
 How the CLI runs a file (``ghostsync.testing.supabase_cli`` applies a folder that way): ``RESET ALL``, then all of
 the file's statements and the insert of its history row as ONE implicit transaction
 that is not a transaction block. So each file here is:
@@ -33,7 +40,7 @@ that is not a transaction block. So each file here is:
   repaired until the file commits; a hard delete of one of those accounts waits that
   long. The file stops after repairing ``backfill_limit`` rows (its audit row then ends
   ``interrupted``, with a NOTICE): ``ghostsync backfill`` (short transactions) resumes
-  where it stopped. docs/SUPABASE-CLI.md has the figures behind the default.
+  where it stopped. A job that finishes says in a NOTICE how many rows it repaired. docs/SUPABASE-CLI.md has the figures behind the default.
 
 Timestamps: a file's timestamp is the moment it is first exported (UTC, the CLI's 14
 digits), and never earlier than one second after the newest migration already in
@@ -65,6 +72,7 @@ VERSION_DIGITS = 14
 TIMESTAMP = "%Y%m%d%H%M%S"
 OURS = re.compile(r"^([0-9]+)_ghostsync_(.+)\.sql$")
 ROLLBACK_STEM = "rollback_to_"
+FORWARD_STEM = "forward_to_"
 ANY_MIGRATION = re.compile(r"^([0-9]+)_(.*)\.sql$")
 VERIFY_NAME = "verify-trigger.sql"
 PGTAP_PATH = Path("tests") / "database" / "ghostsync.test.sql"
@@ -137,15 +145,24 @@ ADVICE = {
                             "stopped), then check with verify-trigger.sql",
     "resync_profiles": "run `ghostsync repair` (short transactions), then check with verify-trigger.sql",
 }
+# What a finished job's NOTICE says it did ({n}: its audit row's records_affected).
+DONE = {
+    "backfill_ghost_users": "repaired {n} ghost user(s)",
+    "resync_profiles": "rewrote {n} stale profile(s)",
+}
 
 
 def bound_job(statement: str, limit: int) -> tuple[str, str | None]:
-    """The kit's offline job loop stopped after ``limit`` rows; (statement, job name or None)."""
+    """The kit's offline job loop stopped after ``limit`` rows; (statement, job name or None).
+
+    Either way the file reports the run in a NOTICE (the CLI prints them): how many rows it
+    repaired, or where it stopped and what finishes the work."""
     match = _JOB.search(statement)
     if match is None or statement.count(_LOOP_END) != 1 or statement.count(_FINISH) != 1:
         return statement, None
     job = match.group(1)
     advice = ADVICE.get(job, "run `ghostsync repair`")
+    done = DONE.get(job, "affected {n} row(s)")
     stopped = (f"stopped in a Supabase CLI migration after {{n}} row(s), at its limit of {limit} for one "
                f"transaction: {advice}")
     finish = (
@@ -158,6 +175,9 @@ def bound_job(statement: str, limit: int) -> tuple[str, str | None]:
         "  WHERE id = run_id;\n"
         "  IF last_id IS NOT NULL THEN\n"
         f"    RAISE NOTICE 'ghostsync: {job} %', replace({_literal(stopped)}, '{{n}}', total::text);\n"
+        "  ELSE\n"
+        f"    RAISE NOTICE 'ghostsync: {job} % (audit row %)', replace({_literal(done)}, '{{n}}', total::text), "
+        "run_id;\n"
         "  END IF;\n"
     )
     bounded = statement.replace(_LOOP_END, (
@@ -214,9 +234,10 @@ def _down(rev: Script) -> str | None:
     return down
 
 
-def render_upgrade(rev: Script, script: ScriptDirectory, ini: Path, *, x: Mapping[str, str] | None = None,
-                   backfill_limit: int = DEFAULT_BACKFILL_LIMIT) -> str:
-    """The migration file of revision ``rev`` (see the module doc)."""
+def _upgrade_steps(rev: Script, ini: Path, x: Mapping[str, str] | None, backfill_limit: int,
+                   first: int = 1) -> tuple[list[str], list[str]]:
+    """The ``EXECUTE`` steps of ``rev``'s upgrade and its bookkeeping (indented for the guard they sit in),
+    and the data jobs among them; the statements are numbered from ``first``."""
     down = _down(rev)
     body = upgrade_statements(rev, ini, x)
     jobs = []
@@ -224,8 +245,7 @@ def render_upgrade(rev: Script, script: ScriptDirectory, ini: Path, *, x: Mappin
         body[n], job = bound_job(sql, backfill_limit)
         if job:
             jobs.append(job)
-    older = [r for r in _ancestors(script, rev) if r != down]
-    steps = [_execute(sql, n, "    ") for n, sql in enumerate(body, start=1)]
+    steps = [_execute(sql, n, "    ") for n, sql in enumerate(body, start=first)]
     if down is None:
         steps.insert(0, "    IF pg_catalog.to_regclass('public.alembic_version') IS NULL THEN\n"
                         f"      {VERSION_TABLE_DDL.replace(chr(10), chr(10) + '  ')};\n"
@@ -234,6 +254,20 @@ def render_upgrade(rev: Script, script: ScriptDirectory, ini: Path, *, x: Mappin
     else:
         steps.append(f"    UPDATE public.alembic_version SET version_num = {_literal(rev.revision)}\n"
                      f"    WHERE version_num = {_literal(down)};")
+    return steps, jobs
+
+
+def _jobs_line(jobs: list[str], backfill_limit: int) -> list[str]:
+    return [f"-- Data job(s) {', '.join(jobs)}: at most {backfill_limit} row(s) in this transaction; "
+            "past that, `ghostsync backfill` / `ghostsync repair` finish the work."] if jobs else []
+
+
+def render_upgrade(rev: Script, script: ScriptDirectory, ini: Path, *, x: Mapping[str, str] | None = None,
+                   backfill_limit: int = DEFAULT_BACKFILL_LIMIT) -> str:
+    """The migration file of revision ``rev`` (see the module doc)."""
+    down = _down(rev)
+    steps, jobs = _upgrade_steps(rev, ini, x, backfill_limit)
+    older = [r for r in _ancestors(script, rev) if r != down]
     before = _literal(down) if down else "NULL"
     doc = (rev.doc or "").strip().splitlines()[0] if (rev.doc or "").strip() else ""
     header = [
@@ -242,10 +276,8 @@ def render_upgrade(rev: Script, script: ScriptDirectory, ini: Path, *, x: Mappin
         f"-- Applies the revision only where ghostsync is at {down or 'no revision (not installed)'}; where it is",
         f"-- at {rev.revision} or later this file changes nothing. One statement: the CLI runs it and its",
         "-- history row in one transaction, so a failure leaves nothing of it behind.",
+        *_jobs_line(jobs, backfill_limit),
     ]
-    if jobs:
-        header.append(f"-- Data job(s) {', '.join(jobs)}: at most {backfill_limit} row(s) in this transaction; "
-                      "past that, `ghostsync backfill` / `ghostsync repair` finish the work.")
     behind = (["at IS NULL"] if down is not None else []) + ([f"at = ANY ({_array(older)})"] if older else [])
     refuse = [
         f"  ELSIF {' OR '.join(behind)} THEN",
@@ -336,6 +368,56 @@ def render_rollback(target: str | None, script: ScriptDirectory, ini: Path, *,
     ])
 
 
+def render_forward(target: str, script: ScriptDirectory, ini: Path, *, x: Mapping[str, str] | None = None,
+                   backfill_limit: int = DEFAULT_BACKFILL_LIMIT) -> str:
+    """One migration taking ghostsync from whatever revision it is at (none included) up to ``target``:
+    what the folder's files reached before a rollback. Each revision's upgrade runs only where the
+    database is at the revision before it, oldest first; at ``target`` or beyond it, nothing."""
+    path = chain.path_to(script, target)
+    blocks = []
+    jobs: list[str] = []
+    n = 0
+    for rev in path:
+        down = _down(rev)
+        steps, rev_jobs = _upgrade_steps(rev, ini, x, backfill_limit, first=n + 1)
+        n += sum(1 for step in steps if step.startswith("    EXECUTE "))
+        jobs.extend(rev_jobs)
+        blocks.append("\n".join([
+            f"  IF at = {_literal(down)} THEN" if down else "  IF at IS NULL THEN",
+            *steps,
+            f"    at := {_literal(rev.revision)};",
+            "  END IF;",
+        ]))
+    below = [r.revision for r in path if r.revision != target]
+    return "\n".join([
+        f"-- ghostsync: forward to {target}",
+        f"-- Written by `ghostsync export-supabase` (ghostsync {__version__}) after a rollback, for `supabase db "
+        "push`; do not edit.",
+        f"-- Runs the upgrade of each revision from where the database is up to {target}, oldest first, in",
+        f"-- one transaction; where ghostsync is at {target} or later this file changes nothing. So",
+        "-- production and every replay of the folder (db reset, a branch, a new project) end at the same revision.",
+        *_jobs_line(jobs, backfill_limit),
+        "DO $ghostsync_migration$",
+        "DECLARE",
+        "  recorded text[];",
+        "  at text;",
+        "  started text;",
+        "BEGIN",
+        READ_RECORDED.format(members=_array(_members(script))),
+        f"  IF at IS NOT NULL AND NOT at = ANY ({_array(below)}) THEN",
+        f"    RAISE NOTICE 'ghostsync: % is installed, so {target} is already reached: this migration changes "
+        "nothing', at;",
+        "    RETURN;",
+        "  END IF;",
+        "  started := coalesce(at, 'no ghostsync revision');",
+        *blocks,
+        f"  RAISE NOTICE 'ghostsync: upgraded from % to {target}', started;",
+        "END",
+        "$ghostsync_migration$;",
+        "",
+    ])
+
+
 # -- the folder ------------------------------------------------------------------------------------------
 
 def _newest_version(directory: Path) -> datetime | None:
@@ -361,14 +443,49 @@ def _stamps(directory: Path, count: int, now: datetime | None) -> list[str]:
     return [(start + timedelta(seconds=k)).strftime(TIMESTAMP) for k in range(count)]
 
 
+def _ghostsync_files(directory: Path) -> list[tuple[Path, str]]:
+    """ghostsync's migration files in ``directory`` in the order the CLI applies them (byte-wise
+    names), each with its stem after ``ghostsync_``."""
+    entries = sorted(directory.iterdir(), key=lambda p: p.name.encode()) if directory.is_dir() else []
+    return [(path, match.group(2)) for path in entries if (match := OURS.match(path.name))]
+
+
 def exported(directory: Path) -> dict[str, Path]:
-    """ghostsync's migration files already in ``directory``, by revision file stem."""
-    found = {}
-    for path in sorted(directory.iterdir()) if directory.is_dir() else []:
-        match = OURS.match(path.name)
-        if match and not match.group(2).startswith(ROLLBACK_STEM):
-            found[match.group(2)] = path
-    return found
+    """ghostsync's per-revision migration files already in ``directory``, by revision file stem."""
+    return {stem: path for path, stem in _ghostsync_files(directory)
+            if not stem.startswith((ROLLBACK_STEM, FORWARD_STEM))}
+
+
+def replayed(directory: Path, script: ScriptDirectory) -> str | None:
+    """The revision ghostsync ends at when ``directory`` is applied from scratch (``supabase db reset``,
+    a preview branch, a new project): its files in order, each doing what its guard lets it do."""
+    path = chain.path_to(script, chain.head(script))
+    ids = [r.revision for r in path]
+    by_stem = {Path(r.path).stem: r for r in path}
+
+    def position(revision: str | None) -> int:
+        return -1 if revision is None else ids.index(revision)
+
+    at: str | None = None
+    for file, stem in _ghostsync_files(directory):
+        for kind in (ROLLBACK_STEM, FORWARD_STEM):
+            if not stem.startswith(kind):
+                continue
+            named = stem[len(kind):]
+            target = None if kind == ROLLBACK_STEM and named in ("base", "ghostsync_base") else named
+            if target is not None and target not in ids:
+                raise GhostsyncError(f"{file.name} names {target}, which this configuration does not know as a "
+                                     "revision of ghostsync's branch: export with the --alembic-config that wrote it")
+            rolls_back = kind == ROLLBACK_STEM and position(at) > position(target)
+            goes_forward = kind == FORWARD_STEM and position(at) < position(target)
+            if rolls_back or goes_forward:
+                at = target
+            break
+        else:
+            rev = by_stem.get(stem)
+            if rev is not None and at == _down(rev):
+                at = rev.revision
+    return at
 
 
 def export_supabase(directory: Path, config: str | Path | None = None, rollback_to: str | None = None, *,
@@ -407,8 +524,20 @@ def export_supabase(directory: Path, config: str | Path | None = None, rollback_
         raise GhostsyncError(
             f"{directory} holds ghostsync's migrations after {path_to_head[missing[0]].revision} but not its file: "
             "restore it (from version control) rather than export it again with a newer timestamp")
+    # After a rollback the folder's replay ends below what its files reached: one forward file first,
+    # so production and every replay of the folder end where the files say.
+    reached = next((rev.revision for rev, stem in zip(reversed(path_to_head), reversed(stems), strict=True)
+                    if stem in have), None)
+    at = replayed(directory, script)
+    ids = [rev.revision for rev in path_to_head]
+    forward_to = reached if reached is not None and (at is None or ids.index(at) < ids.index(reached)) else None
+    stamps = _stamps(directory, len(missing) + (forward_to is not None), now)
     written: list[Path] = []
-    for stamp, n in zip(_stamps(directory, len(missing), now), missing, strict=True):
+    if forward_to is not None:
+        target = directory / f"{stamps.pop(0)}_ghostsync_{FORWARD_STEM}{forward_to}.sql"
+        target.write_text(render_forward(forward_to, script, ini, x=settings, backfill_limit=backfill_limit))
+        written.append(target)
+    for stamp, n in zip(stamps, missing, strict=True):
         rev = path_to_head[n]
         target = directory / f"{stamp}_ghostsync_{stems[n]}.sql"
         target.write_text(render_upgrade(rev, script, ini, x=settings, backfill_limit=backfill_limit))
@@ -429,8 +558,10 @@ __all__ = [
     "downgrade_statements",
     "export_supabase",
     "exported",
+    "render_forward",
     "render_rollback",
     "render_upgrade",
+    "replayed",
     "statements",
     "upgrade_statements",
 ]

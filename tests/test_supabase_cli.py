@@ -298,8 +298,11 @@ def test_cli_push_ends_like_online_upgrade(db, tmp_path):
     with clone(db) as online:
         online.upgrade()
         result = pushed(db, migrations)
+        reports = {3: ["NOTICE (00000): ghostsync: backfill_ghost_users repaired 5 ghost user(s) (audit row 1)"],
+                   9: ["NOTICE (00000): ghostsync: resync_profiles rewrote 0 stale profile(s) (audit row 2)"]}
         assert [str(n) for n in result.notices] == [
-            f"NOTICE (00000): ghostsync: upgraded to ghostsync_000{n}" for n in range(1, 10)]
+            line for n in range(1, 10)
+            for line in [*reports.get(n, []), f"NOTICE (00000): ghostsync: upgraded to ghostsync_000{n}"]]
         assert state(db) == state(online)
     assert ghosts(db) == 0
     assert status_of(db).healthy
@@ -539,15 +542,13 @@ def test_rollback_is_a_new_migration_that_keeps_every_profile(db, tmp_path):
         assert state(db) == state(online)
         found = status_of(db)
         assert found.healthy and "behind_head" in [w.code for w in found.warnings]
-        # up again: the history rows of the files above 0006 reverted, each file applies where the database is
-        ahead = [p.name[:14] for p in sorted(migrations.glob("*_ghostsync_000[789]_*.sql"))]
-        assert len(ahead) == 3
-        db.sql("DELETE FROM supabase_migrations.schema_migrations WHERE version = ANY (%s)", (ahead,))
-        up = pushed(db, migrations, include_all=True)
-        assert [f.migration.name[10:14] for f in up.files] == ["0007", "0008", "0009"]
+        # up again: a new forward migration, pushed as any other
+        [forward, *_] = export_supabase(migrations, now=T0 + timedelta(days=2))
+        up = pushed(db, migrations)
+        assert [f.migration.path for f in up.files] == [forward]
         online.upgrade()
         assert state(db) == state(online)
-    [out] = export_supabase(migrations, rollback_to="base", now=T0 + timedelta(days=2))
+    [out] = export_supabase(migrations, rollback_to="base", now=T0 + timedelta(days=3))
     pushed(db, migrations)
     assert db.sql("SELECT * FROM public.users ORDER BY id") == profiles
     assert db.value("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'auth.users'::regclass "
@@ -558,6 +559,89 @@ def test_rollback_is_a_new_migration_that_keeps_every_profile(db, tmp_path):
     db.sql("DELETE FROM supabase_migrations.schema_migrations WHERE version = %s", (out.name[:14],))
     again = pushed(db, migrations)
     assert "changes nothing" in str(again.files[0].notices)
+
+
+def test_after_a_rollback_export_writes_the_way_forward_that_every_replay_takes(db, tmp_path):
+    """The old road back up (`migration repair --status reverted`, `db push --include-all`) brought
+    production to head while a replay of the same folder ended at the rollback's revision."""
+    seed_app_with_profiles(db, 2)
+    seed_ghosts(db)
+    migrations = folder(tmp_path)
+    with clone(db) as replay:
+        pushed(db, migrations)
+        [back] = export_supabase(migrations, rollback_to="ghostsync_0006", now=T0 + timedelta(days=1))
+        pushed(db, migrations)
+        written = export_supabase(migrations, now=T0 + timedelta(days=2))
+        forward = [p for p in written if p.parent == migrations]
+        assert [p.name for p in forward] == ["20261127093000_ghostsync_forward_to_ghostsync_0009.sql"]
+        up = pushed(db, migrations)  # the newest file: no --include-all
+        assert [f.migration.path for f in up.files] == forward
+        assert [str(n) for n in up.notices] == [
+            "NOTICE (00000): ghostsync: resync_profiles rewrote 0 stale profile(s) (audit row 3)",
+            "NOTICE (00000): ghostsync: upgraded from ghostsync_0006 to ghostsync_0009"]
+        assert db.sql("SELECT version_num FROM public.alembic_version") == [("ghostsync_0009",)]
+        # the folder replayed from scratch (db reset, a preview branch, a new project) ends where production is
+        result = supabase_cli.reset(replay.url(), migrations)
+        assert result.ok and not result.warnings and len(result.files) == 11, result.text
+        assert state(replay) == state(db)
+        assert status_of(replay).healthy and status_of(replay).at_head
+    # exported again: nothing new, every migration the same bytes
+    before = {p.name: p.read_bytes() for p in migrations.iterdir()}
+    again = export_supabase(migrations, now=T0 + timedelta(days=3))
+    assert all(p.parent != migrations for p in again)
+    assert {p.name: p.read_bytes() for p in migrations.iterdir()} == before
+    assert back.exists()
+
+
+def test_forward_file_changes_nothing_where_ghostsync_is_at_its_target(db, tmp_path):
+    seed_ghosts(db)
+    db.upgrade()
+    migrations = folder(tmp_path)
+    export_supabase(migrations, rollback_to="ghostsync_0004", now=T0 + timedelta(days=1))
+    [forward, *_] = export_supabase(migrations, now=T0 + timedelta(days=2))
+    before = state(db, with_times=True)
+    result = pushed(db, only(migrations, lambda n: n == forward.name, tmp_path / "forward"))
+    assert [str(n) for n in result.notices] == [
+        "NOTICE (00000): ghostsync: ghostsync_0009 is installed, so ghostsync_0009 is already reached: this "
+        "migration changes nothing"]
+    assert state(db, with_times=True) == before
+
+
+def test_forward_from_base_backfills_the_ghosts_made_meanwhile_and_says_how_many(db, tmp_path):
+    migrations = folder(tmp_path)
+    pushed(db, migrations)
+    export_supabase(migrations, rollback_to="base", now=T0 + timedelta(days=1))
+    pushed(db, migrations)
+    seed_ghosts(db, "while_out")  # no trigger: five ghosts
+    assert ghosts(db) == 5
+    [forward, *_] = export_supabase(migrations, now=T0 + timedelta(days=2))
+    assert forward.name.endswith("_ghostsync_forward_to_ghostsync_0009.sql")
+    up = pushed(db, migrations)
+    # (the tables stayed: PostgreSQL's own "already exists, skipping" notices come too)
+    assert [str(n) for n in up.notices if "ghostsync:" in n.message] == [
+        "NOTICE (00000): ghostsync: backfill_ghost_users repaired 5 ghost user(s) (audit row 3)",
+        "NOTICE (00000): ghostsync: resync_profiles rewrote 0 stale profile(s) (audit row 4)",
+        "NOTICE (00000): ghostsync: upgraded from no ghostsync revision to ghostsync_0009"]
+    assert ghosts(db) == 0 and status_of(db).healthy
+
+
+def test_replayed_follows_rollbacks_and_forwards(tmp_path):
+    from ghostsync.export import replayed
+
+    script = chain.script_directory()
+    migrations = folder(tmp_path)
+    assert replayed(migrations, script) == "ghostsync_0009"
+    export_supabase(migrations, rollback_to="ghostsync_0006", now=T0 + timedelta(days=1))
+    assert replayed(migrations, script) == "ghostsync_0006"
+    export_supabase(migrations, rollback_to="ghostsync_0007", now=T0 + timedelta(days=2))  # not below 0006
+    assert replayed(migrations, script) == "ghostsync_0006"
+    export_supabase(migrations, now=T0 + timedelta(days=3))
+    assert replayed(migrations, script) == "ghostsync_0009"
+    export_supabase(migrations, rollback_to="ghostsync@base", now=T0 + timedelta(days=4))
+    assert replayed(migrations, script) is None
+    written = export_supabase(migrations, now=T0 + timedelta(days=5))
+    assert [p.name[15:] for p in written[:-2]] == ["ghostsync_forward_to_ghostsync_0009.sql"]
+    assert replayed(migrations, script) == "ghostsync_0009"
 
 
 def test_export_command_line(tmp_path):
