@@ -136,7 +136,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ghostsync import report, status
+    from ghostsync import report, roads, status
     from ghostsync.database import opened, resolve_url
 
     check = "quick" if args.quick else "full"
@@ -147,7 +147,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         url = resolve_url(args.database_url)
         script = chain.script_directory(args.alembic_config)
         with opened(url, application_name=names.APPLICATION["status"]) as engine, engine.connect() as conn:
-            found = status.collect(conn, quick=args.quick, script=script)
+            found = status.collect(conn, quick=args.quick, script=script, road=roads.for_config(args.alembic_config))
     except Exception as exc:
         code = exc.code if isinstance(exc, status.StatusError) else _failure_code(exc)
         message = describe(exc, _url_or_none(args))

@@ -40,7 +40,8 @@ that is not a transaction block. So each file here is:
   repaired until the file commits; a hard delete of one of those accounts waits that
   long. The file stops after repairing ``backfill_limit`` rows (its audit row then ends
   ``interrupted``, with a NOTICE): ``ghostsync backfill`` (short transactions) resumes
-  where it stopped. A job that finishes says in a NOTICE how many rows it repaired. docs/SUPABASE-CLI.md has the figures behind the default.
+  where it stopped. A job that finishes says in a NOTICE how many rows it repaired.
+  docs/SUPABASE-CLI.md has the figures behind the default.
 
 Timestamps: a file's timestamp is the moment it is first exported (UTC, the CLI's 14
 digits), and never earlier than one second after the newest migration already in

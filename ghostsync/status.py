@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from ghostsync import chain, drift, health, names
+from ghostsync import chain, drift, health, names, roads
 from ghostsync.chain import Declared
 
 SCHEMA_VERSION = 2
@@ -147,7 +147,7 @@ def recorded_revision(conn: Connection, script: Any) -> str | None:
     return None
 
 
-def _require(conn: Connection) -> None:
+def _require(conn: Connection, road: roads.Road) -> None:
     checks = conn.execute(text(
         "SELECT to_regclass('auth.users') IS NOT NULL, to_regclass('public.users') IS NOT NULL"
     )).one()
@@ -155,8 +155,7 @@ def _require(conn: Connection) -> None:
         raise StatusError("no_auth_schema", "no auth.users in this database: is DATABASE_URL a Supabase database?")
     if not checks[1]:
         raise StatusError("not_installed",
-                          "public.users does not exist: ghostsync is not installed; "
-                          "run `ghostsync migrate upgrade head`")
+                          f"public.users does not exist: ghostsync is not installed; {road.install}")
 
 
 def _last_run(conn: Connection, job: str) -> dict[str, Any] | None:
@@ -210,18 +209,19 @@ def _counters(conn: Connection, standby: bool) -> dict[str, Any]:
     return out
 
 
-def collect(conn: Connection, *, quick: bool = False, script: Any = None) -> Status:
-    """Gather the status in one read-only transaction; ``quick`` skips the table scans."""
+def collect(conn: Connection, *, quick: bool = False, script: Any = None, road: roads.Road = roads.PACKAGED) -> Status:
+    """Gather the status in one read-only transaction; ``quick`` skips the table scans. Advice names the
+    commands of ``road`` (``roads.for_config``: the packaged chain's or a host project's)."""
     script = script or chain.script_directory()
     conn.execute(text("SET TRANSACTION READ ONLY"))
     # A role subject to row level security must not count what RLS hides from it (auth.users has RLS on):
     # with row_security off such a query fails (42501) instead of returning fewer rows.
     conn.execute(text("SET LOCAL row_security = off"))
-    _require(conn)
+    _require(conn, road)
     revision = recorded_revision(conn, script)
     if revision is None:
         raise StatusError("not_installed", "ghostsync is not installed here (no revision of its branch in "
-                          "alembic_version): run `ghostsync migrate upgrade head`")
+                          f"alembic_version): {road.install}")
     head = chain.head(script)
     declared = chain.declared_at(revision, script)
     standby = bool(conn.execute(text("SELECT pg_is_in_recovery()")).scalar())
@@ -240,7 +240,7 @@ def collect(conn: Connection, *, quick: bool = False, script: Any = None) -> Sta
     for job in monitored_jobs(declared):
         found.jobs[job] = _last_run(conn, job)
     found.counters = _counters(conn, standby)
-    _judge(found, declared, inspection, script, _column_problems(conn, declared) if revision else [])
+    _judge(found, declared, inspection, script, _column_problems(conn, declared) if revision else [], road)
     return found
 
 
@@ -270,17 +270,18 @@ def _column_problems(conn: Connection, declared: Declared) -> list[str]:
     return problems
 
 
-def reinstall_advice(declared: Declared, key: str, revision: str | None, script: Any) -> str:
-    """The commands that put back what revision ``revision`` declares for ``key``."""
+def reinstall_advice(declared: Declared, key: str, revision: str | None, script: Any,
+                     road: roads.Road = roads.PACKAGED) -> str:
+    """The commands of ``road`` that put back what revision ``revision`` declares for ``key``."""
     by = declared.declared_by.get(key)
     below = script.get_revision(by).down_revision if by else None
     if not by or not below or not revision:
         return "`ghostsync repair` cannot fix this; reinstall ghostsync"
-    return f"`ghostsync migrate downgrade {below} && ghostsync migrate upgrade {revision}` reinstalls it"
+    return road.reinstall(below, revision)
 
 
 def _judge(found: Status, declared: Declared, inspection: drift.Inspection, script: Any,
-           column_problems: list[str]) -> None:
+           column_problems: list[str], road: roads.Road) -> None:
     problem, warn = found.problems.append, found.warnings.append
     if found.ghosts:
         problem(Finding("ghosts", f"{found.ghosts} auth user(s) have no profile (ghosts): run `ghostsync repair`"))
@@ -297,7 +298,7 @@ def _judge(found: Status, declared: Declared, inspection: drift.Inspection, scri
         table = state.table
         if state.state == "missing":
             problem(Finding("trigger_missing", f"trigger {name} on {table} is missing: "
-                            + reinstall_advice(declared, name, found.revision, script)))
+                            + reinstall_advice(declared, name, found.revision, script, road)))
         elif state.state == "not_ghostsyncs":
             problem(Finding("trigger_not_ghostsyncs", f"trigger {name} on {table} was not created by ghostsync "
                             "(not in ghostsync.objects): a trigger of that name replaced ghostsync's"))
@@ -313,18 +314,18 @@ def _judge(found: Status, declared: Declared, inspection: drift.Inspection, scri
             if not state.matches:
                 problem(Finding("trigger_drift", f"trigger {name} on {table} differs from what revision "
                                 f"{found.revision} declares (edited by hand?): "
-                                + reinstall_advice(declared, name, found.revision, script)))
+                                + reinstall_advice(declared, name, found.revision, script, road)))
     for signature, fstate in inspection.functions.items():
         if fstate.state == "missing":
             problem(Finding("function_missing", f"function {signature} is missing: "
-                            + reinstall_advice(declared, signature, found.revision, script)))
+                            + reinstall_advice(declared, signature, found.revision, script, road)))
         elif fstate.state == "not_ghostsyncs":
             problem(Finding("function_not_ghostsyncs", f"function {signature} was not created by ghostsync "
                             "(not in ghostsync.objects)"))
         elif fstate.state == "differs":
             problem(Finding("function_drift", f"function {signature} differs from what revision {found.revision} "
                             f"declares ({'; '.join(fstate.differences)}): "
-                            + reinstall_advice(declared, signature, found.revision, script)))
+                            + reinstall_advice(declared, signature, found.revision, script, road)))
     for table, tstate in inspection.tables.items():
         if not tstate.exists:
             continue
@@ -343,7 +344,7 @@ def _judge(found: Status, declared: Declared, inspection: drift.Inspection, scri
         problem(Finding("profile_table_incompatible", f"public.users cannot take what the sync writes: {message}"))
     if found.revision is not None and found.head is not None and not found.at_head:
         warn(Finding("behind_head", f"the database is at revision {found.revision}, head is {found.head}: "
-                     "`ghostsync migrate upgrade head` installs what is newer"))
+                     f"{road.newer}"))
     for job, run in found.jobs.items():
         if run and run["status"] in ("failed", "interrupted"):
             warn(Finding(f"job_{run['status']}", f"the last {job} run ended {run['status']} (audit row {run['id']})"))

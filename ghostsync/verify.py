@@ -3,11 +3,13 @@
 For teams that deploy with the Supabase CLI and run no Python: the script runs in the
 SQL editor or ``psql -x -f verify-trigger.sql`` and returns ONE row whose columns are
 the keys of ``ghostsync status --json`` (schema_version 2; objects as jsonb), with the
-same values and the same verdict, for the revision the database is at.
+same values and the same verdict, for the revision the database is at. Its advice names
+the commands of the Supabase CLI road (``roads.SUPABASE_CLI``: export, then ``supabase db
+push``), as ``status.collect(..., road=roads.SUPABASE_CLI)`` words it.
 
 Since nothing but SQL runs, the script carries what every revision of ghostsync's branch
 declares (the functions' bodies, the triggers' definitions, the synced columns, the jobs,
-and the advice ``status`` gives), as one jsonb literal, and picks the revision recorded
+and the advice ``status`` gives on that road), as one jsonb literal, and picks the revision recorded
 in ``public.alembic_version``. Tables that may not exist (the profile table before
 install, ``ghostsync.sync_failures`` before its revision, ...) are read through
 ``query_to_xml`` so that the statement parses on every database; trigger definitions
@@ -27,7 +29,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ghostsync import __version__, chain, drift, health
+from ghostsync import __version__, chain, drift, health, roads
 from ghostsync.chain import Declared
 
 # The columns of the row, in the order of Status.as_dict().
@@ -41,8 +43,9 @@ def counts_sql(declared: Declared) -> str:
     return f"SELECT pg_catalog.to_jsonb(c)::text AS j FROM ({health.full_counts_sql(declared)}) AS c"
 
 
-def declarations(config: str | Path | None = None) -> dict[str, Any]:
-    """What each revision of ghostsync's branch declares, as the scripts embed it."""
+def declarations(config: str | Path | None = None, road: roads.Road = roads.SUPABASE_CLI) -> dict[str, Any]:
+    """What each revision of ghostsync's branch declares, as the scripts embed it, and the advice of
+    ``road`` (the scripts are the Supabase CLI road's)."""
     from ghostsync import status
 
     script = chain.script_directory(config)
@@ -60,17 +63,18 @@ def declarations(config: str | Path | None = None) -> dict[str, Any]:
         declared = chain.declared_at(revision, script)
         revisions[revision or ""] = {
             "functions": [[signature, body_index(declared.body(signature)),
-                           status.reinstall_advice(declared, signature, revision, script)]
+                           status.reinstall_advice(declared, signature, revision, script, road)]
                           for signature in declared.functions],
             "triggers": [[name, trigger.table, trigger.definition,
-                          status.reinstall_advice(declared, name, revision, script)]
+                          status.reinstall_advice(declared, name, revision, script, road)]
                          for name, trigger in declared.triggers.items()],
             "columns": [[c.name, c.max_length, c.nullable] for c in declared.columns.values()],
             "synced": ", ".join(c.name for c in declared.synced_columns),
             "jobs": status.monitored_jobs(declared),
             "counts": counts_sql(declared),
         }
-    return {"head": head, "members": ordered, "revisions": revisions, "bodies": bodies}
+    return {"head": head, "members": ordered, "revisions": revisions, "bodies": bodies,
+            "advice": {"install": road.install, "newer": road.newer}}
 
 
 def embedded(declared: dict[str, Any]) -> str:
@@ -130,7 +134,7 @@ state AS MATERIALIZED (
       WHEN NOT e.has_auth THEN pg_catalog.jsonb_build_object('code', 'no_auth_schema', 'message',
         'no auth.users in this database: is DATABASE_URL a Supabase database?')
       WHEN NOT e.has_profiles THEN pg_catalog.jsonb_build_object('code', 'not_installed', 'message',
-        'public.users does not exist: ghostsync is not installed; run `ghostsync migrate upgrade head`')
+        'public.users does not exist: ghostsync is not installed; ' || (d.d -> 'advice' ->> 'install'))
       WHEN pg_catalog.cardinality(o.ours) > 1 THEN pg_catalog.jsonb_build_object('code', 'revision_unknown',
         'message', pg_catalog.format('alembic_version holds %s rows of ghostsync''s branch (%s): merge the heads '
         'and upgrade', pg_catalog.cardinality(o.ours), pg_catalog.array_to_string(o.ours, ', ')))
@@ -139,8 +143,8 @@ state AS MATERIALIZED (
         'the database is at revision %s, which this ghostsync does not know: upgrade ghostsync (or point '
         '--alembic-config at the configuration that knows it)', o.prefixed[1]))
       WHEN pg_catalog.cardinality(o.ours) = 0 THEN pg_catalog.jsonb_build_object('code', 'not_installed', 'message',
-        'ghostsync is not installed here (no revision of its branch in alembic_version): run '
-        '`ghostsync migrate upgrade head`')
+        'ghostsync is not installed here (no revision of its branch in alembic_version): '
+        || (d.d -> 'advice' ->> 'install'))
     END AS error,
     o.ours[1] AS recorded
   FROM env AS e, ours AS o, decl AS d
@@ -366,9 +370,9 @@ findings AS (
      OR (c.attnotnull AND c.nullable)
   UNION ALL
   SELECT 'warning', 10, 0, 0, 'behind_head',
-    pg_catalog.format('the database is at revision %s, head is %s: `ghostsync migrate upgrade head` installs what '
-                      'is newer', s.revision, s.head)
-  FROM status AS s WHERE s.revision IS NOT NULL AND s.head IS NOT NULL AND s.revision <> s.head
+    pg_catalog.format('the database is at revision %s, head is %s: %s', s.revision, s.head,
+                      d.d -> 'advice' ->> 'newer')
+  FROM status AS s, decl AS d WHERE s.revision IS NOT NULL AND s.head IS NOT NULL AND s.revision <> s.head
   UNION ALL
   SELECT 'warning', 11, j.n, 0, 'job_' || (j.run ->> 'status'),
     pg_catalog.format('the last %s run ended %s (audit row %s)', j.job, j.run ->> 'status', j.run ->> 'id')
@@ -467,9 +471,10 @@ HEADER = """-- ghostsync verification script (ghostsync {version}; written by `g
 """
 
 
-def script(config: str | Path | None = None) -> str:
-    """The verification script for the chain of ``config`` (default: ghostsync's own)."""
-    declared = declarations(config)
+def script(config: str | Path | None = None, road: roads.Road = roads.SUPABASE_CLI) -> str:
+    """The verification script for the chain of ``config`` (default: ghostsync's own); its advice names
+    the commands of ``road`` (default: the Supabase CLI's, the road of teams that run no Python)."""
+    declared = declarations(config, road)
     payload = embedded(declared)
     return HEADER.format(version=__version__, members=", ".join(declared["members"])) + QUERY.format(
         declared=payload, versions=_dynamic(VERSIONS), registered=_dynamic(REGISTERED),

@@ -21,7 +21,7 @@ import psycopg2.extras
 import pytest
 from sqlalchemy import create_engine
 
-from ghostsync import status, verify
+from ghostsync import roads, status, verify
 from ghostsync.testing.fixtures import SupabaseDatabase
 from ghostsync.urls import normalize
 from tests.seeding import seed_app_with_profiles, seed_ghosts
@@ -49,7 +49,7 @@ def collect(db: SupabaseDatabase) -> dict:
     try:
         with engine.connect() as conn:
             try:
-                found = status.collect(conn)
+                found = status.collect(conn, road=roads.SUPABASE_CLI)  # the script's road
             except status.StatusError as exc:
                 return status.failure_dict(exc.code, str(exc))
     finally:
