@@ -644,6 +644,22 @@ def test_replayed_follows_rollbacks_and_forwards(tmp_path):
     assert replayed(migrations, script) == "ghostsync_0009"
 
 
+def test_a_new_revision_after_a_rollback_comes_after_the_forward_file(tmp_path):
+    """A newer ghostsync (here: the head's file taken away) after a rollback: the forward file takes the
+    folder back to what its files reached, then the new revision's own file follows it."""
+    from ghostsync.export import replayed
+
+    script = chain.script_directory()
+    migrations = folder(tmp_path)
+    newest = sorted(migrations.glob("*_ghostsync_0009_*.sql"))[-1]
+    newest.unlink()
+    export_supabase(migrations, rollback_to="ghostsync_0006", now=T0 + timedelta(days=1))
+    written = export_supabase(migrations, now=T0 + timedelta(days=2))
+    assert [p.name for p in written[:-2]] == ["20261127093000_ghostsync_forward_to_ghostsync_0008.sql",
+                                              "20261127093001" + newest.name[14:]]
+    assert replayed(migrations, script) == "ghostsync_0009"
+
+
 def test_export_command_line(tmp_path):
     target = tmp_path / "supabase" / "migrations"
     proc = subprocess.run([sys.executable, "-m", "ghostsync", "export-supabase", str(target)],
