@@ -236,9 +236,9 @@ def _down(rev: Script) -> str | None:
 
 
 def _upgrade_steps(rev: Script, ini: Path, x: Mapping[str, str] | None, backfill_limit: int,
-                   first: int = 1) -> tuple[list[str], list[str]]:
+                   first: int = 1) -> tuple[list[str], list[str], int]:
     """The ``EXECUTE`` steps of ``rev``'s upgrade and its bookkeeping (indented for the guard they sit in),
-    and the data jobs among them; the statements are numbered from ``first``."""
+    the data jobs among them, and how many statements it runs (numbered from ``first``)."""
     down = _down(rev)
     body = upgrade_statements(rev, ini, x)
     jobs = []
@@ -255,7 +255,7 @@ def _upgrade_steps(rev: Script, ini: Path, x: Mapping[str, str] | None, backfill
     else:
         steps.append(f"    UPDATE public.alembic_version SET version_num = {_literal(rev.revision)}\n"
                      f"    WHERE version_num = {_literal(down)};")
-    return steps, jobs
+    return steps, jobs, len(body)
 
 
 def _jobs_line(jobs: list[str], backfill_limit: int) -> list[str]:
@@ -267,7 +267,7 @@ def render_upgrade(rev: Script, script: ScriptDirectory, ini: Path, *, x: Mappin
                    backfill_limit: int = DEFAULT_BACKFILL_LIMIT) -> str:
     """The migration file of revision ``rev`` (see the module doc)."""
     down = _down(rev)
-    steps, jobs = _upgrade_steps(rev, ini, x, backfill_limit)
+    steps, jobs, _ = _upgrade_steps(rev, ini, x, backfill_limit)
     older = [r for r in _ancestors(script, rev) if r != down]
     before = _literal(down) if down else "NULL"
     doc = (rev.doc or "").strip().splitlines()[0] if (rev.doc or "").strip() else ""
@@ -380,8 +380,8 @@ def render_forward(target: str, script: ScriptDirectory, ini: Path, *, x: Mappin
     n = 0
     for rev in path:
         down = _down(rev)
-        steps, rev_jobs = _upgrade_steps(rev, ini, x, backfill_limit, first=n + 1)
-        n += sum(1 for step in steps if step.startswith("    EXECUTE "))
+        steps, rev_jobs, count = _upgrade_steps(rev, ini, x, backfill_limit, first=n + 1)
+        n += count
         jobs.extend(rev_jobs)
         blocks.append("\n".join([
             f"  IF at = {_literal(down)} THEN" if down else "  IF at IS NULL THEN",
