@@ -33,7 +33,7 @@ from alembic import command
 from alembic.config import Config
 
 from ghostsync import chain
-from ghostsync.migrations import own_transaction
+from ghostsync.migrations import own_transaction, statements
 from ghostsync.testing.authservice import AUTH_ROLE
 from ghostsync.testing.fixtures import SupabaseDatabase
 from tests.loadcheck import LockWaitSampler, hold_auth_users_lock, reap, released_when_blocked
@@ -276,3 +276,42 @@ def test_asyncpg_runs_the_whole_chain(db: SupabaseDatabase, tmp_path: Path) -> N
     line = refusal(alembic(ini, "upgrade", "heads"))
     assert line.startswith("ghostsync: function ghostsync.handle_new_user() exists and was not created by ghostsync")
     assert versions(db) == {"ghostsync_0001"}
+
+
+def test_an_outer_transaction_never_commits_mid_run(db: SupabaseDatabase, tmp_path: Path) -> None:
+    """The first revision of a run inside an env.py's outer transaction cannot be told from one in its
+    own transaction; where it is a data job (0003), ``autocommit_block`` finds no transaction of
+    Alembic's to commit: refused in one line, and nothing is committed (no audit row, no profile)."""
+    seed_ghosts(db)
+    db.upgrade("ghostsync_0002")
+    ini = host_project(tmp_path / "host", db.url(scheme="postgresql+psycopg2"))
+    per_migration(ini)
+    edit_env(ini, "with connectable.connect() as connection:", "with connectable.begin() as connection:")
+    line = refusal(alembic(ini, "upgrade", "heads"))
+    assert line == own_transaction.OUTER_TRANSACTION
+    assert versions(db) == {"ghostsync_0002"} and ghost_count(db) > 0
+    assert db.value("SELECT count(*) FROM public.cleanup_audit_log") == 0
+
+
+def test_statements_are_cut_where_the_server_cuts_them() -> None:
+    """What the kit sends asyncpg one at a time: ``;`` ends a statement only outside quotes, dollar
+    quotes, comments, parentheses and a BEGIN ATOMIC body."""
+    sql = """SELECT 1; -- a comment; not a statement
+/* a /* nested; */ comment; */ SELECT 'it''s; quoted';
+SELECT E'\\\\'';' AS escaped; SELECT "odd;""name" FROM t;
+DO $ghostsync$ BEGIN PERFORM 1; END $ghostsync$;
+CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN true THEN 1 END; SELECT 2; END;
+CREATE RULE r AS ON INSERT TO t DO ALSO (NOTIFY a; NOTIFY b);
+SELECT $1, a$b;
+-- only a comment here;
+"""
+    assert statements.split(sql) == [
+        "SELECT 1",
+        "-- a comment; not a statement\n/* a /* nested; */ comment; */ SELECT 'it''s; quoted'",
+        "SELECT E'\\\\'';' AS escaped",
+        'SELECT "odd;""name" FROM t',
+        "DO $ghostsync$ BEGIN PERFORM 1; END $ghostsync$",
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN true THEN 1 END; SELECT 2; END",
+        "CREATE RULE r AS ON INSERT TO t DO ALSO (NOTIFY a; NOTIFY b)",
+        "SELECT $1, a$b",
+    ]

@@ -512,13 +512,13 @@ def backfill(
     except settings.SettingError as exc:
         raise CommandError(str(exc)) from None
     migration = op.get_context()
-    # Before autocommit_block: it commits the transaction it finds, which must be this revision's alone.
+    # Before autocommit_block: it commits the revision's transaction, which must hold nothing else.
     own_transaction.refuse_shared(migration)
     if migration.as_sql:
         op.execute(offline_sql.format(batch_size=batch_size))
         return None
     progress = _ProgressLog(job_name, interval.total_seconds(), estimated_auth_users(op.get_bind()))
-    with migration.autocommit_block(), ghostsync_errors():
+    with own_transaction.autocommit_block(migration), ghostsync_errors():
         result = run_batched(op.get_bind(), statements, batch_size=batch_size, mode="online", job_name=job_name,
                              dead_after_s=dead_after.total_seconds(), on_batch=progress)
     log.info("ghostsync: %s repaired %d row(s) in %d batch(es) over %d auth user(s); longest batch %.0f ms; "

@@ -21,10 +21,14 @@ of a revision, and ends the command with one line when:
 Uses only public Alembic API (``MigrationContext.opts``, ``impl``, ``version_table``,
 ``version_table_schema``). A revision that is the first of a run inside an outer transaction
 cannot be told apart from one in its own; the next ghostsync revision in that transaction is
-refused, and the outer transaction rolls back with it.
+refused, and the outer transaction rolls back with it. Where that first revision is a data job,
+``autocommit_block()`` refuses instead of committing the outer transaction.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 
 from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
@@ -80,3 +84,20 @@ def refuse_shared(migration: MigrationContext) -> None:
         return
     if conn.exec_driver_sql(WROTE_VERSION_ROW.format(table=table)).scalar():
         raise CommandError(OUTER_TRANSACTION)
+
+
+@contextmanager
+def autocommit_block(migration: MigrationContext) -> Iterator[None]:
+    """Alembic's ``autocommit_block``: commits the transaction Alembic began for this revision (after
+    ``refuse_shared``, the revision's own), then runs the block in autocommit.
+
+    On a connection the env.py handed over inside a transaction of its own, Alembic began none and
+    fails on entering (an assertion, or with ``python -O`` the commit of nothing) before committing
+    anything: that is the outer transaction, said in one line.
+    """
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(migration.autocommit_block())
+        except (AssertionError, AttributeError):
+            raise CommandError(OUTER_TRANSACTION) from None
+        yield
