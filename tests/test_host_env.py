@@ -223,7 +223,7 @@ def test_lock_budget_holds_with_the_stock_env(db: SupabaseDatabase, tmp_path: Pa
             holder.rollback()
             holder.close()
     waited = max((w.waited_s for w in sampler.waits_of(AUTH_ROLE)), default=0.0)
-    assert len(signups) >= 3 and max(signups) < TARGET_S + 0.5, signups
+    assert len(signups) >= 3 and max(signups) < 2.0, signups  # wall clock, CPU included (main: 41.7 s)
     assert waited < TARGET_S, f"a signup waited {waited:.1f} s for a lock"
     assert refusal((proc.returncode, out, err)) == own_transaction.ONE_TRANSACTION
     assert versions(db) == {"ghostsync_0004"} and not has_deleted_at(db)

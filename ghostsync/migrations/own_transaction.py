@@ -47,6 +47,9 @@ OUTER_TRANSACTION = (
     "transaction (engine.connect(), not engine.begin()) and pass " + SETTING + "; nothing was applied"
 )
 
+# The statements below carry no parameters: no driver may read a % in a name as a marker.
+RAW = {"no_parameters": True}
+
 EXISTS = "SELECT pg_catalog.to_regclass({literal}) IS NOT NULL"
 
 # Whether a row of the version table was written by the current transaction (xmin is the
@@ -80,9 +83,10 @@ def refuse_shared(migration: MigrationContext) -> None:
         return
     table = version_table(migration)
     conn = migration.connection
-    if not conn.exec_driver_sql(EXISTS.format(literal="'" + table.replace("'", "''") + "'")).scalar():
+    literal = "'" + table.replace("'", "''") + "'"
+    if not conn.exec_driver_sql(EXISTS.format(literal=literal), execution_options=RAW).scalar():
         return
-    if conn.exec_driver_sql(WROTE_VERSION_ROW.format(table=table)).scalar():
+    if conn.exec_driver_sql(WROTE_VERSION_ROW.format(table=table), execution_options=RAW).scalar():
         raise CommandError(OUTER_TRANSACTION)
 
 
