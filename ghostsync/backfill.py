@@ -62,6 +62,7 @@ from sqlalchemy.sql.expression import Executable
 from ghostsync import names, sync
 from ghostsync.chain import Declared
 from ghostsync.health import count_ghosts
+from ghostsync.migrations import dberrors
 from ghostsync.models import audit_log, auth_users, sync_failures
 
 JOB_NAME = names.BACKFILL_JOB
@@ -323,7 +324,7 @@ class _Run:
                 unchecked = walk.unchecked_locked if locked else walk.unchecked
                 return _batch_with_retries(self.conn, unchecked, run_id, after, self.batch_size), False
             except DBAPIError as exc:
-                if getattr(exc.orig, "pgcode", None) != UNIQUE_VIOLATION:
+                if dberrors.sqlstate(exc) != UNIQUE_VIOLATION:
                     raise
                 # an account of the range has a profile: the same range again, probing each
         checked_statement = self.statements.batch if locked else walk.checked
@@ -398,10 +399,7 @@ def _error_text(exc: BaseException) -> str:
     or the statement (which can hold row data such as an email)."""
     orig = getattr(exc, "orig", None)
     if orig is not None:
-        code = getattr(orig, "pgcode", None) or ""
-        primary = getattr(getattr(orig, "diag", None), "message_primary", None)
-        first = (primary or str(orig)).strip().splitlines()
-        return f"{code} {first[0] if first else ''}".strip()
+        return f"{dberrors.sqlstate(orig) or ''} {dberrors.primary_message(orig)}".strip()
     first = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {first[0] if first else ''}".strip()
 
@@ -417,13 +415,13 @@ def _batch_with_retries(
                 {"run_id": run_id, "after": after, "batch_size": batch_size},
             ).one()
         except DBAPIError as exc:
-            if getattr(exc.orig, "pgcode", None) != FOREIGN_KEY_VIOLATION or attempt == BATCH_ATTEMPTS - 1:
+            if dberrors.sqlstate(exc) != FOREIGN_KEY_VIOLATION or attempt == BATCH_ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
 
 
 def _row_error(exc: DBAPIError) -> bool:
-    code = getattr(exc.orig, "pgcode", None) or ""
+    code = dberrors.sqlstate(exc) or ""
     return code[:2] in ROW_ERROR_CLASSES
 
 
@@ -438,11 +436,9 @@ def _repair_halving(conn: Connection, steps: RowByRow, ghosts: list[str]) -> tup
         if not _row_error(exc):
             raise
         if len(ghosts) == 1:
-            diag = getattr(exc.orig, "diag", None)
-            message = getattr(diag, "message_primary", None) or str(exc.orig).splitlines()[0]
             conn.execute(_statement(steps.record_failure),
-                         {"ghost_id": ghosts[0], "failed_state": getattr(exc.orig, "pgcode", None) or "XX000",
-                          "failed_message": message})
+                         {"ghost_id": ghosts[0], "failed_state": dberrors.sqlstate(exc) or "XX000",
+                          "failed_message": dberrors.primary_message(exc)})
             return 0, [ghosts[0]]
     middle = len(ghosts) // 2
     left = _repair_halving(conn, steps, ghosts[:middle])

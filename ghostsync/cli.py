@@ -168,8 +168,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _failure_code(exc: BaseException) -> str:
     from sqlalchemy.exc import DBAPIError
 
+    from ghostsync.migrations.dberrors import sqlstate
+
     if isinstance(exc, DBAPIError):
-        code = getattr(exc.orig, "pgcode", None)
+        code = sqlstate(exc)
         if code is None:
             return "unreachable"
         if code == "42501":

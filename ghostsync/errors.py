@@ -11,6 +11,7 @@ from alembic.util import CommandError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, NoSuchModuleError
 
+from ghostsync.migrations.dberrors import primary_message, sqlstate
 from ghostsync.urls import BadDatabaseURL
 
 
@@ -36,9 +37,8 @@ def describe(exc: BaseException, url: str | None = None) -> str:
         return f"unsupported database URL driver: {exc}"
     if isinstance(exc, DBAPIError):
         orig = exc.orig
-        code = getattr(orig, "pgcode", None)
-        diag = getattr(orig, "diag", None)
-        message = (getattr(diag, "message_primary", None) or str(orig)).strip().splitlines()[0]
+        code = sqlstate(exc)
+        message = primary_message(exc)
         text = str(orig)
         if code is None:
             if "Connection refused" in text:

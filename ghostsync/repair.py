@@ -31,6 +31,7 @@ from ghostsync import backfill, names, sync
 from ghostsync.audit import finish_run, start_run
 from ghostsync.chain import Declared
 from ghostsync.errors import describe
+from ghostsync.migrations import dberrors
 from ghostsync.models import sync_failures
 
 ORPHAN_IDS_LOGGED = 10_000
@@ -60,9 +61,7 @@ class RepairReport:
 
 
 def _error(exc: DBAPIError) -> tuple[str, str]:
-    sqlstate = getattr(exc.orig, "pgcode", None) or "XX000"
-    diag = getattr(exc.orig, "diag", None)
-    return sqlstate, str(getattr(diag, "message_primary", None) or exc.orig).splitlines()[0]
+    return dberrors.sqlstate(exc) or "XX000", dberrors.primary_message(exc)
 
 
 def repair_failed_syncs(conn: Connection, declared: Declared, *, limit: int | None = None) -> StepResult:

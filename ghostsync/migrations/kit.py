@@ -29,6 +29,13 @@ What the kit gives a revision:
   Supabase CLI migrations behave the same way.
 - **Jobs** (``backfill``): batched, resumable data work in short
   transactions of its own, audited in ``cleanup_audit_log``.
+- **A transaction of its own**: before anything it runs, every operation refuses with one
+  line when the revision would share its transaction with others
+  (``ghostsync.migrations.own_transaction``: a host env.py without
+  ``transaction_per_migration=True``, or one that wraps the run in a transaction).
+- **Any driver**: statements go to the server one at a time (asyncpg takes no more), and
+  errors are read the same way for psycopg2, psycopg 3 and asyncpg
+  (``ghostsync.migrations.dberrors``).
 - **One-line errors** (``ghostsync_errors``): a check a revision makes in SQL
   (``RAISE EXCEPTION 'ghostsync: ...'``) ends the command with one line.
 """
@@ -44,11 +51,13 @@ from datetime import timedelta
 
 from alembic import context, op
 from alembic.util import CommandError
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from ghostsync import settings
 from ghostsync.backfill import BackfillResult, BackfillStatements, estimated_auth_users, run_batched
 from ghostsync.declarations import Column, Declares, Function, Trigger
+from ghostsync.migrations import dberrors, own_transaction, statements
 
 log = logging.getLogger("alembic.ghostsync")
 
@@ -188,6 +197,7 @@ def step(sql: str, what: str, *, locks: str | None = None, budget: LockBudget | 
     configured statement timeout. A ``ghostsync: ...`` exception the SQL
     raises, and a lock that never came free, end the command with one line.
     """
+    own_transaction.refuse_shared(op.get_context())
     budget = budget or LockBudget.configured()
     statement_ms = round(budget.statement_timeout.total_seconds() * 1000)
     report = StepReport(what=what)
@@ -207,7 +217,7 @@ def step(sql: str, what: str, *, locks: str | None = None, budget: LockBudget | 
     with ghostsync_errors():
         if locks is None:
             conn.exec_driver_sql(LOCK_PRELUDE.format(budget_ms=budget.budget_ms, locks=1, statement_ms=statement_ms))
-            conn.exec_driver_sql(sql, execution_options={"no_parameters": True})
+            _run_each(conn, sql)
             report.attempts = 1
             return report
         prelude = LOCK_PRELUDE.format(budget_ms=budget.budget_ms, locks=locks, statement_ms=budget.budget_ms)
@@ -217,10 +227,10 @@ def step(sql: str, what: str, *, locks: str | None = None, budget: LockBudget | 
             savepoint = conn.begin_nested()
             try:
                 conn.exec_driver_sql(prelude)
-                conn.exec_driver_sql(sql, execution_options={"no_parameters": True})
+                _run_each(conn, sql)
             except DBAPIError as exc:
                 savepoint.rollback()
-                code = getattr(exc.orig, "pgcode", None)
+                code = dberrors.sqlstate(exc)
                 if code not in (LOCK_NOT_AVAILABLE, QUERY_CANCELED):
                     raise
                 report.history.append(time.monotonic() - tried)
@@ -241,6 +251,13 @@ def step(sql: str, what: str, *, locks: str | None = None, budget: LockBudget | 
     report.waited_s = time.monotonic() - began
     _log_step(report)
     return report
+
+
+def _run_each(conn: Connection, sql: str) -> None:
+    """Send ``sql`` to the server one statement at a time (asyncpg prepares each text it sends, and
+    a prepared statement holds one command), with no parameter markers read in it."""
+    for statement in statements.split(sql):
+        conn.exec_driver_sql(statement, execution_options={"no_parameters": True})
 
 
 def _log_step(report: StepReport, gave_up: bool = False) -> None:
@@ -495,11 +512,13 @@ def backfill(
     except settings.SettingError as exc:
         raise CommandError(str(exc)) from None
     migration = op.get_context()
+    # Before autocommit_block: it commits the revision's transaction, which must hold nothing else.
+    own_transaction.refuse_shared(migration)
     if migration.as_sql:
         op.execute(offline_sql.format(batch_size=batch_size))
         return None
     progress = _ProgressLog(job_name, interval.total_seconds(), estimated_auth_users(op.get_bind()))
-    with migration.autocommit_block(), ghostsync_errors():
+    with own_transaction.autocommit_block(migration), ghostsync_errors():
         result = run_batched(op.get_bind(), statements, batch_size=batch_size, mode="online", job_name=job_name,
                              dead_after_s=dead_after.total_seconds(), on_batch=progress)
     log.info("ghostsync: %s repaired %d row(s) in %d batch(es) over %d auth user(s); longest batch %.0f ms; "
@@ -535,8 +554,7 @@ class _ProgressLog:
 
 def ghostsync_message(exc: DBAPIError) -> str | None:
     """The first line of a ``ghostsync: ...`` exception raised in SQL, else None."""
-    primary = getattr(getattr(exc.orig, "diag", None), "message_primary", None) or str(exc.orig)
-    first = primary.strip().splitlines()[0] if primary.strip() else ""
+    first = dberrors.primary_message(exc)
     return first if first.startswith(MESSAGE_PREFIX) else None
 
 
@@ -554,11 +572,12 @@ def ghostsync_errors() -> Iterator[None]:
 
 def check(sql: str) -> None:
     """Run a check (a ``DO`` block that raises ``ghostsync: ...`` when a precondition fails)."""
+    own_transaction.refuse_shared(op.get_context())
     if context.is_offline_mode():
         op.execute(sql)
         return
     with ghostsync_errors():
-        op.get_bind().exec_driver_sql(sql, execution_options={"no_parameters": True})
+        _run_each(op.get_bind(), sql)
 
 
 def offline() -> bool:
