@@ -10,7 +10,8 @@ rows. Everything runs as a deploy pipeline would: ``python -m alembic`` and
 
 - After the README's host rollback (``alembic downgrade
   ghostsync@ghostsync_0001``) alembic_version holds only ``host_0001``; status,
-  repair and backfill know ghostsync is at ghostsync_0001.
+  repair and backfill, and the verification and pgTAP scripts, know ghostsync
+  is at ghostsync_0001.
 - ``ghostsync migrate downgrade ghostsync@base`` would take host_0001 (and its
   rows) down first: refused in one line that names it and says what to run
   instead, before anything is downgraded; what it says works. The check that
@@ -35,8 +36,9 @@ import pytest
 from alembic import command
 from alembic.config import Config
 
-from ghostsync import chain
+from ghostsync import chain, pgtap
 from ghostsync.testing.fixtures import SupabaseDatabase, supabase_database
+from ghostsync.testing.pgtap import install_extension
 from ghostsync.urls import normalize
 from tests.paths import REPO
 from tests.seeding import ghost_count, seed_ghosts, triggers_on_auth_users
@@ -175,6 +177,27 @@ def test_after_the_hosts_rollback_every_command_knows_where_ghostsync_stands(db,
     assert "pass the host project's --alembic-config" not in proc.stderr
     assert "ghost(s) backfilled" in proc.stdout
     assert orders(db) == [(1, "tea"), (2, "cake")]
+
+    # the scripts that run without Python find the same revision
+    proc = ghostsync(host, "verify-sql")
+    assert proc.returncode == 0, proc.stderr
+    [(up, revision, error)] = db.sql(f"SELECT up, revision, error FROM ({proc.stdout.rstrip().rstrip(';')}) AS v",
+                                     user="postgres")
+    assert (up, revision, error) == (True, "ghostsync_0001", None)
+    tap = pgtap_output(db, pgtap.script(str(host)))
+    assert "ok 1 - ghostsync is installed: ghostsync_0001" in tap, tap
+
+
+def pgtap_output(db: SupabaseDatabase, script: str) -> str:
+    sharedir = Path(db.value("SELECT setting FROM pg_config WHERE name = 'SHAREDIR'"))
+    line = install_extension(sharedir / "extension")
+    assert "NOT AVAILABLE" not in line, line
+    db.sql("CREATE EXTENSION IF NOT EXISTS pgtap WITH SCHEMA extensions")
+    try:
+        proc = db.psql(script, user="postgres")
+    finally:
+        db.sql("DROP EXTENSION IF EXISTS pgtap")
+    return proc.stdout + proc.stderr
 
 
 def test_ghostsync_base_is_refused_while_a_host_revision_depends_on_it(db, host):
