@@ -66,7 +66,7 @@ def host_refusal(script: ScriptDirectory, heads: tuple[str, ...], plan: Downgrad
         return None
     going = ", ".join(plan.host)
     head = (f"refusing to downgrade: it would also downgrade the host's revision(s) {going}, "
-            "dropping what they created with its rows, because they depend on ghostsync's")
+            "dropping what they created, rows included, because they depend on ghostsync's")
     lowest = chain.standing(script, plan.host)
     if len(lowest) != 1:
         return f"{head}; ghostsync cannot go below what they depend on; nothing was downgraded"

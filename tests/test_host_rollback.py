@@ -220,6 +220,9 @@ def test_ghostsync_base_is_refused_while_a_host_revision_depends_on_it(db, host)
     line = one_line(ghostsync(host, "migrate", "downgrade", "ghostsync@base", env={"DATABASE_URL": db.url()}))
     assert "host_0001" in line and "already as far down as they allow (ghostsync_0001" in line, line
     assert versions(db) == {"host_0001"} and orders(db) == [(1, "tea"), (2, "cake")]
+    # the SQL of that downgrade is not written either
+    offline = ghostsync(host, "migrate", "downgrade", "host_0001:ghostsync@base", "--sql")
+    assert "host_0001" in one_line(offline) and offline.stdout == ""
 
     # a downgrade of the host's own branch is the host's call
     up = ghostsync(host, "migrate", "upgrade", "heads", env={"DATABASE_URL": db.url()})
