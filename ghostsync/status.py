@@ -131,8 +131,9 @@ def recorded_revision(conn: Connection, script: Any) -> str | None:
     if conn.execute(text("SELECT to_regclass('public.alembic_version')")).scalar() is None:
         return None
     rows = [str(r[0]) for r in conn.execute(text("SELECT version_num FROM public.alembic_version ORDER BY 1"))]
-    # a row holds what its revision depends on too: a host's row alone can hold ghostsync_0001
-    ours = chain.standing(script, rows)
+    members = chain.branch_revisions(script)
+    # no row of the branch: a host's row can hold one of its revisions through depends_on
+    ours = [r for r in rows if r in members] or chain.standing(script, rows)
     if len(ours) > 1:
         raise StatusError("revision_unknown", f"alembic_version holds {len(ours)} rows of ghostsync's branch "
                           f"({', '.join(ours)}): merge the heads and upgrade")
