@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -99,7 +99,10 @@ def check(config: Config, options: Any, url: str | None, command_line: str) -> N
     _run_env_with(config, script, revision if name in ("upgrade", "downgrade", "stamp") else None, on_connection)
 
 
-def _run_env_with(config: Config, script: ScriptDirectory, destination: str | None, then: Any) -> None:
+OnConnection = Callable[[tuple[str, ...], "Connection | None"], None]
+
+
+def _run_env_with(config: Config, script: ScriptDirectory, destination: str | None, then: OnConnection) -> None:
     def instead_of_migrating(rev: Any, context: MigrationContext) -> list[Any]:
         then(tuple(context.get_current_heads()), context.connection)
         return []

@@ -36,7 +36,7 @@ import pytest
 from alembic import command
 from alembic.config import Config
 
-from ghostsync import chain, pgtap
+from ghostsync import chain, pgtap, plan
 from ghostsync.testing.fixtures import SupabaseDatabase, supabase_database
 from ghostsync.testing.pgtap import install_extension
 from ghostsync.urls import normalize
@@ -288,3 +288,23 @@ def test_a_percent_in_the_url_reaches_a_stock_env(db, canary, tmp_path):
     up = ghostsync(ini, "migrate", "upgrade", "ghostsync@ghostsync_0001", url=url)
     assert up.returncode == 0, up.stdout + up.stderr
     assert versions(db) == {"ghostsync_0001"}
+
+
+def test_the_plan_reads_the_chain_alone(tmp_path):
+    """No database: what each downgrade from the host's heads would remove, and the line that refuses it."""
+    script = chain.script_directory(str(make_host(tmp_path / "host", "postgresql+psycopg2://nowhere/none")))
+    at_heads = (GHOSTSYNC_HEAD, "host_0001")
+    assert chain.standing(script, ["host_0001"]) == ["ghostsync_0001"]
+    assert chain.standing(script, at_heads) == [GHOSTSYNC_HEAD]
+    assert chain.standing(script, ["not_a_revision_here"]) == []
+
+    whole = plan.downgrade_plan(script, at_heads, "ghostsync@base")
+    assert whole.removed[0] == "host_0001" and whole.host == ("host_0001",) and whole.drops_auth_triggers
+    line = plan.host_refusal(script, at_heads, whole, "ghostsync migrate")
+    assert line is not None and "`ghostsync migrate downgrade ghostsync@ghostsync_0001`" in line
+
+    alone = plan.downgrade_plan(script, at_heads, "ghostsync@ghostsync_0001")
+    assert alone.host == () and "ghostsync_0001" not in alone.removed
+    assert plan.host_refusal(script, at_heads, alone, "ghostsync migrate") is None
+    hosts_own = plan.downgrade_plan(script, at_heads, "app@base")
+    assert hosts_own.removed == ("host_0001",) and plan.host_refusal(script, at_heads, hosts_own, "x") is None
