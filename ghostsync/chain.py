@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,19 +86,58 @@ def branch_revisions(script: ScriptDirectory) -> dict[str, Script]:
     return found
 
 
-def _ancestors(script: ScriptDirectory, revision: str) -> set[str]:
-    # down revisions only: depends_on orders a host's revision after ours, it does not put it on our branch
+def _named(identifiers: str | Sequence[str] | None) -> tuple[str, ...]:
+    # Revision.down_revision and .dependencies are None, one identifier or a tuple of them
+    if identifiers is None:
+        return ()
+    return (identifiers,) if isinstance(identifiers, str) else tuple(identifiers)
+
+
+def _ancestors(script: ScriptDirectory, revision: str, *, through_dependencies: bool = False) -> set[str]:
+    """Every revision below ``revision``: through its down revisions only (what puts a revision on a
+    branch: depends_on orders a host's revision after ours, it does not put it on our branch), or also
+    through each ``depends_on`` (what a database at ``revision`` must hold)."""
     seen: set[str] = set()
     todo = [revision]
     while todo:
         current = script.get_revision(todo.pop())
         if current is None:
             continue
-        for parent in current._versioned_down_revisions:
+        below = _named(current.down_revision)
+        if through_dependencies:
+            # a dependency may name a branch label or a short id: resolved as Alembic resolves it
+            below += tuple(s.revision for s in script.get_revisions(_named(current.dependencies)) if s is not None)
+        for parent in below:
             if parent not in seen:
                 seen.add(parent)
                 todo.append(parent)
     return seen
+
+
+def standing(script: ScriptDirectory, version_rows: Iterable[str]) -> list[str]:
+    """Where ghostsync's branch stands in a database whose ``alembic_version`` holds ``version_rows``.
+
+    A row holds its revision and everything below it, through down revisions
+    and ``depends_on`` alike: after ``alembic downgrade
+    ghostsync@ghostsync_0001`` in a host project the table keeps only the
+    host's row, whose revision depends on ghostsync_0001, and ghostsync is at
+    ghostsync_0001. The answer is the newest revisions of ghostsync's branch so
+    held (none: not installed; two or more: unmerged heads), sorted. Rows this
+    configuration does not know hold nothing.
+    """
+    members = branch_revisions(script)
+    held: set[str] = set()
+    for row in version_rows:
+        try:
+            known = script.get_revision(row)
+        except CommandError:  # a row of another configuration, or of a newer ghostsync
+            known = None
+        if known is None:
+            continue
+        held |= {known.revision} | _ancestors(script, known.revision, through_dependencies=True)
+    ours = held & set(members)
+    below = set().union(*(_ancestors(script, rev) for rev in ours)) if ours else set()
+    return sorted(ours - below)
 
 
 def heads(script: ScriptDirectory) -> list[str]:
@@ -201,4 +241,5 @@ __all__ = [
     "heads",
     "known_revisions",
     "script_directory",
+    "standing",
 ]

@@ -124,14 +124,18 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     """Alembic's own command line on the packaged chain: ``ghostsync migrate ARGS`` is ``alembic ARGS``."""
     from alembic.config import CommandLine, Config
 
+    from ghostsync import preflight
+
     cli = CommandLine(prog="ghostsync migrate")
     options = cli.parser.parse_args(args.alembic_args)
     if not hasattr(options, "cmd"):
         cli.parser.error("too few arguments")
     config = Config(file_=str(chain.config_path(args.alembic_config)), ini_section=options.name, cmd_opts=options)
-    if args.database_url:
-        config.attributes["database_url"] = args.database_url
-    cli.run_cmd(config, options)
+    given = f" --alembic-config {args.alembic_config}" if args.alembic_config else ""
+    command_line = f"ghostsync{given} migrate"  # how the user runs it, for advice
+    with preflight.passing_url(config, args.database_url):
+        preflight.check(config, options, args.database_url, command_line)
+        cli.run_cmd(config, options)
     return 0
 
 

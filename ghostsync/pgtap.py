@@ -65,6 +65,12 @@ BEGIN
   IF pg_catalog.to_regclass('public.alembic_version') IS NOT NULL THEN
     EXECUTE 'SELECT min(version_num::text) FROM public.alembic_version WHERE version_num::text = ANY ($1)'
       INTO at USING ARRAY(SELECT pg_catalog.jsonb_array_elements_text(d -> 'members'));
+    IF at IS NULL THEN  -- only a host's row: the newest revision of the branch it holds through depends_on
+      EXECUTE 'SELECT m.v FROM pg_catalog.jsonb_array_elements_text($1 -> ''members'') WITH ORDINALITY AS m(v, n) '
+              'WHERE m.v IN (SELECT $1 -> ''holds'' ->> version_num::text FROM public.alembic_version) '
+              'ORDER BY m.n DESC LIMIT 1'
+        INTO at USING d;
+    END IF;
   END IF;
   INSERT INTO ghostsync_expected VALUES (at, d -> 'revisions' -> coalesce(at, ''), d -> 'bodies');
 END

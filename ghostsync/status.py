@@ -123,14 +123,17 @@ def recorded_revision(conn: Connection, script: Any) -> str | None:
 
     Inside a host project the table holds one row per branch head; a row is
     ghostsync's by membership of the branch (a host's follow-up on it
-    included), never by its id's prefix. A ``ghostsync_`` row this chain does
-    not know means a newer ghostsync installed it.
+    included), never by its id's prefix, and a host's row whose revision
+    depends on a ghostsync revision holds that one (``chain.standing``). A
+    ``ghostsync_`` row this chain does not know means a newer ghostsync
+    installed it.
     """
     if conn.execute(text("SELECT to_regclass('public.alembic_version')")).scalar() is None:
         return None
     rows = [str(r[0]) for r in conn.execute(text("SELECT version_num FROM public.alembic_version ORDER BY 1"))]
     members = chain.branch_revisions(script)
-    ours = [r for r in rows if r in members]
+    # no row of the branch: a host's row can hold one of its revisions through depends_on
+    ours = [r for r in rows if r in members] or chain.standing(script, rows)
     if len(ours) > 1:
         raise StatusError("revision_unknown", f"alembic_version holds {len(ours)} rows of ghostsync's branch "
                           f"({', '.join(ours)}): merge the heads and upgrade")

@@ -73,8 +73,21 @@ def declarations(config: str | Path | None = None, road: roads.Road = roads.SUPA
             "jobs": status.monitored_jobs(declared),
             "counts": counts_sql(declared),
         }
-    return {"head": head, "members": ordered, "revisions": revisions, "bodies": bodies,
-            "advice": {"install": road.install, "newer": road.newer}}
+    return {"head": head, "members": ordered, "holds": held_through_dependencies(script), "revisions": revisions,
+            "bodies": bodies, "advice": {"install": road.install, "newer": road.newer}}
+
+
+def held_through_dependencies(script: Any) -> dict[str, str]:
+    """Each revision off ghostsync's branch whose ``depends_on`` holds one of its revisions -> the newest one
+    (``chain.standing``): where ghostsync stands when alembic_version keeps only a host's row."""
+    members = chain.branch_revisions(script)
+    held: dict[str, str] = {}
+    for rev in script.walk_revisions():
+        if rev.revision not in members:
+            found = chain.standing(script, [rev.revision])
+            if len(found) == 1:
+                held[rev.revision] = found[0]
+    return held
 
 
 def embedded(declared: dict[str, Any]) -> str:
@@ -121,12 +134,20 @@ version_rows AS MATERIALIZED (
   SELECT CASE WHEN e.has_auth AND e.has_profiles AND e.has_versions THEN {versions} ELSE '[]'::jsonb END AS v
   FROM env AS e
 ),
-ours AS MATERIALIZED (
+direct AS MATERIALIZED (
   SELECT ARRAY(SELECT r.v FROM pg_catalog.jsonb_array_elements_text(vr.v) WITH ORDINALITY AS r(v, n)
                WHERE r.v IN (SELECT pg_catalog.jsonb_array_elements_text(d.d -> 'members')) ORDER BY r.n) AS ours,
+         -- no row of the branch: the newest revision of it that a host's row holds through depends_on
+         ARRAY(SELECT m.v FROM pg_catalog.jsonb_array_elements_text(d.d -> 'members') WITH ORDINALITY AS m(v, n)
+               WHERE m.v IN (SELECT d.d -> 'holds' ->> r.v FROM pg_catalog.jsonb_array_elements_text(vr.v) AS r(v))
+               ORDER BY m.n DESC LIMIT 1) AS held,
          ARRAY(SELECT r.v FROM pg_catalog.jsonb_array_elements_text(vr.v) WITH ORDINALITY AS r(v, n)
                WHERE r.v LIKE 'ghostsync\_%' ORDER BY r.n) AS prefixed
   FROM version_rows AS vr, decl AS d
+),
+ours AS MATERIALIZED (
+  SELECT CASE WHEN pg_catalog.cardinality(x.ours) > 0 THEN x.ours ELSE x.held END AS ours, x.prefixed
+  FROM direct AS x
 ),
 state AS MATERIALIZED (
   SELECT e.*, d.d ->> 'head' AS head, d.d -> 'bodies' AS bodies,

@@ -12,6 +12,9 @@ Contract:
   is released before the next begins.
 - A database error ends the command with one ``FAILED:`` line (``--raiseerr``
   for the traceback).
+- A downgrade is checked before it starts by ``ghostsync migrate``
+  (``ghostsync.preflight``), for this env and a host's alike; a plain
+  ``alembic downgrade`` is not checked.
 - Offline (``alembic upgrade head --sql``) prints SQL that psql, or the
   Supabase SQL editor, applies as the ``postgres`` role.
 """
@@ -24,7 +27,6 @@ from contextlib import contextmanager
 from logging.config import fileConfig
 
 from alembic import context
-from alembic.runtime.migration import RevisionStep
 from alembic.util import CommandError
 from sqlalchemy import MetaData, create_engine, pool
 from sqlalchemy.engine import Connection, Engine
@@ -168,51 +170,9 @@ def _configure_and_run(connection: Connection) -> None:
         include_object=include_object,
         compare_server_default=True,
     )
-    _refuse_a_downgrade_that_cannot_finish(connection)
     with context.begin_transaction():
         context.run_migrations()
 
-
-
-# Whether the migrating role may drop a trigger on auth.users: as its owner (or a member of the
-# owner's role, the older Supabase projects), as a superuser, or through supautils'
-# drop_trigger_grants (today's hosted Supabase).
-CAN_DROP_AUTH_TRIGGERS = """
-SELECT r.rolsuper
-    OR pg_has_role(current_user, c.relowner, 'USAGE')
-    OR coalesce(nullif(current_setting('supautils.drop_trigger_grants', true), '')::jsonb
-                -> current_user::text ? 'auth.users', false),
-       pg_get_userbyid(c.relowner), current_user
-FROM pg_class AS c, pg_roles AS r
-WHERE c.oid = to_regclass('auth.users') AND r.rolname = current_user
-"""
-
-
-def _refuse_a_downgrade_that_cannot_finish(connection: Connection) -> None:
-    """Before a downgrade that would drop ghostsync's triggers on auth.users, check the role may drop them,
-    so a refused drop stops the command before any revision is downgraded (not half-way)."""
-    migration = context.get_context()
-    plan = getattr(migration, "_migrations_fn", None)
-    # Only upgrade, downgrade and stamp name a destination; their plans have no side effects, where other
-    # commands' functions print (current) or autogenerate (check), and would do it twice.
-    if plan is None or migration.opts.get("destination_rev") is None:
-        return
-    steps = list(plan(migration.get_current_heads(), migration))
-    # A host project's revisions may carry their own DECLARES: only ghostsync's kind names triggers.
-    drops = [step for step in steps if isinstance(step, RevisionStep) and not step.is_upgrade
-             and bool(getattr(getattr(step.revision.module, "DECLARES", None), "triggers", None))]
-    if not drops:
-        return
-    with connection.begin_nested() if connection.in_transaction() else connection.begin():
-        row = connection.exec_driver_sql(CAN_DROP_AUTH_TRIGGERS).first()
-    if row is None or row[0]:
-        return
-    raise CommandError(
-        f"ghostsync: cannot drop ghostsync's triggers on auth.users: role {row[2]} is not their owner ({row[1]}) "
-        "and this database does not let it drop them; hosted Supabase allows it through supautils "
-        "(supautils.drop_trigger_grants); here run the downgrade as the owner or a superuser (DATABASE_URL of "
-        "supabase_admin); nothing was downgraded"
-    )
 
 
 def run() -> None:
