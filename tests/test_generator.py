@@ -33,7 +33,8 @@ import pytest
 
 from ghostsync import chain, generator
 from ghostsync.declarations import Function, Trigger
-from ghostsync.testing.fixtures import SupabaseDatabase
+from ghostsync.testing.fixtures import SupabaseDatabase, SupabaseServer, supabase_database
+from tests.hosts import ELSEWHERE, alembic_init_host, run_pytest, untouched
 from tests.paths import REPO
 
 SCRIPT = chain.script_directory()
@@ -374,6 +375,32 @@ def test_in_ghostsyncs_own_repository_the_follow_up_is_the_next_ghostsync_revisi
                           "--rootdir", str(repo), str(test_path)], cwd=repo, capture_output=True, text=True,
                          timeout=900, env=dict(os.environ, PYTHONPATH=str(repo)))
     assert run.returncode == 0 and " passed" in run.stdout, run.stdout[-4000:] + run.stderr[-2000:]
+
+
+# -- the generated test in a host made by `alembic init` ---------------------------------------------
+
+@pytest.mark.parametrize("reads", ["ini", "DATABASE_URL", "elsewhere"])
+def test_the_generated_test_runs_on_the_throwaway_database_only(tmp_path: Path, pg: SupabaseServer,
+                                                                reads: str) -> None:
+    """The host's ini names a canary database (the team's real one). With Alembic's stock env.py
+    (sqlalchemy.url) and with the README's (DATABASE_URL, which the shell does not set: the offline test
+    needs it too) the generated tests pass on the throwaway database; with an env.py that reads its URL
+    from anywhere else they fail with one line each, before anything runs on the canary."""
+    with supabase_database(pg) as canary:
+        root = tmp_path / "host"
+        ini = alembic_init_host(root, canary.url(), reads=reads)
+        proc = cli("--alembic-config", str(ini), "revision", "-m", "Nothing changes yet", cwd=root)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        run = run_pytest(root, pg.major, "tests", env={ELSEWHERE: canary.url()} if reads == "elsewhere" else {})
+        output = run.stdout[-6000:] + run.stderr[-3000:]
+        untouched(canary)
+        if reads == "elsewhere":
+            assert run.returncode == 1 and "2 failed, 1 passed" in run.stdout, output
+            refusals = [line for line in run.stdout.splitlines() if "refused a connection to" in line]
+            assert len(refusals) >= 2 and all(f"refused a connection to {canary.name} on " in line
+                                              for line in refusals), output
+        else:
+            assert run.returncode == 0 and "3 passed" in run.stdout, output
 
 
 def test_refusals_are_one_line_and_write_nothing(tmp_path: Path) -> None:
