@@ -241,6 +241,10 @@ def load(path: Path) -> Any:
 
 # -- lint: what `make lint` runs, on the generated files ---------------------------------------------
 
+# what lint() runs; `make test` installs them (the test extra holds the lint extra: tests/test_makefile.py)
+LINT_TOOLS = ("ruff", "mypy", "squawk")
+
+
 def tool(name: str) -> str | None:
     found = shutil.which(name) or str(Path(sys.executable).parent / name)
     return found if Path(found).exists() else None
@@ -251,7 +255,7 @@ def lint(paths: list[Path], ini: Path, tmp_path: Path) -> None:
     ghostsync's own chain) and squawk as `make lint` runs it (tools/squawk_revisions.py), on the chain the
     project's configuration reads. A tool the lint extra did not install is named in the failure, not
     skipped silently."""
-    missing = [name for name in ("ruff", "mypy", "squawk") if tool(name) is None]
+    missing = [name for name in LINT_TOOLS if tool(name) is None]
     if missing:
         pytest.fail(f"{', '.join(missing)} not installed: `make lint` installs them (pip install -e '.[lint]')")
     ruff = subprocess.run([tool("ruff"), "check", "--config", str(REPO / "pyproject.toml"), *map(str, paths)],
