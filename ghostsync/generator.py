@@ -866,6 +866,10 @@ def revision_test_source(revision: str, target: Target, data: bool) -> str:
     source = head + (TEST_DATA if data else TEST_DDL).format()
     if target.own:
         source = source.replace("from pathlib import Path\n", "")
+    else:
+        # in a host project ghostsync is an installed package: one block with the other third-party imports
+        source = source.replace("from alembic.script import ScriptDirectory\n\nfrom ghostsync",
+                                "from alembic.script import ScriptDirectory\nfrom ghostsync")
     if data:
         source = source.replace("from typing import Any\n", "")
     return source
