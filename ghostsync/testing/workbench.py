@@ -54,8 +54,7 @@ def hints() -> dict[str, str]:
     from ghostsync.generator import installed_location
 
     if installed_location(Path(__file__)):
-        return {"then": "ghostsync migrate upgrade head && ghostsync status (a host project: its own "
-                        "alembic upgrade heads, then ghostsync --alembic-config alembic.ini status)",
+        return {"then": "ghostsync migrate upgrade head && ghostsync status",
                 "stop": "python -m ghostsync.testing.workbench stop"}
     return {"then": ".venv/bin/ghostsync migrate upgrade head && .venv/bin/ghostsync status",
             "stop": "make db-stop"}
