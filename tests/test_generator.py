@@ -258,7 +258,9 @@ def lint(paths: list[Path], ini: Path, tmp_path: Path) -> None:
     missing = [name for name in LINT_TOOLS if tool(name) is None]
     if missing:
         pytest.fail(f"{', '.join(missing)} not installed: `make lint` installs them (pip install -e '.[lint]')")
-    ruff = subprocess.run([tool("ruff"), "check", "--config", str(REPO / "pyproject.toml"), *map(str, paths)],
+    # the repository's rules, as a host project sees ghostsync: an installed, third-party package
+    ruff = subprocess.run([tool("ruff"), "check", "--config", str(REPO / "pyproject.toml"), "--config",
+                           "lint.isort.known-third-party = ['alembic', 'ghostsync']", *map(str, paths)],
                           capture_output=True, text=True, cwd=REPO)
     assert ruff.returncode == 0, ruff.stdout + ruff.stderr
     revisions = [p for p in paths if not p.name.startswith("test_")]
@@ -758,3 +760,18 @@ def test_the_makefile_wires_the_workbench() -> None:
     makefile = (REPO / "Makefile").read_text()
     assert re.search(r"^db: .*\n\t\$\(PY\) -m ghostsync\.testing\.workbench start", makefile, re.MULTILINE)
     assert re.search(r"^db-stop:.*\n\t\$\(PY\) -m ghostsync\.testing\.workbench stop", makefile, re.MULTILINE)
+
+
+def test_the_workbench_prints_the_commands_of_its_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checkout's make targets and .venv/bin; from a pip install (site-packages) ghostsync's own commands
+    and the workbench's module (docs/FOLLOW-UP-REVISIONS.md, 'from a pip install')."""
+    from ghostsync.testing import workbench
+
+    assert workbench.hints() == {"then": ".venv/bin/ghostsync migrate upgrade head && .venv/bin/ghostsync status",
+                                 "stop": "make db-stop"}
+    monkeypatch.setattr(generator, "installed_location", lambda path: True)
+    pip = workbench.hints()
+    assert pip["stop"] == "python -m ghostsync.testing.workbench stop"
+    assert "make" not in " ".join(pip.values()) and ".venv" not in " ".join(pip.values())
+    guide = (REPO / "docs" / "FOLLOW-UP-REVISIONS.md").read_text()
+    assert "python -m ghostsync.testing.workbench start --pg 17" in guide and pip["stop"] in guide
