@@ -71,9 +71,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def alembic_ini(config: pytest.Config) -> Path:
-    """The configuration supabase_db runs: the option, the ini setting, else the default of every ghostsync
-    command (``chain.config_path``: GHOSTSYNC_ALEMBIC_CONFIG, else the packaged chain). One line if it is
-    not there."""
+    """The configuration supabase_db runs: the option, the ini setting, else what every ghostsync command
+    reads (GHOSTSYNC_ALEMBIC_CONFIG, else the packaged chain). One line if it is not there."""
     from ghostsync import chain
 
     option = config.getoption(CONFIG_OPTION)
@@ -83,11 +82,10 @@ def alembic_ini(config: pytest.Config) -> Path:
     elif setting:
         where = f"{CONFIG_INI} in {config.inipath}"
         given = (config.inipath.parent if config.inipath else config.rootpath) / setting
+    elif os.environ.get(chain.CONFIG_ENV):
+        where, given = chain.CONFIG_ENV, Path(os.environ[chain.CONFIG_ENV])
     else:
-        try:
-            return chain.config_path().resolve()
-        except chain.ChainError as exc:
-            raise pytest.UsageError(f"{chain.CONFIG_ENV}: {exc}") from None
+        return chain.DEFAULT_INI
     if not given.is_file():
         raise pytest.UsageError(f"{where}: no Alembic configuration at {given}")
     return given.resolve()
@@ -180,7 +178,8 @@ def supabase_alembic_ini(pytestconfig: pytest.Config) -> Path:
     try:
         return alembic_ini(pytestconfig)
     except pytest.UsageError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        message = str(exc)
+    pytest.fail(message, pytrace=False)  # outside the except: one line, no chained traceback
 
 
 @pytest.fixture
