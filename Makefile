@@ -6,13 +6,16 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
-LINT_STAMP := $(VENV)/.lint-stamp
 PG_VERSIONS ?= 15 17
 
 .PHONY: demo test servers prometheus venv clean lint bench db db-stop dist pgtap
 
-$(STAMP): pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
+
+# ghostsync[test]: everything the suite runs, the lint tools included (tests/test_generator.py lints the
+# revisions it writes), so `make test` passes on a fresh clone without `make lint` first
+$(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
@@ -50,8 +53,9 @@ db: venv
 db-stop:
 	$(PY) -m ghostsync.testing.workbench stop
 
-# the sdist, then the wheel built from it, into dist/ (the sdist holds what the suite needs to run)
-dist: venv
+# the sdist, then the wheel built from it, into dist/ (the sdist holds what the suite needs to run);
+# needs only `build` (it builds in an isolated environment), not the test extra
+dist: | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check build
 	rm -rf dist
 	$(PY) -m build --outdir dist .
@@ -63,12 +67,9 @@ test: servers prometheus
 bench: servers
 	$(PY) -m bench
 
-$(LINT_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,lint]'
-	touch $(LINT_STAMP)
-
-# ruff, mypy (strict on ghostsync/), squawk over every revision's offline SQL
-lint: $(LINT_STAMP)
+# ruff, mypy (strict on ghostsync/), squawk over every revision's offline SQL; the test extra holds them
+# (and what mypy needs to read ghostsync.testing)
+lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) tools/squawk_revisions.py

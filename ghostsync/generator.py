@@ -676,13 +676,10 @@ Keep them, and add what this revision itself promises.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from ghostsync import chain, status
@@ -693,8 +690,7 @@ ALEMBIC_INI = {ini_expression}
 
 
 @pytest.fixture
-def database(supabase_db: SupabaseDatabase, monkeypatch: pytest.MonkeyPatch) -> SupabaseDatabase:
-    monkeypatch.setenv("DATABASE_URL", supabase_db.url())
+def database(supabase_db: SupabaseDatabase) -> SupabaseDatabase:
     return supabase_db
 
 
@@ -708,19 +704,14 @@ def previous() -> str:
     return down
 
 
+# The throwaway database reaches the env.py as sqlalchemy.url, -x database_url and DATABASE_URL; a connection
+# the env.py makes anywhere else fails the test before anything runs there (ghostsync.testing.guard).
 def upgrade(db: SupabaseDatabase, target: str) -> None:
-    command.upgrade(config(db), target)
+    db.upgrade(target, alembic_ini=ALEMBIC_INI)
 
 
 def downgrade(db: SupabaseDatabase, target: str) -> None:
-    command.downgrade(config(db), target)
-
-
-def config(db: SupabaseDatabase) -> Config:
-    cfg = Config(str(ALEMBIC_INI))
-    cfg.cmd_opts = argparse.Namespace(x=[f"database_url={{db.url()}}"])
-    cfg.attributes["configure_logger"] = False
-    return cfg
+    db.downgrade(target, alembic_ini=ALEMBIC_INI)
 
 
 def collect(db: SupabaseDatabase) -> status.Status:
@@ -760,13 +751,9 @@ def signups_never_fail(db: SupabaseDatabase) -> None:
     assert db.value("SELECT count(*) FROM ghostsync.sync_failures WHERE user_id = %s", (str(refused),)) == 1
 
 
-def test_renders_offline() -> None:
-    import io
-
-    cfg = Config(str(ALEMBIC_INI), output_buffer=io.StringIO())
-    cfg.attributes["configure_logger"] = False
-    command.upgrade(cfg, f"{{previous()}}:{{REVISION}}", sql=True)
-    assert f"version_num='{{REVISION}}'" in cfg.output_buffer.getvalue()
+def test_renders_offline(database: SupabaseDatabase) -> None:
+    sql = database.offline_sql(f"{{previous()}}:{{REVISION}}", alembic_ini=ALEMBIC_INI)
+    assert f"version_num='{{REVISION}}'" in sql
 '''
 
 TEST_DDL = '''
@@ -879,6 +866,10 @@ def revision_test_source(revision: str, target: Target, data: bool) -> str:
     source = head + (TEST_DATA if data else TEST_DDL).format()
     if target.own:
         source = source.replace("from pathlib import Path\n", "")
+    else:
+        # in a host project ghostsync is an installed package: one block with the other third-party imports
+        source = source.replace("from alembic.script import ScriptDirectory\n\nfrom ghostsync",
+                                "from alembic.script import ScriptDirectory\nfrom ghostsync")
     if data:
         source = source.replace("from typing import Any\n", "")
     return source

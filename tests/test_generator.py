@@ -33,7 +33,8 @@ import pytest
 
 from ghostsync import chain, generator
 from ghostsync.declarations import Function, Trigger
-from ghostsync.testing.fixtures import SupabaseDatabase
+from ghostsync.testing.fixtures import SupabaseDatabase, SupabaseServer, supabase_database
+from tests.hosts import ELSEWHERE, alembic_init_host, run_pytest, untouched
 from tests.paths import REPO
 
 SCRIPT = chain.script_directory()
@@ -240,6 +241,10 @@ def load(path: Path) -> Any:
 
 # -- lint: what `make lint` runs, on the generated files ---------------------------------------------
 
+# what lint() runs; `make test` installs them (the test extra holds the lint extra: tests/test_makefile.py)
+LINT_TOOLS = ("ruff", "mypy", "squawk")
+
+
 def tool(name: str) -> str | None:
     found = shutil.which(name) or str(Path(sys.executable).parent / name)
     return found if Path(found).exists() else None
@@ -250,10 +255,12 @@ def lint(paths: list[Path], ini: Path, tmp_path: Path) -> None:
     ghostsync's own chain) and squawk as `make lint` runs it (tools/squawk_revisions.py), on the chain the
     project's configuration reads. A tool the lint extra did not install is named in the failure, not
     skipped silently."""
-    missing = [name for name in ("ruff", "mypy", "squawk") if tool(name) is None]
+    missing = [name for name in LINT_TOOLS if tool(name) is None]
     if missing:
         pytest.fail(f"{', '.join(missing)} not installed: `make lint` installs them (pip install -e '.[lint]')")
-    ruff = subprocess.run([tool("ruff"), "check", "--config", str(REPO / "pyproject.toml"), *map(str, paths)],
+    # the repository's rules, as a host project sees ghostsync: an installed, third-party package
+    ruff = subprocess.run([tool("ruff"), "check", "--config", str(REPO / "pyproject.toml"), "--config",
+                           "lint.isort.known-third-party = ['alembic', 'ghostsync']", *map(str, paths)],
                           capture_output=True, text=True, cwd=REPO)
     assert ruff.returncode == 0, ruff.stdout + ruff.stderr
     revisions = [p for p in paths if not p.name.startswith("test_")]
@@ -374,6 +381,36 @@ def test_in_ghostsyncs_own_repository_the_follow_up_is_the_next_ghostsync_revisi
                           "--rootdir", str(repo), str(test_path)], cwd=repo, capture_output=True, text=True,
                          timeout=900, env=dict(os.environ, PYTHONPATH=str(repo)))
     assert run.returncode == 0 and " passed" in run.stdout, run.stdout[-4000:] + run.stderr[-2000:]
+
+
+# -- the generated test in a host made by `alembic init` ---------------------------------------------
+
+@pytest.mark.parametrize("reads", ["ini", "DATABASE_URL", "elsewhere"])
+def test_the_generated_test_runs_on_the_throwaway_database_only(tmp_path: Path, pg: SupabaseServer,
+                                                                reads: str) -> None:
+    """The host's ini names a canary database (the team's real one). With Alembic's stock env.py
+    (sqlalchemy.url) and with the README's (DATABASE_URL, which the shell does not set: the offline test
+    needs it too) the generated tests pass on the throwaway database; with an env.py that reads its URL
+    from anywhere else they fail with one line each, before anything runs on the canary."""
+    with supabase_database(pg) as canary:
+        root = tmp_path / "host"
+        ini = alembic_init_host(root, canary.url(), reads=reads)
+        proc = cli("--alembic-config", str(ini), "revision", "-m", "Nothing changes yet", cwd=root)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        run = run_pytest(root, pg.major, "tests", env={ELSEWHERE: canary.url()} if reads == "elsewhere" else {})
+        output = run.stdout[-6000:] + run.stderr[-3000:]
+        untouched(canary)
+        if reads == "elsewhere":
+            assert run.returncode == 1 and "2 failed, 1 passed" in run.stdout, output
+            refusals = [line for line in run.stdout.splitlines() if "refused a connection to" in line]
+            assert len(refusals) >= 2 and all(f"refused a connection to {canary.name} on " in line
+                                              for line in refusals), output
+        else:
+            assert run.returncode == 0 and "3 passed" in run.stdout, output
+        # ghostsync is a third-party package there: isort's order with ruff's defaults
+        ruff = subprocess.run([tool("ruff") or "ruff", "check", "--isolated", "--select", "E,F,W,I", "--line-length",
+                               "120", *proc.stdout.split()], capture_output=True, text=True, cwd=root)
+        assert ruff.returncode == 0, ruff.stdout + ruff.stderr
 
 
 def test_refusals_are_one_line_and_write_nothing(tmp_path: Path) -> None:
@@ -723,3 +760,18 @@ def test_the_makefile_wires_the_workbench() -> None:
     makefile = (REPO / "Makefile").read_text()
     assert re.search(r"^db: .*\n\t\$\(PY\) -m ghostsync\.testing\.workbench start", makefile, re.MULTILINE)
     assert re.search(r"^db-stop:.*\n\t\$\(PY\) -m ghostsync\.testing\.workbench stop", makefile, re.MULTILINE)
+
+
+def test_the_workbench_prints_the_commands_of_its_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checkout's make targets and .venv/bin; from a pip install (site-packages) ghostsync's own commands
+    and the workbench's module (docs/FOLLOW-UP-REVISIONS.md, 'from a pip install')."""
+    from ghostsync.testing import workbench
+
+    assert workbench.hints() == {"then": ".venv/bin/ghostsync migrate upgrade head && .venv/bin/ghostsync status",
+                                 "stop": "make db-stop"}
+    monkeypatch.setattr(generator, "installed_location", lambda path: True)
+    pip = workbench.hints()
+    assert pip["stop"] == "python -m ghostsync.testing.workbench stop"
+    assert "make" not in " ".join(pip.values()) and ".venv" not in " ".join(pip.values())
+    guide = (REPO / "docs" / "FOLLOW-UP-REVISIONS.md").read_text()
+    assert "python -m ghostsync.testing.workbench start --pg 17" in guide and pip["stop"] in guide

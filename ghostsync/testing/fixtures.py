@@ -9,6 +9,7 @@ it for one test. pytest-postgresql's ``DatabaseJanitor`` makes every database.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import subprocess
 import sys
@@ -17,9 +18,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import psycopg2
+import pytest
 from alembic import command
 from alembic.config import Config
 from pytest_postgresql.janitor import DatabaseJanitor
@@ -27,7 +29,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 
 from ghostsync.chain import DEFAULT_INI
-from ghostsync.testing import binaries
+from ghostsync.testing import binaries, guard
 from ghostsync.testing.authservice import AUTH_ROLE, AuthService
 from ghostsync.testing.server import SUPERUSER, ThrowawayServer
 from ghostsync.testing.supabase import (
@@ -105,24 +107,52 @@ class SupabaseDatabase:
         rows = self.sql(statement, params, user=user)
         return rows[0][0] if rows else None
 
-    def alembic_config(self, **x: str) -> Config:
-        config = Config(str(self.alembic_ini))
-        x_args = [f"database_url={self.url()}"] + [f"{k}={v}" for k, v in x.items()]
-        config.cmd_opts = argparse.Namespace(x=x_args)
+    def alembic_config(self, alembic_ini: str | Path | None = None, *, output_buffer: TextIO | None = None,
+                       **x: str) -> Config:
+        """An Alembic configuration of ``alembic_ini`` (default: the plugin's, ``self.alembic_ini``) that hands
+        this database's URL to its env.py every way one reads it (``guard.hand_over``), with ``-x`` arguments
+        ``x``. Run commands on it inside ``self.only_here()``."""
+        return self._config(alembic_ini, x, output_buffer)
+
+    def _config(self, alembic_ini: str | Path | None, x: dict[str, str], output_buffer: TextIO | None = None) -> Config:
+        config = Config(str(alembic_ini or self.alembic_ini), output_buffer=output_buffer)
+        config.cmd_opts = argparse.Namespace(x=[f"{k}={v}" for k, v in x.items()])
         config.attributes["configure_logger"] = False
-        return config
+        return guard.hand_over(config, self.url())
 
-    def upgrade(self, target: str = "head", **x: str) -> None:
-        command.upgrade(self.alembic_config(**x), target)
+    @contextmanager
+    def only_here(self) -> Iterator[None]:
+        """While open, DATABASE_URL names this database and any SQLAlchemy connection of this process that would
+        reach another database fails the test with one line, before anything runs there (``guard.only_on``)."""
+        try:
+            with guard.only_on(self.url()):
+                yield
+        except guard.ConnectionElsewhere as exc:
+            pytest.fail(str(exc), pytrace=False)
 
-    def downgrade(self, target: str = "base", **x: str) -> None:
-        command.downgrade(self.alembic_config(**x), target)
+    def upgrade(self, target: str = "heads", *, alembic_ini: str | Path | None = None, **x: str) -> None:
+        """``alembic upgrade target`` on this database only: the chain of ``alembic_ini`` (default: the plugin's,
+        ghostsync's own unless the host's was named), through the host's env.py."""
+        with self.only_here():
+            command.upgrade(self._config(alembic_ini, x), target)
+
+    def downgrade(self, target: str = "base", *, alembic_ini: str | Path | None = None, **x: str) -> None:
+        with self.only_here():
+            command.downgrade(self._config(alembic_ini, x), target)
+
+    def offline_sql(self, revisions: str, *, alembic_ini: str | Path | None = None, **x: str) -> str:
+        """What ``alembic upgrade revisions --sql`` prints (an env.py that reads a URL offline gets this one)."""
+        buffer = io.StringIO()
+        with self.only_here():
+            command.upgrade(self._config(alembic_ini, x, buffer), revisions, sql=True)
+        return buffer.getvalue()
 
     def alembic_cli(self, *args: str, url: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        """Run the ``alembic`` command line as a deploy pipeline would."""
+        """Run the ``alembic`` command line as a deploy pipeline would (``DATABASE_URL``: ``url``, default this
+        database's), on this database only (``python -m ghostsync.testing.guard``)."""
         env = dict(os.environ, DATABASE_URL=url or self.url())
         return subprocess.run(
-            [sys.executable, "-m", "alembic", "-c", str(self.alembic_ini), *args],
+            [sys.executable, "-m", "ghostsync.testing.guard", self.url(), str(self.alembic_ini), *args],
             env=env, capture_output=True, text=True, timeout=timeout,
         )
 
@@ -194,15 +224,14 @@ class SupabaseServers:
 
 
 @contextmanager
-def supabase_database(supa: SupabaseServer) -> Iterator[SupabaseDatabase]:
-    """A fresh database cloned from ``supa``'s template, dropped on exit.
-
-    """
+def supabase_database(supa: SupabaseServer, alembic_ini: str | Path = DEFAULT_INI) -> Iterator[SupabaseDatabase]:
+    """A fresh database cloned from ``supa``'s template, dropped on exit; its ``upgrade()`` runs the chain of
+    ``alembic_ini`` (default: ghostsync's packaged chain)."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     janitor = supa.janitor(name, template_dbname=supa.template)
     janitor.init()
     grant_database_privileges(supa.server.url(name))
-    db = SupabaseDatabase(supa, name)
+    db = SupabaseDatabase(supa, name, Path(alembic_ini))
     try:
         yield db
     finally:

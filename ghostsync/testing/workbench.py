@@ -49,6 +49,17 @@ STATE_ENV = "GHOSTSYNC_WORKBENCH_STATE"
 MIGRATING_ROLE = "postgres"
 
 
+def hints() -> dict[str, str]:
+    """The commands to print: the checkout's (``make``, ``.venv/bin``), or a pip install's."""
+    from ghostsync.generator import installed_location
+
+    if installed_location(Path(__file__)):
+        return {"then": "ghostsync migrate upgrade head && ghostsync status",
+                "stop": "python -m ghostsync.testing.workbench stop"}
+    return {"then": ".venv/bin/ghostsync migrate upgrade head && .venv/bin/ghostsync status",
+            "stop": "make db-stop"}
+
+
 def state_path() -> Path:
     given = os.environ.get(STATE_ENV)
     if given:
@@ -155,7 +166,7 @@ def start(major: int, roles: str, name: str) -> int:
         state = json.loads(path.read_text())
         if _alive(state.get("pid")) and _is_workbench(state.get("pid")):
             print(f"workbench: one is running already ({state['url']}, pid {state['pid']}): use it, or "
-                  "`make db-stop`", file=sys.stderr)
+                  f"`{hints()['stop']}`", file=sys.stderr)
             return 1
         remove_leftover(state)  # a killed workbench's server
         path.unlink(missing_ok=True)
@@ -186,8 +197,8 @@ def start(major: int, roles: str, name: str) -> int:
         print(f"  export DATABASE_URL={url}", flush=True)
         print(f"  auth service's role: {server.url(name, user=AUTH_ROLE)}", flush=True)
         print(f"  superuser:           {server.url(name, user=SUPERUSER)}", flush=True)
-        print("  then: .venv/bin/ghostsync migrate upgrade head && .venv/bin/ghostsync status", flush=True)
-        print(f"Ctrl-C stops and deletes it (state: {path}; after a kill: make db-stop)", flush=True)
+        print(f"  then: {hints()['then']}", flush=True)
+        print(f"Ctrl-C stops and deletes it (state: {path}; after a kill: {hints()['stop']})", flush=True)
         while True:
             time.sleep(3600)
     except (KeyboardInterrupt, _Stop):
