@@ -15,6 +15,8 @@ URL, the form Supabase hands out.
 - an ``env.py`` keeping the version table in another schema
   (``version_table_schema="app_meta"``) installs, and ``status``, ``backfill``
   and ``repair`` find ghostsync's revision there;
+- ``export-supabase --alembic-config`` of that host writes files that record ghostsync in
+  the host's version table (not a second one in ``public``), which ``db push`` applies;
 - every URL form a host's settings produce works with ghostsync's commands;
 - ``migrate`` without a URL names ``--database-url``, as every command does.
 """
@@ -31,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from ghostsync import chain, urls
+from ghostsync.testing import supabase_cli
 from ghostsync.testing.fixtures import SupabaseDatabase
 from tests.paths import REPO
 from tests.test_wheel import Installed, installed_wheel  # noqa: F401  (the session's wheel and virtualenv)
@@ -157,6 +160,25 @@ def test_a_version_table_in_another_schema(installed_wheel: Installed, db: Supab
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stdout + proc.stderr
     assert f"{APP_SCHEMA}.alembic_version" in lines[0] and "public.alembic_version" in lines[0]
+
+
+def test_export_supabase_writes_to_the_version_table_the_host_keeps(installed_wheel: Installed,  # noqa: F811
+                                                                     db: SupabaseDatabase, tmp_path: Path) -> None:
+    installed = installed_wheel
+    db.sql(f"CREATE SCHEMA {APP_SCHEMA}", user="postgres")
+    ini = init_host(installed, tmp_path / "host", db, f'version_table_schema="{APP_SCHEMA}"')
+    folder = tmp_path / "host" / "supabase" / "migrations"
+    proc = ghostsync(installed, db, ini, "export-supabase", str(folder))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pushed = supabase_cli.push(db.url(), folder)
+    assert pushed.ok, pushed.text
+    assert db.value(f"SELECT version_num FROM {APP_SCHEMA}.alembic_version") == HEAD
+    assert db.value("SELECT to_regclass('public.alembic_version')") is None, "one version table, the host's"
+    found = status(installed, db, ini)
+    assert (found["revision"], found["at_head"], found["healthy"]) == (HEAD, True, True), found
+    # the host's own Alembic sees ghostsync at head: nothing left to run
+    upgraded = alembic(installed, ini, "upgrade", "heads")
+    assert upgraded.returncode == 0 and "Running upgrade" not in upgraded.stderr, upgraded.stdout + upgraded.stderr
 
 
 # -- every URL form, in ghostsync's own commands (the checkout's runtime) ----------------------------
