@@ -56,7 +56,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import Script, ScriptDirectory
 
-from ghostsync import __version__, chain
+from ghostsync import __version__, chain, names
 from ghostsync.errors import GhostsyncError
 from ghostsync.supabase_parser import split_and_trim
 
@@ -69,9 +69,6 @@ ROLLBACK_STEM = "rollback_to_"
 ANY_MIGRATION = re.compile(r"^([0-9]+)_(.*)\.sql$")
 VERIFY_NAME = "verify-trigger.sql"
 PGTAP_PATH = Path("tests") / "database" / "ghostsync.test.sql"
-# Where Alembic keeps its version table unless the env.py says otherwise (version_table_schema,
-# version_table): the exported files then use the table the env.py names (``version_table_of``).
-DEFAULT_VERSION_TABLE = "public.alembic_version"
 # Alembic's own statements about its version table (by whatever name the env.py gives it), left out of
 # the revision's SQL; group "table" is the table's name as Alembic writes it.
 BOOKKEEPING = re.compile(r"^(?:CREATE TABLE (?P<table>\S+) \(\s*version_num VARCHAR\b|INSERT INTO (?P<i>\S+) "
@@ -136,7 +133,7 @@ def version_table_of(ini: Path, x: Mapping[str, str] | None = None) -> str:
         if found and found.group("table"):
             table = found.group("table")
             return table if "." in table else f"public.{table}"
-    return DEFAULT_VERSION_TABLE
+    return names.VERSION_TABLE
 
 
 def upgrade_statements(rev: Script, ini: Path, x: Mapping[str, str] | None = None) -> list[str]:
@@ -242,7 +239,7 @@ def _down(rev: Script) -> str | None:
 
 
 def render_upgrade(rev: Script, script: ScriptDirectory, ini: Path, *, x: Mapping[str, str] | None = None,
-                   backfill_limit: int = DEFAULT_BACKFILL_LIMIT, version_table: str = DEFAULT_VERSION_TABLE) -> str:
+                   backfill_limit: int = DEFAULT_BACKFILL_LIMIT, version_table: str = names.VERSION_TABLE) -> str:
     """The migration file of revision ``rev`` (see the module doc)."""
     down = _down(rev)
     body = upgrade_statements(rev, ini, x)
@@ -303,7 +300,7 @@ def render_upgrade(rev: Script, script: ScriptDirectory, ini: Path, *, x: Mappin
 
 
 def render_rollback(target: str | None, script: ScriptDirectory, ini: Path, *,
-                    x: Mapping[str, str] | None = None, version_table: str = DEFAULT_VERSION_TABLE) -> str:
+                    x: Mapping[str, str] | None = None, version_table: str = names.VERSION_TABLE) -> str:
     """One migration taking ghostsync from whatever revision it is at back to ``target`` (None: out
     altogether). Each revision's downgrade runs only where the database is at that revision; no
     downgrade deletes a profile."""
@@ -443,11 +440,11 @@ def export_supabase(directory: Path, config: str | Path | None = None, rollback_
                                          version_table=table))
         written.append(target)
     verify_path = directory.parent / VERIFY_NAME
-    verify_path.write_text(verify.script(config=ini))
+    verify_path.write_text(verify.script(config=ini, version_table=table))
     written.append(verify_path)
     test_path = directory.parent / PGTAP_PATH
     test_path.parent.mkdir(parents=True, exist_ok=True)
-    test_path.write_text(pgtap.script(config=ini))
+    test_path.write_text(pgtap.script(config=ini, version_table=table))
     written.append(test_path)
     return written
 

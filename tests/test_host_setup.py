@@ -16,7 +16,8 @@ URL, the form Supabase hands out.
   (``version_table_schema="app_meta"``) installs, and ``status``, ``backfill``
   and ``repair`` find ghostsync's revision there;
 - ``export-supabase --alembic-config`` of that host writes files that record ghostsync in
-  the host's version table (not a second one in ``public``), which ``db push`` applies;
+  the host's version table (not a second one in ``public``), which ``db push`` applies, and
+  the verification script and pgTAP file written beside them read that table;
 - every URL form a host's settings produce works with ghostsync's commands;
 - ``migrate`` without a URL names ``--database-url``, as every command does.
 """
@@ -36,6 +37,7 @@ from ghostsync import chain, urls
 from ghostsync.testing import supabase_cli
 from ghostsync.testing.fixtures import SupabaseDatabase
 from tests.paths import REPO
+from tests.test_verify_sql import run_script
 from tests.test_wheel import Installed, installed_wheel  # noqa: F401  (the session's wheel and virtualenv)
 
 HEAD = chain.head(chain.script_directory())
@@ -176,6 +178,11 @@ def test_export_supabase_writes_to_the_version_table_the_host_keeps(installed_wh
     assert db.value("SELECT to_regclass('public.alembic_version')") is None, "one version table, the host's"
     found = status(installed, db, ini)
     assert (found["revision"], found["at_head"], found["healthy"]) == (HEAD, True, True), found
+    # the read-only verification script written beside the folder reads the same table; so does the pgTAP file
+    row = run_script(db, (folder.parent / "verify-trigger.sql").read_text())
+    assert (row["up"], row["revision"], row["healthy"]) == (True, HEAD, True), row
+    pgtap_file = (folder.parent / "tests" / "database" / "ghostsync.test.sql").read_text()
+    assert f"FROM {APP_SCHEMA}.alembic_version" in pgtap_file and "public.alembic_version" not in pgtap_file
     # the host's own Alembic sees ghostsync at head: nothing left to run
     upgraded = alembic(installed, ini, "upgrade", "heads")
     assert upgraded.returncode == 0 and "Running upgrade" not in upgraded.stderr, upgraded.stdout + upgraded.stderr
