@@ -283,9 +283,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_sql(args: argparse.Namespace) -> int:
-    from ghostsync import verify
+    from ghostsync import export, verify
 
-    print(verify.script(config=args.alembic_config), end="")
+    ini = chain.config_path(args.alembic_config)
+    # the version table where the configuration's env.py keeps it (a host's may name another schema)
+    print(verify.script(config=ini, version_table=export.version_table_of(ini)), end="")
     return 0
 
 

@@ -10,17 +10,13 @@ from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import Engine
 
 from ghostsync import urls
-from ghostsync.errors import GhostsyncError
 
 CONNECT_TIMEOUT_S = 10
 
 
 def resolve_url(given: str | None) -> str:
-    """``--database-url``, else ``DATABASE_URL``; normalized for psycopg2."""
-    url = given or os.environ.get("DATABASE_URL")
-    if not url:
-        raise GhostsyncError("no database: pass --database-url or set DATABASE_URL (postgresql://...)")
-    return urls.normalize(url)
+    """``--database-url``, else ``DATABASE_URL``; made usable by ghostsync's connections (``ghostsync.urls``)."""
+    return urls.normalize(given or os.environ.get("DATABASE_URL") or "")
 
 
 def engine_for(url: str, *, autocommit: bool = False, application_name: str = "ghostsync") -> Engine:

@@ -30,8 +30,9 @@ that is not a transaction block. So each file here is:
   kit's ``DO`` retry loops (the same lock budget, retries and backoff as online; nothing
   is ``SET LOCAL``, ``LOCK TABLE`` or ``SAVEPOINT``, which warn or fail in the CLI's
   batch), and a failure anywhere rolls back the whole file and its history row.
-- **Alembic's bookkeeping, idempotent**: ``public.alembic_version`` is created (as Alembic
-  creates it) only when missing, by the first revision's file, and ghostsync's row is
+- **Alembic's bookkeeping, idempotent**: ``public.alembic_version`` (or the table a host's
+  ``env.py`` names with ``version_table_schema`` / ``version_table``, as its offline SQL shows)
+  is created (as Alembic creates it) only when missing, by the first revision's file, and ghostsync's row is
   inserted (first revision) or moved from the previous revision; the host project's own
   rows are never touched. ``ghostsync status`` and a later switch to ``ghostsync migrate``
   read the same row.
@@ -63,7 +64,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import Script, ScriptDirectory
 
-from ghostsync import __version__, chain
+from ghostsync import __version__, chain, names
 from ghostsync.errors import GhostsyncError
 from ghostsync.supabase_parser import split_and_trim
 
@@ -77,15 +78,20 @@ FORWARD_STEM = "forward_to_"
 ANY_MIGRATION = re.compile(r"^([0-9]+)_(.*)\.sql$")
 VERIFY_NAME = "verify-trigger.sql"
 PGTAP_PATH = Path("tests") / "database" / "ghostsync.test.sql"
-VERSION_TABLE_DDL = (
-    "CREATE TABLE public.alembic_version (\n"
-    "      version_num VARCHAR(32) NOT NULL,\n"
-    "      CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)\n"
-    "    )"
-)
-# Alembic's own statements about its version table, left out of the revision's SQL.
-BOOKKEEPING = re.compile(r"^(CREATE TABLE alembic_version\b|INSERT INTO alembic_version\b|UPDATE alembic_version\b|"
-                         r"DELETE FROM alembic_version\b|DROP TABLE alembic_version\b|BEGIN$|COMMIT$)")
+# Alembic's own statements about its version table (by whatever name the env.py gives it), left out of
+# the revision's SQL; group "table" is the table's name as Alembic writes it.
+BOOKKEEPING = re.compile(r"^(?:CREATE TABLE (?P<table>\S+) \(\s*version_num VARCHAR\b|INSERT INTO (?P<i>\S+) "
+                         r"\(version_num\)|UPDATE (?P<u>\S+) SET version_num=|DELETE FROM (?P<d>\S+) WHERE "
+                         r"(?P=d)\.version_num\b|BEGIN$|COMMIT$)")
+DROP_TABLE = re.compile(r"^DROP TABLE (\S+)$")
+
+
+def _version_table_ddl(table: str) -> str:
+    """The version table as Alembic creates it (its key named after the table, as Alembic names it)."""
+    return (f"CREATE TABLE {table} (\n"
+            "      version_num VARCHAR(32) NOT NULL,\n"
+            f"      CONSTRAINT {table.rsplit('.', 1)[-1].strip(chr(34))}_pkc PRIMARY KEY (version_num)\n"
+            "    )")
 
 
 # -- the revision's SQL ------------------------------------------------------------------------------
@@ -114,11 +120,29 @@ def statements(sql: str) -> list[str]:
     """``sql`` cut as the Supabase CLI cuts it, without Alembic's transaction and version-table
     statements and without leading comments."""
     out = []
+    tables: set[str] = set()
     for statement in split_and_trim(sql):
         body = _strip_comments(statement)
-        if body and not BOOKKEEPING.match(body):
+        bookkeeping = BOOKKEEPING.match(body)
+        if bookkeeping:
+            tables.update(t for t in bookkeeping.groups() if t)
+            continue
+        dropped = DROP_TABLE.match(body)
+        if body and not (dropped and dropped.group(1) in tables):  # the version table's own drop, at base
             out.append(body)
     return out
+
+
+def version_table_of(ini: Path, x: Mapping[str, str] | None = None) -> str:
+    """The version table the configuration's env.py writes to, as its offline SQL names it
+    (schema-qualified; ``public`` where the env.py leaves the schema to the search path)."""
+    sql = _offline(ini, dict(x or {}), "upgrade", chain.BASE_REVISION)
+    for statement in split_and_trim(sql):
+        found = BOOKKEEPING.match(_strip_comments(statement))
+        if found and found.group("table"):
+            table = found.group("table")
+            return table if "." in table else f"public.{table}"
+    return names.VERSION_TABLE
 
 
 def upgrade_statements(rev: Script, ini: Path, x: Mapping[str, str] | None = None) -> list[str]:
@@ -206,13 +230,13 @@ def _execute(sql: str, number: int, indent: str) -> str:
     return f"{indent}EXECUTE {tag}\n{sql}\n{tag};"
 
 
-READ_RECORDED = """  IF pg_catalog.to_regclass('public.alembic_version') IS NOT NULL THEN
+READ_RECORDED = """  IF pg_catalog.to_regclass('{table}') IS NOT NULL THEN
     SELECT pg_catalog.array_agg(v.version_num::text ORDER BY v.version_num) INTO recorded
-    FROM public.alembic_version AS v
+    FROM {table} AS v
     WHERE v.version_num = ANY ({members}) OR v.version_num LIKE 'ghostsync\\_%';
   END IF;
   IF pg_catalog.cardinality(recorded) > 1 THEN
-    RAISE EXCEPTION 'ghostsync: public.alembic_version holds % rows of ghostsync''s branch (%): merge the heads '
+    RAISE EXCEPTION 'ghostsync: {table} holds % rows of ghostsync''s branch (%): merge the heads '
       'with ghostsync migrate, then export again', pg_catalog.cardinality(recorded),
       pg_catalog.array_to_string(recorded, ', ');
   END IF;
@@ -236,9 +260,9 @@ def _down(rev: Script) -> str | None:
 
 
 def _upgrade_steps(rev: Script, ini: Path, x: Mapping[str, str] | None, backfill_limit: int,
-                   first: int = 1) -> tuple[list[str], list[str], int]:
-    """The ``EXECUTE`` steps of ``rev``'s upgrade and its bookkeeping (indented for the guard they sit in),
-    the data jobs among them, and how many statements it runs (numbered from ``first``)."""
+                   first: int = 1, version_table: str = names.VERSION_TABLE) -> tuple[list[str], list[str], int]:
+    """The ``EXECUTE`` steps of ``rev``'s upgrade and its bookkeeping in ``version_table`` (indented for the
+    guard they sit in), the data jobs among them, and how many statements it runs (numbered from ``first``)."""
     down = _down(rev)
     body = upgrade_statements(rev, ini, x)
     jobs = []
@@ -248,12 +272,12 @@ def _upgrade_steps(rev: Script, ini: Path, x: Mapping[str, str] | None, backfill
             jobs.append(job)
     steps = [_execute(sql, n, "    ") for n, sql in enumerate(body, start=first)]
     if down is None:
-        steps.insert(0, "    IF pg_catalog.to_regclass('public.alembic_version') IS NULL THEN\n"
-                        f"      {VERSION_TABLE_DDL.replace(chr(10), chr(10) + '  ')};\n"
+        steps.insert(0, f"    IF pg_catalog.to_regclass('{version_table}') IS NULL THEN\n"
+                        f"      {_version_table_ddl(version_table).replace(chr(10), chr(10) + '  ')};\n"
                         "    END IF;")
-        steps.append(f"    INSERT INTO public.alembic_version (version_num) VALUES ({_literal(rev.revision)});")
+        steps.append(f"    INSERT INTO {version_table} (version_num) VALUES ({_literal(rev.revision)});")
     else:
-        steps.append(f"    UPDATE public.alembic_version SET version_num = {_literal(rev.revision)}\n"
+        steps.append(f"    UPDATE {version_table} SET version_num = {_literal(rev.revision)}\n"
                      f"    WHERE version_num = {_literal(down)};")
     return steps, jobs, len(body)
 
@@ -264,10 +288,10 @@ def _jobs_line(jobs: list[str], backfill_limit: int) -> list[str]:
 
 
 def render_upgrade(rev: Script, script: ScriptDirectory, ini: Path, *, x: Mapping[str, str] | None = None,
-                   backfill_limit: int = DEFAULT_BACKFILL_LIMIT) -> str:
+                   backfill_limit: int = DEFAULT_BACKFILL_LIMIT, version_table: str = names.VERSION_TABLE) -> str:
     """The migration file of revision ``rev`` (see the module doc)."""
     down = _down(rev)
-    steps, jobs, _ = _upgrade_steps(rev, ini, x, backfill_limit)
+    steps, jobs, _ = _upgrade_steps(rev, ini, x, backfill_limit, version_table=version_table)
     older = [r for r in _ancestors(script, rev) if r != down]
     before = _literal(down) if down else "NULL"
     doc = (rev.doc or "").strip().splitlines()[0] if (rev.doc or "").strip() else ""
@@ -293,7 +317,7 @@ def render_upgrade(rev: Script, script: ScriptDirectory, ini: Path, *, x: Mappin
         "  recorded text[];",
         "  at text;",
         "BEGIN",
-        READ_RECORDED.format(members=_array(_members(script))),
+        READ_RECORDED.format(members=_array(_members(script)), table=version_table),
         f"  IF at IS NOT DISTINCT FROM {before} THEN",
         *steps,
         f"    RAISE NOTICE 'ghostsync: upgraded to {rev.revision}';",
@@ -309,7 +333,7 @@ def render_upgrade(rev: Script, script: ScriptDirectory, ini: Path, *, x: Mappin
 
 
 def render_rollback(target: str | None, script: ScriptDirectory, ini: Path, *,
-                    x: Mapping[str, str] | None = None) -> str:
+                    x: Mapping[str, str] | None = None, version_table: str = names.VERSION_TABLE) -> str:
     """One migration taking ghostsync from whatever revision it is at back to ``target`` (None: out
     altogether). Each revision's downgrade runs only where the database is at that revision; no
     downgrade deletes a profile."""
@@ -331,9 +355,9 @@ def render_rollback(target: str | None, script: ScriptDirectory, ini: Path, *,
             n += 1
             lines.append(_execute(sql, n, "    "))
         if down is None:
-            lines.append(f"    DELETE FROM public.alembic_version WHERE version_num = {_literal(rev.revision)};")
+            lines.append(f"    DELETE FROM {version_table} WHERE version_num = {_literal(rev.revision)};")
         else:
-            lines.append(f"    UPDATE public.alembic_version SET version_num = {_literal(down)}\n"
+            lines.append(f"    UPDATE {version_table} SET version_num = {_literal(down)}\n"
                          f"    WHERE version_num = {_literal(rev.revision)};")
         lines.append(f"    at := {_literal(down) if down else 'NULL'};")
         lines.append("  END IF;")
@@ -351,7 +375,7 @@ def render_rollback(target: str | None, script: ScriptDirectory, ini: Path, *,
         "  recorded text[];",
         "  at text;",
         "BEGIN",
-        READ_RECORDED.format(members=_array(_members(script))),
+        READ_RECORDED.format(members=_array(_members(script)), table=version_table),
         f"  IF at IS NULL OR at = ANY ({_array(keep)}) THEN",
         f"    RAISE NOTICE 'ghostsync: already at {name} or before it (%): this migration changes nothing', "
         "coalesce(at, 'no ghostsync revision');",
@@ -370,7 +394,7 @@ def render_rollback(target: str | None, script: ScriptDirectory, ini: Path, *,
 
 
 def render_forward(target: str, script: ScriptDirectory, ini: Path, *, x: Mapping[str, str] | None = None,
-                   backfill_limit: int = DEFAULT_BACKFILL_LIMIT) -> str:
+                   backfill_limit: int = DEFAULT_BACKFILL_LIMIT, version_table: str = names.VERSION_TABLE) -> str:
     """One migration taking ghostsync from whatever revision it is at (none included) up to ``target``:
     what the folder's files reached before a rollback. Each revision's upgrade runs only where the
     database is at the revision before it, oldest first; at ``target`` or beyond it, nothing."""
@@ -380,7 +404,8 @@ def render_forward(target: str, script: ScriptDirectory, ini: Path, *, x: Mappin
     n = 0
     for rev in path:
         down = _down(rev)
-        steps, rev_jobs, count = _upgrade_steps(rev, ini, x, backfill_limit, first=n + 1)
+        steps, rev_jobs, count = _upgrade_steps(rev, ini, x, backfill_limit, first=n + 1,
+                                                version_table=version_table)
         n += count
         jobs.extend(rev_jobs)
         blocks.append("\n".join([
@@ -404,7 +429,7 @@ def render_forward(target: str, script: ScriptDirectory, ini: Path, *, x: Mappin
         "  at text;",
         "  started text;",
         "BEGIN",
-        READ_RECORDED.format(members=_array(_members(script))),
+        READ_RECORDED.format(members=_array(_members(script)), table=version_table),
         f"  IF at IS NOT NULL AND NOT at = ANY ({_array(below)}) THEN",
         f"    RAISE NOTICE 'ghostsync: % is installed, so {target} is already reached: this migration changes "
         "nothing', at;",
@@ -509,10 +534,11 @@ def export_supabase(directory: Path, config: str | Path | None = None, rollback_
     settings = dict(x or {})
     if backfill_limit < 1:
         raise GhostsyncError("the backfill limit must be at least 1")
+    table = version_table_of(ini, settings)
     directory.mkdir(parents=True, exist_ok=True)
     if rollback_to is not None:
         back_to = None if rollback_to in ("base", "ghostsync@base") else rollback_to
-        text = render_rollback(back_to, script, ini, x=settings)
+        text = render_rollback(back_to, script, ini, x=settings, version_table=table)
         [stamp] = _stamps(directory, 1, now)
         path = directory / f"{stamp}_ghostsync_{ROLLBACK_STEM}{rollback_to.replace('@', '_')}.sql"
         path.write_text(text)
@@ -536,19 +562,21 @@ def export_supabase(directory: Path, config: str | Path | None = None, rollback_
     written: list[Path] = []
     if forward_to is not None:
         target = directory / f"{stamps.pop(0)}_ghostsync_{FORWARD_STEM}{forward_to}.sql"
-        target.write_text(render_forward(forward_to, script, ini, x=settings, backfill_limit=backfill_limit))
+        target.write_text(render_forward(forward_to, script, ini, x=settings, backfill_limit=backfill_limit,
+                                         version_table=table))
         written.append(target)
     for stamp, n in zip(stamps, missing, strict=True):
         rev = path_to_head[n]
         target = directory / f"{stamp}_ghostsync_{stems[n]}.sql"
-        target.write_text(render_upgrade(rev, script, ini, x=settings, backfill_limit=backfill_limit))
+        target.write_text(render_upgrade(rev, script, ini, x=settings, backfill_limit=backfill_limit,
+                                         version_table=table))
         written.append(target)
     verify_path = directory.parent / VERIFY_NAME
-    verify_path.write_text(verify.script(config=ini))
+    verify_path.write_text(verify.script(config=ini, version_table=table))
     written.append(verify_path)
     test_path = directory.parent / PGTAP_PATH
     test_path.parent.mkdir(parents=True, exist_ok=True)
-    test_path.write_text(pgtap.script(config=ini))
+    test_path.write_text(pgtap.script(config=ini, version_table=table))
     written.append(test_path)
     return written
 
@@ -565,4 +593,5 @@ __all__ = [
     "replayed",
     "statements",
     "upgrade_statements",
+    "version_table_of",
 ]

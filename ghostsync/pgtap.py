@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ghostsync import __version__
+from ghostsync import __version__, names
 from ghostsync.verify import declarations, embedded
 
 SIGNUP_KINDS = ("email", "phone", "anonymous", "sso")
@@ -62,8 +62,8 @@ DECLARE
   d jsonb := $ghostsync_declared${declared}$ghostsync_declared$::jsonb;
   at text;
 BEGIN
-  IF pg_catalog.to_regclass('public.alembic_version') IS NOT NULL THEN
-    EXECUTE 'SELECT min(version_num::text) FROM public.alembic_version WHERE version_num::text = ANY ($1)'
+  IF pg_catalog.to_regclass('{version_table}') IS NOT NULL THEN
+    EXECUTE 'SELECT min(version_num::text) FROM {version_table} WHERE version_num::text = ANY ($1)'
       INTO at USING ARRAY(SELECT pg_catalog.jsonb_array_elements_text(d -> 'members'));
     IF at IS NULL THEN  -- only a host's row: the newest revision of the branch it holds through depends_on
       EXECUTE 'SELECT m.v FROM pg_catalog.jsonb_array_elements_text($1 -> ''members'') WITH ORDINALITY AS m(v, n) '
@@ -81,7 +81,7 @@ SELECT plan(2 + pg_catalog.jsonb_array_length(declared -> 'triggers')
 FROM ghostsync_expected;
 
 SELECT ok(revision IS NOT NULL, 'ghostsync is installed: ' || coalesce(revision, 'no revision of its branch in '
-          || 'public.alembic_version'))
+          || '{version_table}'))
 FROM ghostsync_expected;
 
 SELECT is((SELECT count(*) FROM auth.users AS u
@@ -132,14 +132,15 @@ FROM ghostsync_signups AS s WHERE s.kind = '{kind}';
 """
 
 
-def script(config: str | Path | None = None) -> str:
-    """The pgTAP file for the chain of ``config`` (default: ghostsync's own)."""
+def script(config: str | Path | None = None, version_table: str = names.VERSION_TABLE) -> str:
+    """The pgTAP file for the chain of ``config`` (default: ghostsync's own), reading ``version_table``."""
     payload = embedded(declarations(config))
     signups = "".join(
         SIGNUP.format(what=SIGNUPS[kind][0], columns=SIGNUPS[kind][1], values=SIGNUPS[kind][2], kind=kind)
         for kind in SIGNUP_KINDS)
     return TEMPLATE.format(version=__version__, kinds=", ".join(f"('{k}')" for k in SIGNUP_KINDS),
-                           declared=payload, signup_tests=len(SIGNUP_KINDS) * TESTS_PER_SIGNUP, signups=signups)
+                           declared=payload, signup_tests=len(SIGNUP_KINDS) * TESTS_PER_SIGNUP, signups=signups,
+                           version_table=version_table)
 
 
 __all__ = ["SIGNUP_KINDS", "script"]

@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from ghostsync import chain, drift, health, names, roads
+from ghostsync import chain, drift, health, names, roads, version_table
 from ghostsync.chain import Declared
 
 SCHEMA_VERSION = 2
@@ -126,12 +126,17 @@ def recorded_revision(conn: Connection, script: Any) -> str | None:
     included), never by its id's prefix, and a host's row whose revision
     depends on a ghostsync revision holds that one (``chain.standing``). A
     ``ghostsync_`` row this chain does not know means a newer ghostsync
-    installed it.
+    installed it. The table is found where the host keeps it
+    (``ghostsync.version_table``).
     """
-    if conn.execute(text("SELECT to_regclass('public.alembic_version')")).scalar() is None:
-        return None
-    rows = [str(r[0]) for r in conn.execute(text("SELECT version_num FROM public.alembic_version ORDER BY 1"))]
     members = chain.branch_revisions(script)
+    try:
+        table = version_table.find(conn, members)  # in whichever schema the host's env.py keeps it
+    except version_table.AmbiguousVersionTable as exc:
+        raise StatusError("revision_unknown", str(exc)) from None
+    if table is None:
+        return None
+    rows = list(table.rows)
     # no row of the branch: a host's row can hold one of its revisions through depends_on
     ours = [r for r in rows if r in members] or chain.standing(script, rows)
     if len(ours) > 1:

@@ -1,9 +1,19 @@
-"""Database URLs as Supabase hands them out, made usable by SQLAlchemy and psycopg2.
+"""Database URLs as a host's settings hand them out, made usable by ghostsync's own connections.
 
-Supabase gives ``postgresql://`` and ``postgres://`` URLs. SQLAlchemy 2.1 maps a
-bare ``postgresql://`` to psycopg 3 and does not know ``postgres://`` at all;
-ghostsync depends on psycopg2, so both become ``postgresql+psycopg2://``.
-A URL that already names a driver is left as it is.
+The rule, in one place: every connection ghostsync's commands open (``status``,
+``repair``, ``backfill``, the packaged ``env.py`` of ``ghostsync migrate``) runs on
+psycopg2, the driver ghostsync depends on, whatever form the URL takes:
+
+- ``postgres://`` (Supabase's; SQLAlchemy does not know it) and ``postgresql://``
+  (SQLAlchemy 2.1 maps it to psycopg 3) become ``postgresql+psycopg2://``;
+- a URL that names another driver (``postgresql+psycopg://``, ``postgresql+asyncpg://``,
+  the forms a host app's settings produce) gets psycopg2 too: ghostsync's commands are
+  synchronous, and asyncpg cannot serve them;
+- query parameters are libpq's for psycopg2 and psycopg 3 alike and stay as they are;
+  asyncpg's own are translated (``ssl`` is libpq's ``sslmode``) or, where they only tune
+  the asyncpg driver (its statement caches, its timeouts), left out.
+
+A host's own process (its app, its ``alembic upgrade``) keeps the URL as it wrote it.
 """
 
 from __future__ import annotations
@@ -11,16 +21,29 @@ from __future__ import annotations
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+DRIVER = "psycopg2"
+# The one message for a command that was given no database (ghostsync migrate and every other command).
+NO_URL = "no database URL: pass --database-url or set DATABASE_URL (postgresql://user:password@host:5432/dbname)"
+# asyncpg's name for a connection setting -> libpq's
+ASYNCPG_TO_LIBPQ = {"ssl": "sslmode"}
+# Settings of the asyncpg driver (and SQLAlchemy's asyncpg dialect) with no libpq counterpart.
+ASYNCPG_ONLY = frozenset({
+    "prepared_statement_cache_size", "prepared_statement_name_func", "statement_cache_size",
+    "max_cached_statement_lifetime", "max_cacheable_statement_size", "command_timeout", "timeout",
+    "direct_tls", "server_settings", "record_class",
+})
+
 
 class BadDatabaseURL(ValueError):
     """The database URL cannot be used; the message says why."""
 
 
 def normalize(url: str) -> str:
-    """Return ``url`` with the psycopg2 driver; raise BadDatabaseURL if it is not a PostgreSQL URL."""
+    """Return ``url`` for ghostsync's own connections (psycopg2, libpq's parameters; see the module
+    doc); raise BadDatabaseURL if it is not a PostgreSQL URL."""
     url = (url or "").strip()
     if not url:
-        raise BadDatabaseURL("no database URL: set DATABASE_URL (postgresql://user@host:5432/dbname)")
+        raise BadDatabaseURL(NO_URL)
     scheme, sep, rest = url.partition("://")
     if not sep:
         raise BadDatabaseURL("not a database URL (expected postgresql://user:password@host:5432/dbname)")
@@ -29,14 +52,16 @@ def normalize(url: str) -> str:
         # Which '@' ends the password is ambiguous; guessing would put part of it in the host name.
         raise BadDatabaseURL("the database URL has more than one '@' before the host: write an '@' in the "
                              "user name or password as %40")
-    if scheme in {"postgres", "postgresql"}:
-        scheme = "postgresql+psycopg2"
-    elif not scheme.startswith("postgresql+"):
+    dialect, _, driver = scheme.partition("+")
+    if dialect not in {"postgres", "postgresql"}:
         raise BadDatabaseURL(f"not a PostgreSQL URL (scheme {scheme!r}): {redact(url)}")
     try:
-        parsed: URL = make_url(f"{scheme}://{rest}")
+        parsed: URL = make_url(f"postgresql+{DRIVER}://{rest}")
     except ArgumentError as exc:
         raise BadDatabaseURL(f"cannot parse database URL {redact(url)}: {exc}") from None
+    if driver == "asyncpg":
+        query = {ASYNCPG_TO_LIBPQ.get(k, k): v for k, v in parsed.query.items() if k not in ASYNCPG_ONLY}
+        parsed = parsed.set(query=query)
     return parsed.render_as_string(hide_password=False)
 
 

@@ -29,7 +29,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ghostsync import __version__, chain, drift, health, roads
+from ghostsync import __version__, chain, drift, health, names, roads
 from ghostsync.chain import Declared
 
 # The columns of the row, in the order of Status.as_dict().
@@ -124,7 +124,7 @@ decl AS MATERIALIZED (
 env AS MATERIALIZED (
   SELECT pg_catalog.to_regclass('auth.users') IS NOT NULL AS has_auth,
          pg_catalog.to_regclass('public.users') IS NOT NULL AS has_profiles,
-         pg_catalog.to_regclass('public.alembic_version') IS NOT NULL AS has_versions,
+         pg_catalog.to_regclass('{version_table}') IS NOT NULL AS has_versions,
          pg_catalog.to_regclass('ghostsync.objects') IS NOT NULL AS has_register,
          pg_catalog.to_regclass('ghostsync.sync_failures') IS NOT NULL AS has_failures,
          pg_catalog.to_regclass('public.cleanup_audit_log') IS NOT NULL AS has_audit,
@@ -466,7 +466,7 @@ FROM status AS s, counts AS c, failures AS fl, jobs AS jb;
 """
 
 VERSIONS = ("'SELECT coalesce(pg_catalog.jsonb_agg(v.version_num::text ORDER BY v.version_num), ''[]'')::text AS j "
-            "FROM public.alembic_version AS v'")
+            "FROM {table} AS v'")
 REGISTERED = ("'SELECT coalesce(pg_catalog.jsonb_object_agg(o.kind || '' '' || o.name, pg_catalog.jsonb_build_object("
               "''created'', o.created, ''owner'', o.owner::text)), ''{}'')::text AS j FROM ghostsync.objects AS o'")
 FAILURES = "'SELECT pg_catalog.jsonb_build_object(''rows'', count(*))::text AS j FROM ghostsync.sync_failures AS f'"
@@ -492,15 +492,17 @@ HEADER = """-- ghostsync verification script (ghostsync {version}; written by `g
 """
 
 
-def script(config: str | Path | None = None, road: roads.Road = roads.SUPABASE_CLI) -> str:
-    """The verification script for the chain of ``config`` (default: ghostsync's own); its advice names
-    the commands of ``road`` (default: the Supabase CLI's, the road of teams that run no Python)."""
+def script(config: str | Path | None = None, road: roads.Road = roads.SUPABASE_CLI,
+           version_table: str = names.VERSION_TABLE) -> str:
+    """The verification script for the chain of ``config`` (default: ghostsync's own), reading
+    ``version_table`` (a host's, as ``export.version_table_of`` finds it); its advice names the commands
+    of ``road`` (default: the Supabase CLI's, the road of teams that run no Python)."""
     declared = declarations(config, road)
     payload = embedded(declared)
     return HEADER.format(version=__version__, members=", ".join(declared["members"])) + QUERY.format(
-        declared=payload, versions=_dynamic(VERSIONS), registered=_dynamic(REGISTERED),
+        declared=payload, versions=_dynamic(VERSIONS.format(table=version_table)), registered=_dynamic(REGISTERED),
         counts=_dynamic("s.declared ->> 'counts'"), failures=_dynamic(FAILURES), jobs=_dynamic(JOBS),
-        firing_r=FIRING,
+        firing_r=FIRING, version_table=version_table,
     )
 
 

@@ -257,9 +257,11 @@ BEGIN
   END IF;
 
   -- Alembic's version table lands in public too, where Supabase's default
-  -- privileges open it to end users.
+  -- privileges open it to end users. A host's env.py may keep it elsewhere
+  -- (version_table_schema): to_regclass, not a ::regclass cast, which the planner
+  -- would evaluate (and fail on) even where the table is missing.
   IF to_regclass('public.alembic_version') IS NOT NULL
-     AND pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = 'public.alembic_version'::regclass), 'USAGE') THEN
+     AND pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = to_regclass('public.alembic_version')), 'USAGE') THEN
     ALTER TABLE public.alembic_version ENABLE ROW LEVEL SECURITY;
     REVOKE ALL ON TABLE public.alembic_version FROM PUBLIC;
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN
