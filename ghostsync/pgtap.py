@@ -67,7 +67,7 @@ BEGIN
       INTO at USING ARRAY(SELECT pg_catalog.jsonb_array_elements_text(d -> 'members'));
     IF at IS NULL THEN  -- only a host's row: the newest revision of the branch it holds through depends_on
       EXECUTE 'SELECT m.v FROM pg_catalog.jsonb_array_elements_text($1 -> ''members'') WITH ORDINALITY AS m(v, n) '
-              'WHERE m.v IN (SELECT $1 -> ''holds'' ->> version_num::text FROM public.alembic_version) '
+              'WHERE m.v IN (SELECT $1 -> ''holds'' ->> version_num::text FROM {version_table}) '
               'ORDER BY m.n DESC LIMIT 1'
         INTO at USING d;
     END IF;
