@@ -7,6 +7,7 @@ non-zero exit; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -131,6 +132,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     config = Config(file_=str(chain.config_path(args.alembic_config)), ini_section=options.name, cmd_opts=options)
     if args.database_url:
         config.attributes["database_url"] = args.database_url
+    # Alembic's own handler logs the message, prints it again as FAILED: and exits 255; raised, it is the
+    # command line's one line and exit 2 (Alembic's --raiseerr keeps asking for the traceback).
+    args.debug = args.debug or bool(options.raiseerr)
+    options.raiseerr = True
     cli.run_cmd(config, options)
     return 0
 
@@ -269,8 +274,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ghostsync import export
 
     limit = {"backfill_limit": args.backfill_limit} if args.backfill_limit else {}
-    written = export.export_supabase(args.directory, config=args.alembic_config, rollback_to=args.rollback_to,
-                                     **limit)
+    # A host's env.py configures logging from its ini, so Alembic would log each offline render at INFO:
+    # the command prints only the paths it wrote, whichever configuration renders them.
+    previous = logging.root.manager.disable
+    logging.disable(logging.INFO)
+    try:
+        written = export.export_supabase(args.directory, config=args.alembic_config, rollback_to=args.rollback_to,
+                                         **limit)
+    finally:
+        logging.disable(previous)
     for path in written:
         print(path)
     return 0
@@ -345,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        print(f"ghostsync: {describe(exc, _url_or_none(args))}", file=sys.stderr)
+        print(f"ghostsync: {describe(exc, _url_or_none(args)).removeprefix('ghostsync: ')}", file=sys.stderr)
         return 2
 
 
