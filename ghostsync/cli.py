@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -77,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "revision the database is at")
     p.add_argument("--json", action="store_true", help="print one JSON object (schema_version 2)")
     p.add_argument("--prometheus", type=Path, metavar="FILE.prom",
-                   help="also write the figures for node_exporter's textfile collector (atomically, in every case)")
+                   help="also write the figures for node_exporter's textfile collector (atomically, in every case); "
+                        "needs the prometheus extra: pip install 'ghostsync[prometheus]'")
     p.add_argument("--quick", action="store_true",
                    help="the every-minute check: catalogs, failure ledger and statistics only; its cost does not "
                         "grow with the number of users (ghosts, orphans and stale profiles are not counted)")
@@ -162,12 +164,25 @@ def cmd_status(args: argparse.Namespace) -> int:
         if args.json:
             import json
 
-            print(json.dumps(status.failure_dict(code, message, check), indent=2, sort_keys=True))
+            _print_verdict(json.dumps(status.failure_dict(code, message, check), indent=2, sort_keys=True))
         raise GhostsyncError(message) from None
     if args.prometheus is not None:
         report.write_prometheus(args.prometheus, found, check=check, duration_s=time.monotonic() - began)
-    print(report.to_json(found) if args.json else report.render_text(found))
+    _print_verdict(report.to_json(found) if args.json else report.render_text(found))
     return 0 if found.healthy else 1
+
+
+def _print_verdict(text: str) -> None:
+    """Print ``text``; a reader that closed standard output (``status | head``) took what it wanted, so the
+    command ends quietly with its verdict's exit code rather than a BrokenPipeError."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes standard output again at exit: point it at /dev/null so that flush is quiet too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _failure_code(exc: BaseException) -> str:

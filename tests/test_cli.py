@@ -304,3 +304,30 @@ def test_a_run_whose_session_lives_on_but_makes_no_progress_is_taken_for_dead(db
         pooled.close()
     assert proc.returncode == 0, proc.stderr
     assert [r[0] for r in audit_rows(db)][-2:] == ["interrupted", "succeeded"]
+
+
+def status_into_a_closed_pipe(db, *args):
+    """``ghostsync status`` whose standard output is a pipe nobody reads any more (as ``| head -9`` leaves it
+    once head has its lines): the read end is closed before the command starts, so every write fails."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "ghostsync", "status", *args], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=300, env=dict(os.environ, DATABASE_URL=db.url()))
+    finally:
+        os.close(write_end)
+    return proc
+
+
+def test_status_into_a_closed_pipe_ends_quietly_with_its_verdict(head):
+    for args in ((), ("--json",)):
+        proc = status_into_a_closed_pipe(head, *args)
+        assert (proc.returncode, proc.stderr) == (0, ""), proc.stderr
+    head.sql(BREAKAGES["ghost"][0])
+    for args in ((), ("--json",)):
+        proc = status_into_a_closed_pipe(head, *args)
+        assert (proc.returncode, proc.stderr) == (1, ""), proc.stderr

@@ -49,6 +49,7 @@ def test_help_is_plain_text_with_exit_codes_and_environment():
         assert markup not in proc.stdout, markup
     sub = run("status", "--help")
     assert sub.returncode == 0 and "exit codes:" in sub.stdout and "--quick" in sub.stdout
+    assert "pip install 'ghostsync[prometheus]'" in " ".join(sub.stdout.split()), "--prometheus names its extra"
 
 
 @pytest.mark.parametrize(("env", "words"), [
