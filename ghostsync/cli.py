@@ -143,28 +143,39 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ghostsync import report, status
+    from ghostsync import health, report, status
     from ghostsync.database import opened, resolve_url
 
     check = "quick" if args.quick else "full"
     began = time.monotonic()
+    before: health.BeforeInstall | None = None  # the ghosts a database without ghostsync already has
     try:
         if args.prometheus is not None:
             report.check_textfile_name(args.prometheus)
         url = resolve_url(args.database_url)
         script = chain.script_directory(args.alembic_config)
         with opened(url, application_name=names.APPLICATION["status"]) as engine, engine.connect() as conn:
-            found = status.collect(conn, quick=args.quick, script=script)
+            try:
+                found = status.collect(conn, quick=args.quick, script=script)
+            except status.StatusError as exc:
+                if exc.code == "not_installed":
+                    before = health.before_install(conn)
+                raise
     except Exception as exc:
         code = exc.code if isinstance(exc, status.StatusError) else _failure_code(exc)
         message = describe(exc, _url_or_none(args))
+        if before is not None:
+            message = f"{message}; {before.sentence()}"
         if args.prometheus is not None and args.prometheus.name.endswith(".prom"):
             report.write_prometheus(args.prometheus, None, check=check, duration_s=time.monotonic() - began,
                                     error_code=code)
         if args.json:
             import json
 
-            _print_verdict(json.dumps(status.failure_dict(code, message, check), indent=2, sort_keys=True))
+            failure = status.failure_dict(code, message, check)
+            if before is not None:
+                failure.update(ghosts=before.ghosts, auth_users=before.auth_users)
+            _print_verdict(json.dumps(failure, indent=2, sort_keys=True))
         raise GhostsyncError(message) from None
     if args.prometheus is not None:
         report.write_prometheus(args.prometheus, found, check=check, duration_s=time.monotonic() - began)
@@ -208,8 +219,11 @@ def _declared(conn: object, args: argparse.Namespace) -> chain.Declared:
     script = chain.script_directory(args.alembic_config)
     revision = status.recorded_revision(conn, script)  # type: ignore[arg-type]
     if revision is None:
+        from ghostsync import health
+
+        before = health.before_install(conn)  # type: ignore[arg-type]
         raise GhostsyncError("ghostsync is not installed here (no revision of its branch in alembic_version): "
-                             "run `ghostsync migrate upgrade head`")
+                             "run `ghostsync migrate upgrade head`" + (f"; {before.sentence()}" if before else ""))
     return chain.declared_at(revision, script)
 
 

@@ -17,6 +17,7 @@ from tests.seeding import (
     duplicate_count,
     ghost_count,
     ghostsync_cli,
+    seed_app_with_profiles,
     seed_bulk_ghosts,
     seed_ghosts,
 )
@@ -186,6 +187,29 @@ def test_status_before_install(db):
     assert "ghostsync is not installed" in proc.stderr
     failure = json.loads(ghostsync_cli(db, "status", "--json").stdout)
     assert failure["error"]["code"] == "not_installed"
+
+
+@pytest.mark.parametrize("app_table", [False, True])
+def test_before_install_status_and_a_dry_run_still_count_the_ghosts(db, app_table):
+    """Not installed is still exit 2 (could not check), but the one line (and the JSON) says how many ghosts
+    there are: every auth user without public.users, else those without a profile in the app's own table."""
+    if app_table:
+        seed_app_with_profiles(db, 2)
+    seed_ghosts(db)
+    expected = f"5 of {7 if app_table else 5} auth user(s) have no profile (ghosts)"
+    for command in (("status",), ("backfill", "--dry-run")):
+        proc = ghostsync_cli(db, *command)
+        assert proc.returncode == 2, (command, proc.stdout, proc.stderr)
+        assert proc.stderr.count("\n") == 1 and "ghostsync is not installed" in proc.stderr
+        assert expected in proc.stderr, (command, proc.stderr)
+    proc = ghostsync_cli(db, "status", "--json")
+    failure = json.loads(proc.stdout)
+    assert proc.returncode == 2 and failure["error"]["code"] == "not_installed"
+    assert (failure["ghosts"], failure["auth_users"]) == (5, 7 if app_table else 5)
+    if app_table:
+        assert ghost_count(db) == 5, "nothing written"
+    else:
+        assert db.value("SELECT to_regclass('public.users')") is None, "nothing written"
 
 
 def test_backfill_dry_run_writes_nothing(db):
