@@ -355,3 +355,16 @@ def test_status_into_a_closed_pipe_ends_quietly_with_its_verdict(head):
     for args in ((), ("--json",)):
         proc = status_into_a_closed_pipe(head, *args)
         assert (proc.returncode, proc.stderr) == (1, ""), proc.stderr
+
+
+@pytest.mark.parametrize("app_table", [False, True])
+def test_the_upgrade_log_says_whether_public_users_was_created_or_adopted(db, app_table):
+    if app_table:
+        seed_app_with_profiles(db, 1)
+    proc = ghostsync_cli(db, "migrate", "upgrade", "head")
+    assert proc.returncode == 0, proc.stderr
+    said = [line for line in proc.stderr.splitlines() if "ghostsync: public.users " in line]
+    expected = "public.users adopted: the app's existing table" if app_table else "public.users created"
+    assert len(said) == 1 and expected in said[0], proc.stderr
+    offline = ghostsync_cli(db, "migrate", "upgrade", "head", "--sql")
+    assert offline.returncode == 0 and "public.users created" not in offline.stderr + offline.stdout
