@@ -94,9 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="take a 'running' run with no progress for DURATION for dead (default: "
                         "$GHOSTSYNC_DEAD_AFTER, else 60s)")
 
-    p = command("repair", "retry failed syncs, rewrite stale profiles, delete orphans, backfill ghosts")
+    p = command("repair", "retry failed syncs, rewrite stale profiles, delete orphans, backfill ghosts; a row that "
+                          "cannot be written (an app constraint refuses it, or another transaction holds it longer "
+                          "than $GHOSTSYNC_LOCK_TIMEOUT) is named with its reason and the others are still repaired")
     p.add_argument("--batch-size", type=_positive_int, default=None,
                    help="rows per batch (default: $GHOSTSYNC_BATCH_SIZE, else 5000)")
+    p.add_argument("--dry-run", action="store_true", help="count what each step would do; write nothing")
 
     p = command("export-supabase", "write the chain as Supabase CLI migration files into DIR (the team's "
                                    "supabase/migrations)")
@@ -281,18 +284,25 @@ def cmd_repair(args: argparse.Namespace) -> int:
     from ghostsync.database import opened, resolve_url
 
     batch_size = settings.resolve_count("batch_size", given=str(args.batch_size) if args.batch_size else None)
+    lock_timeout = settings.resolve_duration("lock_timeout")
     url = resolve_url(args.database_url)
     app = names.APPLICATION["repair"]
     with opened(url, application_name=app) as engine, opened(url, autocommit=True, application_name=app) as auto:
         with auto.connect() as conn:
             _refuse_standby(conn)
             declared = _declared(conn, args)
-        done = repair.repair(engine, auto, declared, batch_size=batch_size, url=url)
+            if args.dry_run:
+                todo = repair.plan(conn, declared)
+        if args.dry_run:
+            print(f"dry run: would retry {todo.failed_syncs} failed sync(s), rewrite {todo.stale} stale "
+                  f"profile(s), delete {todo.orphans} orphan(s), backfill {todo.ghosts} ghost(s); nothing written")
+            return 0
+        done = repair.repair(engine, auto, declared, batch_size=batch_size, url=url, lock_timeout=lock_timeout)
     print(f"repair: {done.failed_syncs.done} failed sync(s) repaired, {done.failed_syncs.failed} still failing; "
           f"{done.stale.done} stale profile(s) rewritten; {done.orphans.done} orphan(s) deleted; "
           f"{done.ghosts.done} ghost(s) backfilled")
     for step in (done.failed_syncs, done.stale, done.orphans, done.ghosts):
-        for line in step.errors[:10]:
+        for line in step.errors:
             print(f"  still failing ({step.job}): {line}", file=sys.stderr)
         if step.not_done:
             print(f"  not done ({step.job}): {step.not_done}", file=sys.stderr)

@@ -72,6 +72,12 @@ def count_ghosts(conn: Connection, within: timedelta | None = None) -> int:
     return int(conn.execute(ghosts_query(within)).scalar_one())
 
 
+def any_ghost(conn: Connection) -> bool:
+    """Whether one auth user has no profile (stops at the first)."""
+    return bool(conn.execute(select(exists().where(~exists().where(profiles.c.id == auth_users.c.id))
+                                    .select_from(auth_users))).scalar())
+
+
 @dataclass(frozen=True)
 class BeforeInstall:
     """What a database without ghostsync already shows: its auth users and the ghosts among them."""

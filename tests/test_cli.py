@@ -246,17 +246,21 @@ def test_backfill_interrupted_then_resumed(db):
 
 
 def test_repair_is_idempotent_and_logged(head):
-    head.sql(BREAKAGES["ghost"][0])
+    for breakage in ("ghost", "orphan", "failed sync", "stale"):
+        head.sql(BREAKAGES[breakage][0])
     first = ghostsync_cli(head, "repair")
     assert first.returncode == 0, first.stderr
-    assert "1 ghost(s) backfilled" in first.stdout
+    assert ("1 failed sync(s) repaired, 0 still failing; 1 stale profile(s) rewritten; 1 orphan(s) deleted; "
+            "1 ghost(s) backfilled") in first.stdout, first.stdout
+    logged = head.value("SELECT count(*) FROM public.cleanup_audit_log")
     second = ghostsync_cli(head, "repair")
     assert second.returncode == 0
     assert ("0 failed sync(s) repaired, 0 still failing; 0 stale profile(s) rewritten; 0 orphan(s) deleted; "
             "0 ghost(s) backfilled") in second.stdout
     jobs = head.sql("SELECT job_name, status FROM public.cleanup_audit_log ORDER BY id")
     for job in ("repair_failed_syncs", "repair_stale_profiles", "repair_orphans"):
-        assert jobs.count((job, "succeeded")) == 2, job
+        assert jobs.count((job, "succeeded")) == 1, job
+    assert head.value("SELECT count(*) FROM public.cleanup_audit_log") == logged, "a no-op repair logs nothing"
 
 
 def test_backfill_records_a_ghost_it_cannot_repair_and_repairs_the_rest(db):
@@ -341,7 +345,8 @@ def status_into_a_closed_pipe(db, *args):
     os.close(read_end)
     try:
         proc = subprocess.run([sys.executable, "-m", "ghostsync", "status", *args], stdout=write_end,
-                              stderr=subprocess.PIPE, text=True, timeout=300, env=dict(os.environ, DATABASE_URL=db.url()))
+                              stderr=subprocess.PIPE, text=True, timeout=300,
+                              env=dict(os.environ, DATABASE_URL=db.url()))
     finally:
         os.close(write_end)
     return proc

@@ -135,7 +135,8 @@ def test_a_connection_failure_in_alembic_is_one_line(db, kind):
     assert one_line(ours).startswith("ghostsync: ") and ours.stdout == ""
 
 
-@pytest.mark.parametrize("args", [("upgrade", "nosuchrev", "--sql"), ("downgrade", "ghostsync_0003:nosuchrev", "--sql")])
+@pytest.mark.parametrize("args", [("upgrade", "nosuchrev", "--sql"),
+                                  ("downgrade", "ghostsync_0003:nosuchrev", "--sql")])
 def test_a_migrate_failure_is_one_line_and_exit_2(args):
     """Alembic's own handler logs the message (ERROR [alembic.util.messaging]), prints it again as FAILED:
     and exits 255; `ghostsync migrate` says it once, with the documented code."""
@@ -188,6 +189,8 @@ def test_batch_size_from_the_environment_reaches_backfill_and_repair(db):
     assert proc.returncode == 0, proc.stderr
     assert "in 4 batch(es)" in proc.stdout, proc.stdout
     seed_bulk_ghosts(db, 100, prefix="later")
+    db.sql("SET session_replication_role = replica; UPDATE auth.users SET email = 'changed@example.com' "
+           "WHERE id = (SELECT id FROM public.users LIMIT 1)")  # a stale profile: the step runs, and logs
     proc = ghostsync_cli(db, "repair", env_extra={"GHOSTSYNC_BATCH_SIZE": "30"})
     assert proc.returncode == 0, proc.stderr
     assert ghost_count(db) == 0
