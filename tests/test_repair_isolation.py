@@ -121,3 +121,46 @@ def test_a_row_another_transaction_holds_is_waited_for_only_lock_timeout(install
     again = ghostsync_cli(db, "repair", timeout=120)
     assert again.returncode == 0, again.stderr
     assert db.value("SELECT email FROM public.users WHERE id = %s", (held,)) == "moved0@example.com"
+
+
+BUSY_FAST = {"GHOSTSYNC_LOCK_TIMEOUT": "100ms", "GHOSTSYNC_LOCK_RETRIES": "1", "GHOSTSYNC_LOCK_BACKOFF": "100ms"}
+
+
+def held_for_update(db, user_id):
+    """Another transaction (as an auth request mid-flight) holding an account FOR UPDATE until closed."""
+    holder = psycopg2.connect(db.url("supabase_admin"))
+    with holder.cursor() as cur:
+        cur.execute("SELECT 1 FROM auth.users WHERE id = %s FOR UPDATE", (user_id,))
+    return holder
+
+
+@pytest.mark.parametrize("job", ["resync (ghostsync_0009)", "ghostsync backfill"])
+def test_a_batched_job_waits_for_a_held_row_only_its_lock_budget(db, job):
+    """Today's resync and backfill batches waited for a held account as long as its holder lived (the session's
+    lock_timeout: none). Each try now waits at most lock_timeout; when the row stays busy through the retries the
+    job stops with 55P03 (resumable) instead of hanging, and the next run, the holder gone, finishes it."""
+    seed_bulk_ghosts(db, 30)
+    if job.startswith("resync"):
+        db.upgrade("ghostsync_0008")
+        target = user_ids(db)[12]
+        stale(db, target, "moved@example.com")
+        command = ("migrate", "upgrade", "head")
+    else:
+        db.upgrade()
+        seed_bulk_ghosts(db, 30, prefix="later")
+        target = db.value("SELECT id::text FROM auth.users WHERE email = 'later12@example.com'")
+        command = ("backfill",)
+    holder = held_for_update(db, target)
+    try:
+        proc = ghostsync_cli(db, *command, timeout=120, env_extra=BUSY_FAST)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "55P03" in proc.stderr and "lock timeout" in proc.stderr, proc.stderr
+    again = ghostsync_cli(db, *command, timeout=120)
+    assert again.returncode == 0, again.stderr
+    if job.startswith("resync"):
+        assert db.value("SELECT email FROM public.users WHERE id = %s", (target,)) == "moved@example.com"
+    else:
+        assert db.value("SELECT count(*) FROM public.users WHERE id = %s", (target,)) == 1
