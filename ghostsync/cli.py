@@ -161,7 +161,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             try:
                 found = status.collect(conn, quick=args.quick, script=script)
             except status.StatusError as exc:
-                if exc.code == "not_installed":
+                if exc.code == "not_installed" and not args.quick:  # the quick check never counts rows
                     before = health.before_install(conn)
                 raise
     except Exception as exc:
