@@ -373,3 +373,36 @@ def test_the_upgrade_log_says_whether_public_users_was_created_or_adopted(db, ap
     assert len(said) == 1 and expected in said[0], proc.stderr
     offline = ghostsync_cli(db, "migrate", "upgrade", "head", "--sql")
     assert offline.returncode == 0 and "public.users created" not in offline.stderr + offline.stdout
+
+
+def test_the_readmes_removal_takes_ghostsync_out_entirely(db):
+    """The README's block, run as written after `downgrade ghostsync@base`: refuses while the triggers are there,
+    then drops what the register says ghostsync created (schema ghostsync, the audit log it created, the
+    deleted_at column it added), and keeps public.users with every profile."""
+    import os
+    import subprocess
+
+    from tests.paths import REPO
+
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("```sh\npsql \"$DATABASE_URL\" -v ON_ERROR_STOP=1 -1 <<'SQL'\n") + len("```sh\n")
+    block = readme[start:readme.index("```\n", start)].replace("psql ", f"{db.server.psql()} ", 1)
+    seed_ghosts(db)
+
+    def remove():
+        return subprocess.run(["bash", "-c", block], capture_output=True, text=True, timeout=120,
+                              env=dict(os.environ, DATABASE_URL=db.url()))
+
+    db.upgrade()
+    refused = remove()
+    assert refused.returncode != 0 and "ghostsync's triggers are still installed" in refused.stderr
+    assert db.value("SELECT to_regnamespace('ghostsync') IS NOT NULL")
+    assert ghostsync_cli(db, "migrate", "downgrade", "ghostsync@base").returncode == 0
+    removed = remove()
+    assert removed.returncode == 0, removed.stderr
+    assert db.value("SELECT to_regnamespace('ghostsync')") is None
+    assert db.value("SELECT to_regclass('public.cleanup_audit_log')") is None
+    columns = db.sql("SELECT attname::text FROM pg_attribute WHERE attrelid = 'public.users'::regclass "
+                     "AND attnum > 0 AND NOT attisdropped ORDER BY attnum")
+    assert [c for (c,) in columns] == ["id", "email", "email_verified", "created_at", "updated_at"]
+    assert db.value("SELECT count(*) FROM public.users") == 5, "every profile kept"
