@@ -21,7 +21,8 @@ EXIT_CODES = """exit codes:
   0  done / healthy (warnings allowed)
   1  unhealthy (each reason listed) / the job left work undone
   2  could not run or check: bad input, unreachable server, no auth schema,
-     missing privilege, unknown revision (one line on standard error)"""
+     ghostsync not installed (the line still counts the ghosts), missing
+     privilege, unknown revision (one line on standard error)"""
 
 DESCRIPTION = """Ends Supabase ghost users: auth.users rows without a public.users profile.
 
