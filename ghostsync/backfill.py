@@ -14,9 +14,7 @@ Contract of a run:
 - a second run repairs what is left and never duplicates;
 - Ctrl-C ends the run as ``interrupted``; any error ends it as ``failed`` with
   the error's SQLSTATE and message (never its DETAIL) in ``details``, then
-  propagates;
-- a batch waits for a row lock at most ``lock_timeout`` and is tried again
-  while a lock stays busy (``ghostsync.row_locks``).
+  propagates.
 
 The command line's run (``statements_for``) walks auth.users in its physical
 order (``PhysicalWalk``: ranges of heap pages, read as a single statement
@@ -61,7 +59,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import Executable
 
-from ghostsync import names, row_locks, sync
+from ghostsync import names, sync
 from ghostsync.chain import Declared
 from ghostsync.health import count_ghosts
 from ghostsync.models import audit_log, auth_users, sync_failures
@@ -414,8 +412,10 @@ def _batch_with_retries(
     """One batch; repeated when an auth user it read was deleted before its profile was written."""
     for attempt in range(BATCH_ATTEMPTS):
         try:
-            return row_locks.run(conn, _statement(batch),
-                                 {"run_id": run_id, "after": after, "batch_size": batch_size}, lambda r: r.one())
+            return conn.execute(
+                _statement(batch),
+                {"run_id": run_id, "after": after, "batch_size": batch_size},
+            ).one()
         except DBAPIError as exc:
             if getattr(exc.orig, "pgcode", None) != FOREIGN_KEY_VIOLATION or attempt == BATCH_ATTEMPTS - 1:
                 raise
@@ -432,7 +432,7 @@ def _repair_halving(conn: Connection, steps: RowByRow, ghosts: list[str]) -> tup
     if not ghosts:
         return 0, []
     try:
-        written = row_locks.run(conn, _statement(steps.repair_some), {"ghost_ids": ghosts}, lambda r: r.rowcount)
+        written = conn.execute(_statement(steps.repair_some), {"ghost_ids": ghosts}).rowcount
         return int(written or 0), []
     except DBAPIError as exc:
         if not _row_error(exc):

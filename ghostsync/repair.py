@@ -20,8 +20,8 @@ A row that cannot be written does not hold back the others: a batch that
 fails on a row (a CHECK or other constraint of the app's, a trigger's
 exception) or on a row lock is halved until the row is alone, and that row is
 named with its SQLSTATE and message (``StepResult.errors``, the audit row's
-``errors``); the step ends ``partial``. Every transaction waits at most
-``lock_timeout`` for a row lock (another transaction holding an account or a
+``errors``); the step ends ``partial``. Every transaction of the first three
+steps waits at most ``lock_timeout`` for a row lock (another transaction holding an account or a
 profile), so repair never queues the auth service's writes behind its own
 wait; a busy row is named, and the next run takes it. A step with nothing to
 do writes no audit row; ``plan`` counts what a run would do (``--dry-run``).
