@@ -122,3 +122,31 @@ def test_a_row_another_transaction_holds_is_waited_for_only_lock_timeout(install
     assert again.returncode == 0, again.stderr
     assert db.value("SELECT email FROM public.users WHERE id = %s", (held,)) == "moved0@example.com"
 
+
+
+BUSY_FAST = {"GHOSTSYNC_LOCK_TIMEOUT": "100ms", "GHOSTSYNC_LOCK_RETRIES": "1", "GHOSTSYNC_LOCK_BACKOFF": "100ms"}
+
+
+def test_the_resync_waits_for_a_held_row_only_its_lock_budget(db):
+    """ghostsync_0009's resync batches waited for a held account as long as its holder lived (the session's
+    lock_timeout: none). Each try now waits at most lock_timeout; when the row stays busy through the retries
+    the upgrade stops with 55P03 (the job resumes) instead of hanging, and the next run, the holder gone,
+    finishes it."""
+    seed_bulk_ghosts(db, 30)
+    db.upgrade("ghostsync_0008")
+    target = user_ids(db)[12]
+    stale(db, target, "moved@example.com")
+    holder = psycopg2.connect(db.url("supabase_admin"))  # an auth request mid-flight, for as long as it likes
+    try:
+        with holder.cursor() as cur:
+            cur.execute("SELECT 1 FROM auth.users WHERE id = %s FOR UPDATE", (target,))
+        proc = ghostsync_cli(db, "migrate", "upgrade", "head", timeout=120, env_extra=BUSY_FAST)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "55P03" in proc.stderr and "lock timeout" in proc.stderr, proc.stderr
+    assert db.value("SELECT version_num FROM public.alembic_version") == "ghostsync_0008"
+    again = ghostsync_cli(db, "migrate", "upgrade", "head", timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert db.value("SELECT email FROM public.users WHERE id = %s", (target,)) == "moved@example.com"
