@@ -42,8 +42,8 @@ def test_version():
 def test_help_is_plain_text_with_exit_codes_and_environment():
     proc = run("--help")
     assert proc.returncode == 0
-    for needed in ("exit codes:", "ghostsync not installed", "GHOSTSYNC_LOCK_TIMEOUT", "GHOSTSYNC_BATCH_SIZE", "GHOSTSYNC_DEAD_AFTER",
-                   "GHOSTSYNC_ALEMBIC_CONFIG", "DATABASE_URL", "500ms, 1.5s, 15m, 2h or 1d"):
+    for needed in ("exit codes:", "ghostsync not installed", "GHOSTSYNC_LOCK_TIMEOUT", "GHOSTSYNC_BATCH_SIZE",
+                   "GHOSTSYNC_DEAD_AFTER", "GHOSTSYNC_ALEMBIC_CONFIG", "DATABASE_URL", "500ms, 1.5s, 15m, 2h or 1d"):
         assert needed in proc.stdout, needed
     for markup in ("``", ":class:", ".. ", "::\n"):
         assert markup not in proc.stdout, markup
