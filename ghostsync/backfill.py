@@ -14,7 +14,9 @@ Contract of a run:
 - a second run repairs what is left and never duplicates;
 - Ctrl-C ends the run as ``interrupted``; any error ends it as ``failed`` with
   the error's SQLSTATE and message (never its DETAIL) in ``details``, then
-  propagates.
+  propagates;
+- a revision's batch waits for a row lock at most ``lock_timeout``, and is
+  tried again while the lock stays busy (``ghostsync.row_locks``).
 
 The command line's run (``statements_for``) walks auth.users in its physical
 order (``PhysicalWalk``: ranges of heap pages, read as a single statement
@@ -59,7 +61,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import Executable
 
-from ghostsync import names, sync
+from ghostsync import names, row_locks, sync
 from ghostsync.chain import Declared
 from ghostsync.health import count_ghosts
 from ghostsync.migrations import dberrors
@@ -410,10 +412,8 @@ def _batch_with_retries(
     """One batch; repeated when an auth user it read was deleted before its profile was written."""
     for attempt in range(BATCH_ATTEMPTS):
         try:
-            return conn.execute(
-                _statement(batch),
-                {"run_id": run_id, "after": after, "batch_size": batch_size},
-            ).one()
+            return row_locks.run(conn, batch, {"run_id": run_id, "after": after, "batch_size": batch_size},
+                                 lambda r: r.one())
         except DBAPIError as exc:
             if dberrors.sqlstate(exc) != FOREIGN_KEY_VIOLATION or attempt == BATCH_ATTEMPTS - 1:
                 raise

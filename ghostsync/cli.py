@@ -7,6 +7,8 @@ non-zero exit; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -19,7 +21,8 @@ EXIT_CODES = """exit codes:
   0  done / healthy (warnings allowed)
   1  unhealthy (each reason listed) / the job left work undone
   2  could not run or check: bad input, unreachable server, no auth schema,
-     missing privilege, unknown revision (one line on standard error)"""
+     ghostsync not installed (the line still counts the ghosts), missing
+     privilege, unknown revision (one line on standard error)"""
 
 DESCRIPTION = """Ends Supabase ghost users: auth.users rows without a public.users profile.
 
@@ -76,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "revision the database is at")
     p.add_argument("--json", action="store_true", help="print one JSON object (schema_version 2)")
     p.add_argument("--prometheus", type=Path, metavar="FILE.prom",
-                   help="also write the figures for node_exporter's textfile collector (atomically, in every case)")
+                   help="also write the figures for node_exporter's textfile collector (atomically, in every case); "
+                        "needs the prometheus extra: pip install 'ghostsync[prometheus]'")
     p.add_argument("--quick", action="store_true",
                    help="the every-minute check: catalogs, failure ledger and statistics only; its cost does not "
                         "grow with the number of users (ghosts, orphans and stale profiles are not counted)")
@@ -91,9 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="take a 'running' run with no progress for DURATION for dead (default: "
                         "$GHOSTSYNC_DEAD_AFTER, else 60s)")
 
-    p = command("repair", "retry failed syncs, rewrite stale profiles, delete orphans, backfill ghosts")
+    p = command("repair", "retry failed syncs, rewrite stale profiles, delete orphans, backfill ghosts; a row that "
+                          "cannot be written (an app constraint refuses it, or another transaction holds it longer "
+                          "than $GHOSTSYNC_LOCK_TIMEOUT) is named with its reason and the others are still repaired")
     p.add_argument("--batch-size", type=_positive_int, default=None,
                    help="rows per batch (default: $GHOSTSYNC_BATCH_SIZE, else 5000)")
+    p.add_argument("--dry-run", action="store_true", help="count what each step would do; write nothing")
 
     p = command("export-supabase", "write the chain as Supabase CLI migration files into DIR (the team's "
                                    "supabase/migrations)")
@@ -133,6 +140,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     config = Config(file_=str(chain.config_path(args.alembic_config)), ini_section=options.name, cmd_opts=options)
     given = f" --alembic-config {args.alembic_config}" if args.alembic_config else ""
     command_line = f"ghostsync{given} migrate"  # how the user runs it, for advice
+    # Alembic's own handler logs the message, prints it again as FAILED: and exits 255; raised, it is the
+    # command line's one line and exit 2 (Alembic's --raiseerr keeps asking for the traceback).
+    args.debug = args.debug or bool(options.raiseerr)
+    options.raiseerr = True
     with preflight.passing_url(config, args.database_url):
         preflight.check(config, options, args.database_url, command_line)
         cli.run_cmd(config, options)
@@ -140,33 +151,58 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ghostsync import report, roads, status
+    from ghostsync import health, report, roads, status
     from ghostsync.database import opened, resolve_url
 
     check = "quick" if args.quick else "full"
     began = time.monotonic()
+    before: health.BeforeInstall | None = None  # the ghosts a database without ghostsync already has
     try:
         if args.prometheus is not None:
             report.check_textfile_name(args.prometheus)
         url = resolve_url(args.database_url)
         script = chain.script_directory(args.alembic_config)
         with opened(url, application_name=names.APPLICATION["status"]) as engine, engine.connect() as conn:
-            found = status.collect(conn, quick=args.quick, script=script, road=roads.for_config(args.alembic_config))
+            try:
+                found = status.collect(conn, quick=args.quick, script=script,
+                                       road=roads.for_config(args.alembic_config))
+            except status.StatusError as exc:
+                if exc.code == "not_installed" and not args.quick:  # the quick check never counts rows
+                    before = health.before_install(conn)
+                raise
     except Exception as exc:
         code = exc.code if isinstance(exc, status.StatusError) else _failure_code(exc)
         message = describe(exc, _url_or_none(args))
+        if before is not None:
+            message = f"{message}; {before.sentence()}"
         if args.prometheus is not None and args.prometheus.name.endswith(".prom"):
             report.write_prometheus(args.prometheus, None, check=check, duration_s=time.monotonic() - began,
                                     error_code=code)
         if args.json:
             import json
 
-            print(json.dumps(status.failure_dict(code, message, check), indent=2, sort_keys=True))
+            failure = status.failure_dict(code, message, check)
+            if before is not None:
+                failure.update(ghosts=before.ghosts, auth_users=before.auth_users)
+            _print_verdict(json.dumps(failure, indent=2, sort_keys=True))
         raise GhostsyncError(message) from None
     if args.prometheus is not None:
         report.write_prometheus(args.prometheus, found, check=check, duration_s=time.monotonic() - began)
-    print(report.to_json(found) if args.json else report.render_text(found))
+    _print_verdict(report.to_json(found) if args.json else report.render_text(found))
     return 0 if found.healthy else 1
+
+
+def _print_verdict(text: str) -> None:
+    """Print ``text``; a reader that closed standard output (``status | head``) took what it wanted, so the
+    command ends quietly with its verdict's exit code rather than a BrokenPipeError."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes standard output again at exit: point it at /dev/null so that flush is quiet too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _failure_code(exc: BaseException) -> str:
@@ -194,8 +230,11 @@ def _declared(conn: object, args: argparse.Namespace) -> chain.Declared:
     script = chain.script_directory(args.alembic_config)
     revision = status.recorded_revision(conn, script)  # type: ignore[arg-type]
     if revision is None:
+        from ghostsync import health
+
+        before = health.before_install(conn)  # type: ignore[arg-type]
         raise GhostsyncError("ghostsync is not installed here (no revision of its branch in alembic_version): "
-                             "run `ghostsync migrate upgrade head`")
+                             "run `ghostsync migrate upgrade head`" + (f"; {before.sentence()}" if before else ""))
     return chain.declared_at(revision, script)
 
 
@@ -253,18 +292,25 @@ def cmd_repair(args: argparse.Namespace) -> int:
     from ghostsync.database import opened, resolve_url
 
     batch_size = settings.resolve_count("batch_size", given=str(args.batch_size) if args.batch_size else None)
+    lock_timeout = settings.resolve_duration("lock_timeout")
     url = resolve_url(args.database_url)
     app = names.APPLICATION["repair"]
     with opened(url, application_name=app) as engine, opened(url, autocommit=True, application_name=app) as auto:
         with auto.connect() as conn:
             _refuse_standby(conn)
             declared = _declared(conn, args)
-        done = repair.repair(engine, auto, declared, batch_size=batch_size, url=url)
+            if args.dry_run:
+                todo = repair.plan(conn, declared)
+        if args.dry_run:
+            print(f"dry run: would retry {todo.failed_syncs} failed sync(s), rewrite {todo.stale} stale "
+                  f"profile(s), delete {todo.orphans} orphan(s), backfill {todo.ghosts} ghost(s); nothing written")
+            return 0
+        done = repair.repair(engine, auto, declared, batch_size=batch_size, url=url, lock_timeout=lock_timeout)
     print(f"repair: {done.failed_syncs.done} failed sync(s) repaired, {done.failed_syncs.failed} still failing; "
           f"{done.stale.done} stale profile(s) rewritten; {done.orphans.done} orphan(s) deleted; "
           f"{done.ghosts.done} ghost(s) backfilled")
     for step in (done.failed_syncs, done.stale, done.orphans, done.ghosts):
-        for line in step.errors[:10]:
+        for line in step.errors:
             print(f"  still failing ({step.job}): {line}", file=sys.stderr)
         if step.not_done:
             print(f"  not done ({step.job}): {step.not_done}", file=sys.stderr)
@@ -275,8 +321,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ghostsync import export
 
     limit = {"backfill_limit": args.backfill_limit} if args.backfill_limit else {}
-    written = export.export_supabase(args.directory, config=args.alembic_config, rollback_to=args.rollback_to,
-                                     **limit)
+    # A host's env.py configures logging from its ini, so Alembic would log each offline render at INFO:
+    # the command prints only the paths it wrote, whichever configuration renders them.
+    previous = logging.root.manager.disable
+    logging.disable(logging.INFO)
+    try:
+        written = export.export_supabase(args.directory, config=args.alembic_config, rollback_to=args.rollback_to,
+                                         **limit)
+    finally:
+        logging.disable(previous)
     for path in written:
         print(path)
     return 0
@@ -353,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        print(f"ghostsync: {describe(exc, _url_or_none(args))}", file=sys.stderr)
+        print(f"ghostsync: {describe(exc, _url_or_none(args)).removeprefix('ghostsync: ')}", file=sys.stderr)
         return 2
 
 

@@ -72,6 +72,47 @@ def count_ghosts(conn: Connection, within: timedelta | None = None) -> int:
     return int(conn.execute(ghosts_query(within)).scalar_one())
 
 
+def any_ghost(conn: Connection) -> bool:
+    """Whether one auth user has no profile (stops at the first)."""
+    return bool(conn.execute(select(exists().where(~exists().where(profiles.c.id == auth_users.c.id))
+                                    .select_from(auth_users))).scalar())
+
+
+@dataclass(frozen=True)
+class BeforeInstall:
+    """What a database without ghostsync already shows: its auth users and the ghosts among them."""
+
+    auth_users: int
+    ghosts: int
+
+    def sentence(self) -> str:
+        return f"{self.ghosts} of {self.auth_users} auth user(s) have no profile (ghosts)"
+
+
+def before_install(conn: Connection) -> BeforeInstall | None:
+    """The ghosts of a database ghostsync is not installed in: every auth user when there is no
+    public.users, else those without a profile of their id in the app's own table (which the install
+    adopts). None where it cannot be told: no auth.users, or a public.users without a uuid ``id``
+    (which the install would refuse to adopt anyway)."""
+    tables = conn.execute(text(
+        "SELECT to_regclass('auth.users') IS NOT NULL, to_regclass('public.users') IS NOT NULL, "
+        "EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('public.users') AND attname = 'id' "
+        "AND atttypid = 'uuid'::regtype AND NOT attisdropped)"
+    )).one()
+    if not tables[0]:
+        return None
+    if not tables[1]:
+        total = count_auth_users(conn)
+        return BeforeInstall(auth_users=total, ghosts=total)
+    if not tables[2]:
+        return None
+    total, ghosts = conn.execute(text(
+        "SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM public.users AS p WHERE p.id = u.id)) "
+        "FROM auth.users AS u"
+    )).one()
+    return BeforeInstall(auth_users=int(total), ghosts=int(ghosts))
+
+
 def count_orphans(conn: Connection) -> int:
     """Profiles whose auth user is gone."""
     query = select(func.count()).select_from(profiles).where(~exists().where(auth_users.c.id == profiles.c.id))

@@ -17,6 +17,7 @@ from tests.seeding import (
     duplicate_count,
     ghost_count,
     ghostsync_cli,
+    seed_app_with_profiles,
     seed_bulk_ghosts,
     seed_ghosts,
 )
@@ -188,6 +189,29 @@ def test_status_before_install(db):
     assert failure["error"]["code"] == "not_installed"
 
 
+@pytest.mark.parametrize("app_table", [False, True])
+def test_before_install_status_and_a_dry_run_still_count_the_ghosts(db, app_table):
+    """Not installed is still exit 2 (could not check), but the one line (and the JSON) says how many ghosts
+    there are: every auth user without public.users, else those without a profile in the app's own table."""
+    if app_table:
+        seed_app_with_profiles(db, 2)
+    seed_ghosts(db)
+    expected = f"5 of {7 if app_table else 5} auth user(s) have no profile (ghosts)"
+    for command in (("status",), ("backfill", "--dry-run")):
+        proc = ghostsync_cli(db, *command)
+        assert proc.returncode == 2, (command, proc.stdout, proc.stderr)
+        assert proc.stderr.count("\n") == 1 and "ghostsync is not installed" in proc.stderr
+        assert expected in proc.stderr, (command, proc.stderr)
+    proc = ghostsync_cli(db, "status", "--json")
+    failure = json.loads(proc.stdout)
+    assert proc.returncode == 2 and failure["error"]["code"] == "not_installed"
+    assert (failure["ghosts"], failure["auth_users"]) == (5, 7 if app_table else 5)
+    if app_table:
+        assert ghost_count(db) == 5, "nothing written"
+    else:
+        assert db.value("SELECT to_regclass('public.users')") is None, "nothing written"
+
+
 def test_backfill_dry_run_writes_nothing(db):
     db.upgrade()
     seed_bulk_ghosts(db, 1_000)
@@ -222,17 +246,21 @@ def test_backfill_interrupted_then_resumed(db):
 
 
 def test_repair_is_idempotent_and_logged(head):
-    head.sql(BREAKAGES["ghost"][0])
+    for breakage in ("ghost", "orphan", "failed sync", "stale"):
+        head.sql(BREAKAGES[breakage][0])
     first = ghostsync_cli(head, "repair")
     assert first.returncode == 0, first.stderr
-    assert "1 ghost(s) backfilled" in first.stdout
+    assert ("1 failed sync(s) repaired, 0 still failing; 1 stale profile(s) rewritten; 1 orphan(s) deleted; "
+            "1 ghost(s) backfilled") in first.stdout, first.stdout
+    logged = head.value("SELECT count(*) FROM public.cleanup_audit_log")
     second = ghostsync_cli(head, "repair")
     assert second.returncode == 0
     assert ("0 failed sync(s) repaired, 0 still failing; 0 stale profile(s) rewritten; 0 orphan(s) deleted; "
             "0 ghost(s) backfilled") in second.stdout
     jobs = head.sql("SELECT job_name, status FROM public.cleanup_audit_log ORDER BY id")
     for job in ("repair_failed_syncs", "repair_stale_profiles", "repair_orphans"):
-        assert jobs.count((job, "succeeded")) == 2, job
+        assert jobs.count((job, "succeeded")) == 1, job
+    assert head.value("SELECT count(*) FROM public.cleanup_audit_log") == logged, "a no-op repair logs nothing"
 
 
 def test_backfill_records_a_ghost_it_cannot_repair_and_repairs_the_rest(db):
@@ -304,3 +332,77 @@ def test_a_run_whose_session_lives_on_but_makes_no_progress_is_taken_for_dead(db
         pooled.close()
     assert proc.returncode == 0, proc.stderr
     assert [r[0] for r in audit_rows(db)][-2:] == ["interrupted", "succeeded"]
+
+
+def status_into_a_closed_pipe(db, *args):
+    """``ghostsync status`` whose standard output is a pipe nobody reads any more (as ``| head -9`` leaves it
+    once head has its lines): the read end is closed before the command starts, so every write fails."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "ghostsync", "status", *args], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=300,
+                              env=dict(os.environ, DATABASE_URL=db.url()))
+    finally:
+        os.close(write_end)
+    return proc
+
+
+def test_status_into_a_closed_pipe_ends_quietly_with_its_verdict(head):
+    for args in ((), ("--json",)):
+        proc = status_into_a_closed_pipe(head, *args)
+        assert (proc.returncode, proc.stderr) == (0, ""), proc.stderr
+    head.sql(BREAKAGES["ghost"][0])
+    for args in ((), ("--json",)):
+        proc = status_into_a_closed_pipe(head, *args)
+        assert (proc.returncode, proc.stderr) == (1, ""), proc.stderr
+
+
+@pytest.mark.parametrize("app_table", [False, True])
+def test_the_upgrade_log_says_whether_public_users_was_created_or_adopted(db, app_table):
+    if app_table:
+        seed_app_with_profiles(db, 1)
+    proc = ghostsync_cli(db, "migrate", "upgrade", "head")
+    assert proc.returncode == 0, proc.stderr
+    said = [line for line in proc.stderr.splitlines() if "ghostsync: public.users " in line]
+    expected = "public.users adopted: the app's existing table" if app_table else "public.users created"
+    assert len(said) == 1 and expected in said[0], proc.stderr
+    offline = ghostsync_cli(db, "migrate", "upgrade", "head", "--sql")
+    assert offline.returncode == 0 and "public.users created" not in offline.stderr + offline.stdout
+
+
+def test_the_readmes_removal_takes_ghostsync_out_entirely(db):
+    """The README's block, run as written after `downgrade ghostsync@base`: refuses while the triggers are there,
+    then drops what the register says ghostsync created (schema ghostsync, the audit log it created, the
+    deleted_at column it added), and keeps public.users with every profile."""
+    import os
+    import subprocess
+
+    from tests.paths import REPO
+
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("```sh\npsql \"$DATABASE_URL\" -v ON_ERROR_STOP=1 -1 <<'SQL'\n") + len("```sh\n")
+    block = readme[start:readme.index("```\n", start)].replace("psql ", f"{db.server.psql()} ", 1)
+    seed_ghosts(db)
+
+    def remove():
+        return subprocess.run(["bash", "-c", block], capture_output=True, text=True, timeout=120,
+                              env=dict(os.environ, DATABASE_URL=db.url()))
+
+    db.upgrade()
+    refused = remove()
+    assert refused.returncode != 0 and "ghostsync's triggers are still installed" in refused.stderr
+    assert db.value("SELECT to_regnamespace('ghostsync') IS NOT NULL")
+    assert ghostsync_cli(db, "migrate", "downgrade", "ghostsync@base").returncode == 0
+    removed = remove()
+    assert removed.returncode == 0, removed.stderr
+    assert db.value("SELECT to_regnamespace('ghostsync')") is None
+    assert db.value("SELECT to_regclass('public.cleanup_audit_log')") is None
+    columns = db.sql("SELECT attname::text FROM pg_attribute WHERE attrelid = 'public.users'::regclass "
+                     "AND attnum > 0 AND NOT attisdropped ORDER BY attnum")
+    assert [c for (c,) in columns] == ["id", "email", "email_verified", "created_at", "updated_at"]
+    assert db.value("SELECT count(*) FROM public.users") == 5, "every profile kept"

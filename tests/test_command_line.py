@@ -29,6 +29,11 @@ def one_line(proc: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+def failure_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
+    """Standard error without Alembic's INFO progress log (which says what ran before the failure)."""
+    return [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("INFO ")]
+
+
 def test_version():
     proc = run("--version")
     assert proc.returncode == 0 and proc.stdout.strip() == f"ghostsync {__version__}"
@@ -37,13 +42,14 @@ def test_version():
 def test_help_is_plain_text_with_exit_codes_and_environment():
     proc = run("--help")
     assert proc.returncode == 0
-    for needed in ("exit codes:", "GHOSTSYNC_LOCK_TIMEOUT", "GHOSTSYNC_BATCH_SIZE", "GHOSTSYNC_DEAD_AFTER",
-                   "GHOSTSYNC_ALEMBIC_CONFIG", "DATABASE_URL", "500ms, 1.5s, 15m, 2h or 1d"):
+    for needed in ("exit codes:", "ghostsync not installed", "GHOSTSYNC_LOCK_TIMEOUT", "GHOSTSYNC_BATCH_SIZE",
+                   "GHOSTSYNC_DEAD_AFTER", "GHOSTSYNC_ALEMBIC_CONFIG", "DATABASE_URL", "500ms, 1.5s, 15m, 2h or 1d"):
         assert needed in proc.stdout, needed
     for markup in ("``", ":class:", ".. ", "::\n"):
         assert markup not in proc.stdout, markup
     sub = run("status", "--help")
     assert sub.returncode == 0 and "exit codes:" in sub.stdout and "--quick" in sub.stdout
+    assert "pip install 'ghostsync[prometheus]'" in " ".join(sub.stdout.split()), "--prometheus names its extra"
 
 
 @pytest.mark.parametrize(("env", "words"), [
@@ -121,13 +127,59 @@ def test_a_connection_failure_in_alembic_is_one_line(db, kind):
         "bad port": "postgresql://postgres@127.0.0.1:99999/postgres",
         "unknown database": f"postgresql://postgres@127.0.0.1:{port}/no_such_db",
     }[kind]
-    for proc in (alembic("upgrade", "head", env={"DATABASE_URL": url}),
-                 run("migrate", "upgrade", "head", env={"DATABASE_URL": url})):
-        assert proc.returncode != 0
-        out = proc.stdout + proc.stderr
-        assert "Traceback" not in out, out
-        failed = [line for line in out.splitlines() if line.startswith("FAILED:")]
-        assert len(failed) == 1, out
+    theirs = alembic("upgrade", "head", env={"DATABASE_URL": url})
+    assert theirs.returncode != 0 and "Traceback" not in theirs.stdout + theirs.stderr
+    assert len([line for line in theirs.stdout.splitlines() if line.startswith("FAILED:")]) == 1, theirs.stdout
+    ours = run("migrate", "upgrade", "head", env={"DATABASE_URL": url})
+    assert ours.returncode == 2, (ours.returncode, ours.stderr)
+    assert one_line(ours).startswith("ghostsync: ") and ours.stdout == ""
+
+
+@pytest.mark.parametrize("args", [("upgrade", "nosuchrev", "--sql"),
+                                  ("downgrade", "ghostsync_0003:nosuchrev", "--sql")])
+def test_a_migrate_failure_is_one_line_and_exit_2(args):
+    """Alembic's own handler logs the message (ERROR [alembic.util.messaging]), prints it again as FAILED:
+    and exits 255; `ghostsync migrate` says it once, with the documented code."""
+    proc = run("migrate", *args)
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    [line] = failure_lines(proc)
+    assert line.startswith("ghostsync: ") and "nosuchrev" in line and "ghostsync: ghostsync:" not in line
+    assert "FAILED" not in proc.stdout + proc.stderr and "ERROR" not in proc.stderr
+    traced = run("migrate", "--raiseerr", *args)
+    assert traced.returncode != 0 and "Traceback" in traced.stderr, "Alembic's --raiseerr still shows the traceback"
+
+
+def test_a_migrate_failure_against_a_database_is_one_line_and_exit_2(db):
+    proc = ghostsync_cli(db, "migrate", "downgrade", "ghostsync_0003")  # not installed: not a downgrade target
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    failures = failure_lines(proc)
+    assert len(failures) == 1 and failures[0].startswith("ghostsync: ") and "ghostsync_0003" in failures[0], failures
+    assert "FAILED" not in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_export_with_a_host_config_prints_only_paths(tmp_path):
+    """A host's stock env.py configures logging from its ini: its INFO lines stay out of the export's output."""
+    host = tmp_path / "host"
+    host.mkdir()
+    made = subprocess.run([sys.executable, "-m", "alembic", "init", "migrations"], cwd=host, capture_output=True,
+                          text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    ini = host / "alembic.ini"
+    text = ini.read_text()
+    text = text.replace("# version_locations = %(here)s/bar:%(here)s/bat:%(here)s/alembic/versions",
+                        "version_locations = %(here)s/migrations/versions ghostsync:migrations/versions")
+    text = text.replace("sqlalchemy.url = driver://user:pass@localhost/dbname",
+                        "sqlalchemy.url = postgresql+psycopg2://nobody@127.0.0.1:1/never_contacted")
+    ini.write_text(text.replace("path_separator = os", "path_separator = space"))
+    for config in (("--alembic-config", str(ini)), ()):
+        out = tmp_path / ("host-export" if config else "export") / "migrations"
+        proc = run(*config, "export-supabase", str(out))
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr == "", proc.stderr
+        printed = proc.stdout.splitlines()
+        assert printed and all(os.path.exists(line) for line in printed), proc.stdout
+        assert len([p for p in printed if "_ghostsync_0001_" in p]) == 1
 
 
 def test_batch_size_from_the_environment_reaches_backfill_and_repair(db):
@@ -137,6 +189,8 @@ def test_batch_size_from_the_environment_reaches_backfill_and_repair(db):
     assert proc.returncode == 0, proc.stderr
     assert "in 4 batch(es)" in proc.stdout, proc.stdout
     seed_bulk_ghosts(db, 100, prefix="later")
+    db.sql("SET session_replication_role = replica; UPDATE auth.users SET email = 'changed@example.com' "
+           "WHERE id = (SELECT id FROM public.users LIMIT 1)")  # a stale profile: the step runs, and logs
     proc = ghostsync_cli(db, "repair", env_extra={"GHOSTSYNC_BATCH_SIZE": "30"})
     assert proc.returncode == 0, proc.stderr
     assert ghost_count(db) == 0

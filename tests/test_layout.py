@@ -66,3 +66,30 @@ def test_a_host_project_gets_the_fixtures_from_the_plugin_alone(tmp_path):
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "1 passed" in proc.stdout
+
+
+OUTSIDE = ("../shared", "shared/SUPABASE.md", "SUPABASE.md ")
+
+
+def test_no_link_or_file_reference_points_outside_the_repository():
+    """A fresh clone (or the sdist) is all a reader has: every relative Markdown link resolves to a file of the
+    checkout, and no document, docstring or comment names a file outside it."""
+    import re
+
+    from tests.paths import REPO
+
+    documents = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    for md in documents:
+        for target in re.findall(r"\]\(([^)#\s]+)", md.read_text()):
+            if re.match(r"[a-z]+:", target):
+                continue
+            resolved = (md.parent / target).resolve()
+            assert resolved.is_relative_to(REPO) and resolved.exists(), f"{md.name} links to {target}"
+    sources = [path for folder in ("ghostsync", "tests", "bench", "tools", "monitoring", "docs")
+               for path in (REPO / folder).rglob("*") if path.suffix in (".py", ".md", ".sql", ".yml", ".ini")]
+    for path in [REPO / "README.md", *sources]:
+        text = path.read_text()
+        if path == Path(__file__):
+            continue
+        for needle in OUTSIDE:
+            assert needle not in text, f"{path.relative_to(REPO)} names {needle.strip()}, outside the repository"

@@ -9,6 +9,8 @@ run on the revision before the fix shows the test can fail.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import psycopg2
 import pytest
 from sqlalchemy import create_engine, text
@@ -146,7 +148,8 @@ def test_repair_never_writes_an_old_email_over_a_new_one(db, order):
 
     def run_repair() -> int:
         with engine.connect() as conn:
-            return repair.repair_failed_syncs(conn, declared).done
+            # waits on a row lock the test holds for as long as it likes: no lock_timeout cut short
+            return repair.repair_failed_syncs(conn, declared, lock_timeout=timedelta(minutes=5)).done
 
     try:
         if order == "repair first":

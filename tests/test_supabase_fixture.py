@@ -1,4 +1,4 @@
-"""The throwaway database reproduces the facts of shared/SUPABASE.md (and the research behind it)
+"""The throwaway database reproduces the facts of the upstream sources (supabase/postgres, supabase/auth, supautils)
 in each of its three role setups: "membership" (older projects), "current" (today's roles without
 supautils) and "hosted" (today's roles with the supautils model; the default)."""
 

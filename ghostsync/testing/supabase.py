@@ -1,9 +1,9 @@
 """Make a throwaway server look like a Supabase database, in one of three role setups.
 
-The facts come from ``shared/SUPABASE.md`` and the research notes it cites
-(supabase/postgres' init scripts and migrations, supabase/auth's migrations,
-supautils' source). Roles are global to a server, so each server has exactly
-one role setup; ``ROLE_SETUPS`` names them:
+The facts come from the upstream sources: supabase/postgres' init scripts and
+migrations, supabase/auth's migrations, and supabase/supautils' source. Roles are
+global to a server, so each server has exactly one role setup; ``ROLE_SETUPS``
+names them:
 
 ``"membership"``
     Projects created before 2025-04 (images before supabase/postgres migration

@@ -1,7 +1,7 @@
 """Apply a ``supabase/migrations`` folder the way the Supabase CLI does (``db push``, ``db reset``).
 
-Written from the CLI's documented behaviour (github.com/supabase/cli, Go engine
-``apps/cli-go``; facts in shared/SUPABASE.md "Deploying with the Supabase CLI"):
+Written from the source of supabase/cli (its Go engine, ``apps/cli-go``) and its
+documented behaviour:
 
 - **Which files** (``pkg/migration/file.go``, ``list.go``): the names in the folder matching
   ``^([0-9]+)_(.*)\\.sql$``, in byte-wise name order, not recursive; version = the digits

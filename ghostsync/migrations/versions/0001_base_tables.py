@@ -25,7 +25,7 @@ deletes a profile or an audit row.
 
 from __future__ import annotations
 
-from ghostsync.migrations import kit
+from ghostsync.migrations import kit, register
 
 revision = "ghostsync_0001"
 down_revision = None
@@ -285,7 +285,9 @@ def upgrade() -> None:
     # Creating public.users adds a foreign key to auth.users (a brief SHARE ROW
     # EXCLUSIVE lock there); adopting it locks nothing. Last, so the lock is
     # held only until this revision commits.
+    existed = register.existed("public.users")  # online only, for the log; the offline SQL is unchanged
     kit.step(CREATE_OR_ADOPT_PROFILES, "create or adopt public.users", locks="1")
+    register.log_table("public.users", existed)
 
 
 def downgrade() -> None:
