@@ -225,7 +225,7 @@ def _failure_code(exc: BaseException) -> str:
 
 
 def _declared(conn: object, args: argparse.Namespace) -> chain.Declared:
-    from ghostsync import status
+    from ghostsync import roads, status
 
     script = chain.script_directory(args.alembic_config)
     revision = status.recorded_revision(conn, script)  # type: ignore[arg-type]
@@ -234,7 +234,8 @@ def _declared(conn: object, args: argparse.Namespace) -> chain.Declared:
 
         before = health.before_install(conn)  # type: ignore[arg-type]
         raise GhostsyncError("ghostsync is not installed here (no revision of its branch in alembic_version): "
-                             "run `ghostsync migrate upgrade head`" + (f"; {before.sentence()}" if before else ""))
+                             + roads.for_config(args.alembic_config).install
+                             + (f"; {before.sentence()}" if before else ""))
     return chain.declared_at(revision, script)
 
 

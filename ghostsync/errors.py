@@ -65,7 +65,7 @@ def describe(exc: BaseException, url: str | None = None) -> str:
         if code == "25006":
             return f"{message} at {where}: this command writes; run it against the primary, not a standby"
         if code in ("42P01", "3F000"):
-            return f"{message}: is this a Supabase database with ghostsync installed (alembic upgrade head)?"
+            return f"{message}: is this a Supabase database with ghostsync installed?"
         if code and code.startswith("57P"):
             return (f"the server ended the session ({message}); run the command again: "
                     "a backfill resumes where it stopped")
