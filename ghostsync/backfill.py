@@ -208,6 +208,7 @@ def run_batched(
     max_batches: int | None = None,
     start_after: Any = None,
     dead_after_s: float = DEAD_AFTER_S,
+    row_lock_budget: row_locks.RowLockBudget | None = None,
 ) -> BackfillResult:
     """Run the backfill on ``conn``, which must be in autocommit mode.
 
@@ -215,14 +216,16 @@ def run_batched(
     walk, ``page N`` for a walk in physical order). ``max_batches`` stops early
     (status ``interrupted``), as an operator's Ctrl-C would. ``dead_after_s``: a
     ``running`` run of the job with no progress for that long is taken for dead
-    (see ``mark_interrupted``).
+    (see ``mark_interrupted``). ``row_lock_budget``: how long a batch waits for a row lock
+    (default: ``RowLockBudget.configured()``, from the environment).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     conn.execute(_statement(statements.mark_interrupted), {"job": job_name, "dead_after": dead_after_s})
     run_id = int(conn.execute(_statement(statements.start), {"job": job_name, "run_mode": mode}).scalar_one())
     result = BackfillResult(run_id=run_id)
-    run = _Run(conn, statements, result, batch_size, max_batches, on_batch)
+    run = _Run(conn, statements, result, batch_size, max_batches, on_batch,
+               row_lock_budget or row_locks.RowLockBudget.configured())
     try:
         # Before the walk's first batch: every row version written from here on is the sweep's.
         before = conn.execute(_statement(statements.sweep.horizon)).one() if statements.sweep else None
@@ -260,8 +263,10 @@ class _Run:
     """One run's batches: the walk (by key, or in physical order), then the sweep."""
 
     def __init__(self, conn: Connection, statements: BackfillStatements, result: BackfillResult, batch_size: int,
-                 max_batches: int | None, on_batch: ProgressCallback | None) -> None:
+                 max_batches: int | None, on_batch: ProgressCallback | None,
+                 row_lock_budget: row_locks.RowLockBudget) -> None:
         self.conn = conn
+        self.row_lock_budget = row_lock_budget
         self.statements = statements
         self.result = result
         self.batch_size = batch_size
@@ -288,7 +293,8 @@ class _Run:
         A revision's batch has no row-by-row fallback: a row that cannot be written fails the batch."""
         while not self._stop():
             began = time.perf_counter()
-            row = _batch_with_retries(self.conn, self.statements.batch, self.result.run_id, after, self.batch_size)
+            row = _batch_with_retries(self.conn, self.statements.batch, self.result.run_id, after, self.batch_size,
+                                      self.row_lock_budget)
             if row.last_id is None:
                 return True
             after = row.last_id
@@ -324,13 +330,15 @@ class _Run:
         if not checked:
             try:
                 unchecked = walk.unchecked_locked if locked else walk.unchecked
-                return _batch_with_retries(self.conn, unchecked, run_id, after, self.batch_size), False
+                return _batch_with_retries(self.conn, unchecked, run_id, after, self.batch_size,
+                                           self.row_lock_budget), False
             except DBAPIError as exc:
                 if dberrors.sqlstate(exc) != UNIQUE_VIOLATION:
                     raise
                 # an account of the range has a profile: the same range again, probing each
         checked_statement = self.statements.batch if locked else walk.checked
-        return _batch_with_retries(self.conn, checked_statement, run_id, after, self.batch_size), True
+        return _batch_with_retries(self.conn, checked_statement, run_id, after, self.batch_size,
+                                   self.row_lock_budget), True
 
     def _physical_row_by_row(self, steps: RowByRow, after: Any) -> tuple[Any, int, int]:
         """A range that one bad row makes fail: its ghosts by id, halved around the bad rows (recorded)."""
@@ -384,7 +392,8 @@ class _Run:
         """Profiles for ``ghosts``, halving around rows that cannot be written (recorded once, never
         tried again in this run), and the progress in the run's audit row; how many were written."""
         known_bad = self.result.unrepairable_ids
-        repaired, bad = _repair_halving(self.conn, steps, [g for g in ghosts if g not in known_bad])
+        repaired, bad = _repair_halving(self.conn, steps, [g for g in ghosts if g not in known_bad],
+                                       self.row_lock_budget)
         known_bad.update(bad)
         self.result.unrepairable = len(known_bad)
         self.conn.execute(_statement(steps.progress),
@@ -407,13 +416,14 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _batch_with_retries(
-    conn: Connection, batch: str | Executable, run_id: int, after: Any, batch_size: int
+    conn: Connection, batch: str | Executable, run_id: int, after: Any, batch_size: int,
+    budget: row_locks.RowLockBudget,
 ) -> Any:
     """One batch; repeated when an auth user it read was deleted before its profile was written."""
     for attempt in range(BATCH_ATTEMPTS):
         try:
             return row_locks.run(conn, batch, {"run_id": run_id, "after": after, "batch_size": batch_size},
-                                 lambda r: r.one())
+                                 lambda r: r.one(), budget)
         except DBAPIError as exc:
             if dberrors.sqlstate(exc) != FOREIGN_KEY_VIOLATION or attempt == BATCH_ATTEMPTS - 1:
                 raise
@@ -425,12 +435,13 @@ def _row_error(exc: DBAPIError) -> bool:
     return code[:2] in ROW_ERROR_CLASSES
 
 
-def _repair_halving(conn: Connection, steps: RowByRow, ghosts: list[str]) -> tuple[int, list[str]]:
+def _repair_halving(conn: Connection, steps: RowByRow, ghosts: list[str],
+                    budget: row_locks.RowLockBudget) -> tuple[int, list[str]]:
     """(repaired, ids recorded as failed): one statement per half, so a bad row costs about 2·log2(n) statements."""
     if not ghosts:
         return 0, []
     try:
-        written = conn.execute(_statement(steps.repair_some), {"ghost_ids": ghosts}).rowcount
+        written = row_locks.run(conn, steps.repair_some, {"ghost_ids": ghosts}, lambda r: r.rowcount, budget)
         return int(written or 0), []
     except DBAPIError as exc:
         if not _row_error(exc):
@@ -441,8 +452,8 @@ def _repair_halving(conn: Connection, steps: RowByRow, ghosts: list[str]) -> tup
                           "failed_message": dberrors.primary_message(exc)})
             return 0, [ghosts[0]]
     middle = len(ghosts) // 2
-    left = _repair_halving(conn, steps, ghosts[:middle])
-    right = _repair_halving(conn, steps, ghosts[middle:])
+    left = _repair_halving(conn, steps, ghosts[:middle], budget)
+    right = _repair_halving(conn, steps, ghosts[middle:], budget)
     return left[0] + right[0], left[1] + right[1]
 
 

@@ -64,6 +64,10 @@ def describe(exc: BaseException, url: str | None = None) -> str:
                     "run it again, or raise max_standby_streaming_delay on the standby")
         if code == "25006":
             return f"{message} at {where}: this command writes; run it against the primary, not a standby"
+        if code == "55P03":
+            return (f"database error 55P03: {message}: a row or table it needs was held by another transaction "
+                    "longer than its lock budget (GHOSTSYNC_LOCK_TIMEOUT, GHOSTSYNC_LOCK_RETRIES); run it again "
+                    "once that transaction ends: a backfill resumes where it stopped")
         if code in ("42P01", "3F000"):
             return f"{message}: is this a Supabase database with ghostsync installed?"
         if code and code.startswith("57P"):

@@ -18,8 +18,9 @@ where it stopped when the upgrade runs again.
 
 One round trip with two statements needs a driver that sends bound parameters inside the
 query text: psycopg2, which ``ghostsync migrate``, ``alembic`` in this repository and
-ghostsync's commands use. On other drivers, and for statements built as SQLAlchemy
-constructs, the statement runs as it is.
+ghostsync's commands use. A ``text()`` statement (the runtime's walk and
+repair batches) is sent as its text; on other drivers, and for other SQLAlchemy constructs,
+the statement runs as it is.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any, TypeVar
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql.expression import Executable
+from sqlalchemy.sql.expression import Executable, TextClause
 
 from ghostsync import settings
 from ghostsync.migrations.dberrors import sqlstate
@@ -51,11 +52,13 @@ class RowLockBudget:
     backoff_s: float
 
     @classmethod
-    def configured(cls) -> RowLockBudget:
-        """From ``GHOSTSYNC_LOCK_TIMEOUT``, ``GHOSTSYNC_LOCK_RETRIES`` and ``GHOSTSYNC_LOCK_BACKOFF``."""
-        return cls(timeout_ms=max(1, round(settings.resolve_duration("lock_timeout").total_seconds() * 1000)),
-                   retries=settings.resolve_count("lock_retries"),
-                   backoff_s=settings.resolve_duration("lock_backoff").total_seconds())
+    def configured(cls, x: Mapping[str, str] | None = None) -> RowLockBudget:
+        """From ``x`` (a revision's ``-x lock_timeout`` / ``lock_retries`` / ``lock_backoff``), else
+        ``GHOSTSYNC_LOCK_TIMEOUT``, ``GHOSTSYNC_LOCK_RETRIES`` and ``GHOSTSYNC_LOCK_BACKOFF``."""
+        given = x or {}
+        return cls(timeout_ms=max(1, round(settings.resolve_duration("lock_timeout", given).total_seconds() * 1000)),
+                   retries=settings.resolve_count("lock_retries", given),
+                   backoff_s=settings.resolve_duration("lock_backoff", given).total_seconds())
 
     def pause(self, attempt: int) -> float:
         return float(min(MAX_BACKOFF_S, self.backoff_s * (2**attempt)))
@@ -64,6 +67,8 @@ class RowLockBudget:
 def run(conn: Connection, sql: str | Executable, params: Mapping[str, Any],
         use: Callable[[CursorResult[Any]], T], budget: RowLockBudget | None = None) -> T:
     """Execute ``sql`` with ``params`` and return ``use(result)``, its row-lock waits bounded where it can be."""
+    if isinstance(sql, TextClause):
+        sql = sql.text  # the runtime's own batches are text() with plain :name parameters
     if not isinstance(sql, str) or conn.dialect.driver != "psycopg2":
         return use(conn.execute(text(sql) if isinstance(sql, str) else sql, params))
     budget = budget or RowLockBudget.configured()

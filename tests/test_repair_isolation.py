@@ -127,7 +127,11 @@ def test_a_row_another_transaction_holds_is_waited_for_only_lock_timeout(install
 BUSY_FAST = {"GHOSTSYNC_LOCK_TIMEOUT": "100ms", "GHOSTSYNC_LOCK_RETRIES": "1", "GHOSTSYNC_LOCK_BACKOFF": "100ms"}
 
 
-def test_the_resync_waits_for_a_held_row_only_its_lock_budget(db):
+X_BUSY_FAST = ("-x", "lock_timeout=100ms", "-x", "lock_retries=1", "-x", "lock_backoff=100ms")
+
+
+@pytest.mark.parametrize("given", ["environment", "x"])
+def test_the_resync_waits_for_a_held_row_only_its_lock_budget(db, given):
     """ghostsync_0009's resync batches waited for a held account as long as its holder lived (the session's
     lock_timeout: none). Each try now waits at most lock_timeout; when the row stays busy through the retries
     the upgrade stops with 55P03 (the job resumes) instead of hanging, and the next run, the holder gone,
@@ -140,7 +144,12 @@ def test_the_resync_waits_for_a_held_row_only_its_lock_budget(db):
     try:
         with holder.cursor() as cur:
             cur.execute("SELECT 1 FROM auth.users WHERE id = %s FOR UPDATE", (target,))
-        proc = ghostsync_cli(db, "migrate", "upgrade", "head", timeout=120, env_extra=BUSY_FAST)
+        # the budget as the deploy gives it: GHOSTSYNC_LOCK_* or Alembic's -x (which reaches the job too)
+        if given == "x":  # -x wins over the environment's budget, which would outlast the test's timeout
+            proc = ghostsync_cli(db, "migrate", *X_BUSY_FAST, "upgrade", "head", timeout=60,
+                                 env_extra={"GHOSTSYNC_LOCK_RETRIES": "1000"})
+        else:
+            proc = ghostsync_cli(db, "migrate", "upgrade", "head", timeout=60, env_extra=BUSY_FAST)
     finally:
         holder.rollback()
         holder.close()
@@ -150,3 +159,32 @@ def test_the_resync_waits_for_a_held_row_only_its_lock_budget(db):
     again = ghostsync_cli(db, "migrate", "upgrade", "head", timeout=120)
     assert again.returncode == 0, again.stderr
     assert db.value("SELECT email FROM public.users WHERE id = %s", (target,)) == "moved@example.com"
+
+
+@pytest.mark.parametrize("command", [("backfill",), ("repair",)])
+def test_the_ghost_walk_waits_for_a_held_account_only_its_lock_budget(db, command):
+    """``ghostsync backfill`` and repair's ghost step write profiles whose key check locks the account (FOR KEY
+    SHARE): one account held FOR UPDATE by an auth request kept the walk waiting as long as the request lived.
+    Each try now waits at most lock_timeout; while the row stays busy through the retries the run stops with
+    55P03 (resumable, audited as failed) instead of hanging, and the next run, the holder gone, finishes."""
+    db.upgrade()
+    seed_bulk_ghosts(db, 30)
+    target = user_ids(db)[12]
+    holder = psycopg2.connect(db.url("supabase_admin"))
+    try:
+        with holder.cursor() as cur:
+            cur.execute("SELECT 1 FROM auth.users WHERE id = %s FOR UPDATE", (target,))
+        proc = ghostsync_cli(db, *command, timeout=60, env_extra=BUSY_FAST)
+        assert db.value("SELECT count(*) FROM auth.users AS u WHERE NOT EXISTS "
+                        "(SELECT 1 FROM public.users AS p WHERE p.id = u.id)") > 0
+    finally:
+        holder.rollback()
+        holder.close()
+    # backfill: the run failed (exit 2); repair: its ghost step is not done (exit 1); either names the wait
+    assert proc.returncode == (2 if command == ("backfill",) else 1), (proc.stdout, proc.stderr)
+    [said] = [line for line in proc.stderr.splitlines() if "55P03" in line]
+    assert "held by another transaction" in said and "run it again" in said, said
+    again = ghostsync_cli(db, *command, timeout=120)
+    assert again.returncode == 0, (again.stdout, again.stderr)
+    assert db.value("SELECT count(*) FROM auth.users AS u WHERE NOT EXISTS "
+                    "(SELECT 1 FROM public.users AS p WHERE p.id = u.id)") == 0

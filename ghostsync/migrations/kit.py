@@ -54,7 +54,7 @@ from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from ghostsync import settings
+from ghostsync import row_locks, settings
 from ghostsync.backfill import BackfillResult, BackfillStatements, estimated_auth_users, run_batched
 from ghostsync.declarations import Column, Declares, Function, Trigger
 from ghostsync.migrations import dberrors, own_transaction, statements
@@ -509,6 +509,7 @@ def backfill(
         batch_size = settings.resolve_count("batch_size", x, default=str(default_batch_size))
         dead_after = settings.resolve_duration("dead_after", x, default=default_dead_after)
         interval = settings.resolve_duration("progress_interval", x)
+        row_lock_budget = row_locks.RowLockBudget.configured(x)
     except settings.SettingError as exc:
         raise CommandError(str(exc)) from None
     migration = op.get_context()
@@ -520,7 +521,8 @@ def backfill(
     progress = _ProgressLog(job_name, interval.total_seconds(), estimated_auth_users(op.get_bind()))
     with own_transaction.autocommit_block(migration), ghostsync_errors():
         result = run_batched(op.get_bind(), statements, batch_size=batch_size, mode="online", job_name=job_name,
-                             dead_after_s=dead_after.total_seconds(), on_batch=progress)
+                             dead_after_s=dead_after.total_seconds(), on_batch=progress,
+                             row_lock_budget=row_lock_budget)
     log.info("ghostsync: %s repaired %d row(s) in %d batch(es) over %d auth user(s); longest batch %.0f ms; "
              "audit row %d", job_name, result.repaired, result.batches, result.scanned,
              result.longest_batch_s * 1000, result.run_id)
