@@ -172,6 +172,9 @@ def test_export_with_a_host_config_prints_only_paths(tmp_path):
     text = text.replace("sqlalchemy.url = driver://user:pass@localhost/dbname",
                         "sqlalchemy.url = postgresql+psycopg2://nobody@127.0.0.1:1/never_contacted")
     ini.write_text(text.replace("path_separator = os", "path_separator = space"))
+    env_py = host / "migrations" / "env.py"  # the README's one env.py change
+    env_py.write_text(env_py.read_text().replace("context.configure(\n",
+                                                 "context.configure(\n        transaction_per_migration=True,\n"))
     for config in (("--alembic-config", str(ini)), ()):
         out = tmp_path / ("host-export" if config else "export") / "migrations"
         proc = run(*config, "export-supabase", str(out))
