@@ -114,6 +114,14 @@ def _ancestors(script: ScriptDirectory, revision: str, *, through_dependencies: 
     return seen
 
 
+def knows(script: ScriptDirectory, revision: str) -> bool:
+    """Whether ``revision`` is a revision of this configuration's chain (any branch)."""
+    try:
+        return script.get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
 def standing(script: ScriptDirectory, version_rows: Iterable[str]) -> list[str]:
     """Where ghostsync's branch stands in a database whose ``alembic_version`` holds ``version_rows``.
 
@@ -128,13 +136,9 @@ def standing(script: ScriptDirectory, version_rows: Iterable[str]) -> list[str]:
     members = branch_revisions(script)
     held: set[str] = set()
     for row in version_rows:
-        try:
-            known = script.get_revision(row)
-        except CommandError:  # a row of another configuration, or of a newer ghostsync
-            known = None
-        if known is None:
+        if not knows(script, row):  # a row of another configuration, or of a newer ghostsync
             continue
-        held |= {known.revision} | _ancestors(script, known.revision, through_dependencies=True)
+        held |= {row} | _ancestors(script, row, through_dependencies=True)
     ours = held & set(members)
     below = set().union(*(_ancestors(script, rev) for rev in ours)) if ours else set()
     return sorted(ours - below)

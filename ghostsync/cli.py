@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ghostsync import __version__, chain, names, settings
@@ -138,7 +140,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if not hasattr(options, "cmd"):
         cli.parser.error("too few arguments")
     config = Config(file_=str(chain.config_path(args.alembic_config)), ini_section=options.name, cmd_opts=options)
-    given = f" --alembic-config {args.alembic_config}" if args.alembic_config else ""
+    given = f" --alembic-config {shlex.quote(str(args.alembic_config))}" if args.alembic_config else ""
     command_line = f"ghostsync{given} migrate"  # how the user runs it, for advice
     # Alembic's own handler logs the message, prints it again as FAILED: and exits 255; raised, it is the
     # command line's one line and exit 2 (Alembic's --raiseerr keeps asking for the traceback).
@@ -318,19 +320,25 @@ def cmd_repair(args: argparse.Namespace) -> int:
     return 0 if done.complete else 1
 
 
+@contextmanager
+def _offline_renders_quietly() -> Iterator[None]:
+    """A host's env.py configures logging from its ini, so Alembic would log each offline render at INFO:
+    a command that renders SQL prints only what it promises, whichever configuration renders it."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.INFO)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from ghostsync import export
 
     limit = {"backfill_limit": args.backfill_limit} if args.backfill_limit else {}
-    # A host's env.py configures logging from its ini, so Alembic would log each offline render at INFO:
-    # the command prints only the paths it wrote, whichever configuration renders them.
-    previous = logging.root.manager.disable
-    logging.disable(logging.INFO)
-    try:
+    with _offline_renders_quietly():
         written = export.export_supabase(args.directory, config=args.alembic_config, rollback_to=args.rollback_to,
                                          **limit)
-    finally:
-        logging.disable(previous)
     for path in written:
         print(path)
     return 0
@@ -341,7 +349,9 @@ def cmd_verify_sql(args: argparse.Namespace) -> int:
 
     ini = chain.config_path(args.alembic_config)
     # the version table where the configuration's env.py keeps it (a host's may name another schema)
-    print(verify.script(config=ini, version_table=export.version_table_of(ini)), end="")
+    with _offline_renders_quietly():
+        table = export.version_table_of(ini)
+    print(verify.script(config=ini, version_table=table), end="")
     return 0
 
 

@@ -6,9 +6,9 @@ select_for_downgrade=True)``, the call Alembic makes) and sorts the revisions
 it would remove into ghostsync's branch (a host's follow-ups on it included)
 and the host's own. ``host_refusal`` is the one line ``ghostsync migrate``
 prints instead of running a downgrade that would take ghostsync's revisions
-down together with host revisions (a host revision that ``depends_on`` a
-ghostsync revision goes first, and its downgrade drops its tables with their
-rows); it names those host revisions and the rollback that leaves them in place,
+down together with the host revisions that depend on them (a host revision
+that ``depends_on`` a ghostsync revision goes first, and its downgrade drops
+its tables with their rows); it names those host revisions and the rollback that leaves them in place,
 checked against the same plan. ``drops_auth_triggers`` says whether the
 migrating role must be able to drop ghostsync's triggers on auth.users.
 """
@@ -56,18 +56,22 @@ def downgrade_plan(script: ScriptDirectory, heads: tuple[str, ...], destination:
 
 
 def host_refusal(script: ScriptDirectory, heads: tuple[str, ...], plan: DowngradePlan, command: str) -> str | None:
-    """The line that refuses ``plan`` when it takes host revisions down with ghostsync's, else None.
+    """The line that refuses ``plan`` when it takes down host revisions that depend on the ghostsync
+    revisions it removes, else None.
 
     ``command`` is how the user runs ``ghostsync migrate`` (options included), for the advice. A
     downgrade of the host's revisions alone (``app@base``, the host's own ``-1``) is the host's call
     and passes.
     """
-    if not (plan.ghostsync and plan.host):
+    removed = set(plan.ghostsync)
+    # the host revisions that hold a ghostsync revision this downgrade removes (depends_on, or below them)
+    dependents = [rev for rev in plan.host if removed & set(chain.standing(script, [rev]))]
+    if not dependents:
         return None
-    going = ", ".join(plan.host)
+    going = ", ".join(dependents)
     head = (f"refusing to downgrade: it would also downgrade the host's revision(s) {going}, "
             "dropping what they created, rows included, because they depend on ghostsync's")
-    lowest = chain.standing(script, plan.host)
+    lowest = chain.standing(script, dependents)
     if len(lowest) != 1:
         return f"{head}; ghostsync cannot go below what they depend on; nothing was downgraded"
     floor = lowest[0]

@@ -56,11 +56,11 @@ def passing_url(config: Config, url: str | None) -> Iterator[None]:
     if not url:
         yield
         return
-    normalized = urls.normalize(url)
-    config.attributes["database_url"] = normalized
-    config.set_main_option("sqlalchemy.url", normalized.replace("%", "%%"))
+    config.attributes["database_url"] = urls.normalize(url)  # the packaged env.py's
+    for_env = urls.for_host_env(url, config.get_main_option("sqlalchemy.url"))  # keeps the host's driver
+    config.set_main_option("sqlalchemy.url", for_env.replace("%", "%%"))
     before = os.environ.get(URL_VARIABLE)
-    os.environ[URL_VARIABLE] = normalized
+    os.environ[URL_VARIABLE] = for_env
     try:
         yield
     finally:

@@ -149,7 +149,8 @@ def recorded_revision(conn: Connection, script: Any) -> str | None:
         raise StatusError("revision_unknown",
                           f"the database is at revision {unknown[0]}, which this ghostsync does not know: upgrade "
                           "ghostsync (or point --alembic-config at the configuration that knows it)")
-    if rows and conn.execute(text("SELECT to_regclass('ghostsync.objects')")).scalar() is not None:
+    if any(not chain.knows(script, r) for r in rows) and \
+            conn.execute(text("SELECT to_regclass('ghostsync.objects')")).scalar() is not None:
         raise StatusError("revision_unknown", f"alembic_version holds {', '.join(rows)}, none of which this "
                           "configuration knows as ghostsync's: pass the host project's --alembic-config")
     return None

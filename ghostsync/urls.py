@@ -65,6 +65,20 @@ def normalize(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def for_host_env(url: str, ini_value: str | None) -> str:
+    """``url`` as a host's ``env.py`` takes it (``sqlalchemy.url``, ``DATABASE_URL``): with the PostgreSQL
+    driver its ini's own ``sqlalchemy.url`` names (an async env.py keeps asyncpg, a psycopg 3 one psycopg 3),
+    else psycopg2 (``normalize``). Not escaped for an ini (``%`` stays ``%``)."""
+    chosen = make_url(normalize(url))
+    try:
+        driver = make_url(ini_value).drivername if ini_value else ""
+    except ArgumentError:
+        driver = ""
+    if driver == "postgresql" or driver.startswith("postgresql+"):
+        chosen = chosen.set(drivername=driver)
+    return chosen.render_as_string(hide_password=False)
+
+
 def libpq_dsn(url: str) -> str:
     """The same URL in the form libpq (psycopg2.connect, psql) takes."""
     parsed = make_url(normalize(url)).set(drivername="postgresql")

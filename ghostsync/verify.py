@@ -10,7 +10,8 @@ push``), as ``status.collect(..., road=roads.SUPABASE_CLI)`` words it.
 Since nothing but SQL runs, the script carries what every revision of ghostsync's branch
 declares (the functions' bodies, the triggers' definitions, the synced columns, the jobs,
 and the advice ``status`` gives on that road), as one jsonb literal, and picks the revision recorded
-in ``public.alembic_version``. Tables that may not exist (the profile table before
+in the version table (``public.alembic_version``, or the one a host's env.py names), directly or held
+by a host's row through ``depends_on``. Tables that may not exist (the profile table before
 install, ``ghostsync.sync_failures`` before its revision, ...) are read through
 ``query_to_xml`` so that the statement parses on every database; trigger definitions
 are read under an empty search_path (``set_config(..., true)`` around the read, then the

@@ -315,3 +315,18 @@ SELECT $1, a$b;
         "CREATE RULE r AS ON INSERT TO t DO ALSO (NOTIFY a; NOTIFY b)",
         "SELECT $1, a$b",
     ]
+
+
+def test_database_url_reaches_an_async_env_with_its_driver(db: SupabaseDatabase, tmp_path: Path) -> None:
+    """``ghostsync --database-url URL --alembic-config host.ini migrate`` hands URL to the host's env.py with
+    the driver the ini names: an async env.py (``alembic init -t async``) keeps asyncpg, where psycopg2
+    failed it ("the asyncio extension requires an async driver") before anything ran."""
+    ini = host_project(tmp_path / "host", "postgresql+asyncpg://nobody@127.0.0.1:1/never_contacted",
+                       template="async")
+    per_migration(ini)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GHOSTSYNC_") and k != "DATABASE_URL"}
+    proc = subprocess.run([sys.executable, "-m", "ghostsync", "--database-url", db.url(), "--alembic-config",
+                           str(ini), "migrate", "upgrade", "heads"], cwd=ini.parent, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert versions(db) == {HEAD}

@@ -308,3 +308,60 @@ def test_the_plan_reads_the_chain_alone(tmp_path):
     assert plan.host_refusal(script, at_heads, alone, "ghostsync migrate") is None
     hosts_own = plan.downgrade_plan(script, at_heads, "app@base")
     assert hosts_own.removed == ("host_0001",) and plan.host_refusal(script, at_heads, hosts_own, "x") is None
+
+
+OTHER_REVISION = '''\
+"""audit: a host table that needs nothing of ghostsync"""
+from alembic import op
+
+revision = "other_0001"
+down_revision = None
+branch_labels = ("other",)
+depends_on = None
+
+
+def upgrade():
+    op.execute("CREATE TABLE public.audit_trail (id integer PRIMARY KEY)")
+
+
+def downgrade():
+    op.execute("DROP TABLE public.audit_trail")
+'''
+
+
+def test_only_host_revisions_that_depend_on_ghostsync_stop_a_downgrade(tmp_path):
+    """A host revision that needs nothing of ghostsync is the host's to take down: ``downgrade base`` is refused
+    for the revision that depends on ghostsync alone, and named alone; without one, nothing is refused."""
+    ini = make_host(tmp_path / "host", "postgresql+psycopg2://nowhere/none")
+    (ini.parent / "migrations" / "versions" / "other_0001_audit.py").write_text(OTHER_REVISION)
+    script = chain.script_directory(str(ini))
+    heads = (GHOSTSYNC_HEAD, "host_0001", "other_0001")
+    everything = plan.downgrade_plan(script, heads, "base")
+    assert {"host_0001", "other_0001"} <= set(everything.host)
+    line = plan.host_refusal(script, heads, everything, "ghostsync migrate")
+    assert line is not None and "host_0001" in line and "other_0001" not in line, line
+
+    (ini.parent / "migrations" / "versions" / "host_0001_orders.py").unlink()
+    script = chain.script_directory(str(ini))
+    heads = (GHOSTSYNC_HEAD, "other_0001")
+    everything = plan.downgrade_plan(script, heads, "base")
+    assert everything.host == ("other_0001",) and everything.ghostsync
+    assert plan.host_refusal(script, heads, everything, "ghostsync migrate") is None
+
+
+def test_after_ghostsync_is_taken_out_of_a_host_status_says_not_installed(db, tmp_path):
+    """A host whose only own revision needs nothing of ghostsync takes ghostsync out entirely: alembic_version
+    keeps the host's row, ghostsync's schema stays (a downgrade deletes no data). With the host's config,
+    status says "not installed" (exit 2, its code), not "pass the host project's --alembic-config"."""
+    ini = make_host(tmp_path / "host", normalize(db.url()))
+    (ini.parent / "migrations" / "versions" / "host_0001_orders.py").unlink()
+    (ini.parent / "migrations" / "versions" / "other_0001_audit.py").write_text(OTHER_REVISION)
+    host_alembic(ini, "upgrade", "heads")
+    assert versions(db) == {GHOSTSYNC_HEAD, "other_0001"}
+    proc = ghostsync(ini, "migrate", "downgrade", "ghostsync@base", env={"DATABASE_URL": db.url()})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert versions(db) == {"other_0001"}
+    assert db.value("SELECT to_regclass('ghostsync.objects') IS NOT NULL") is True
+    proc = ghostsync(ini, "status", "--json", env={"DATABASE_URL": db.url()})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)["error"]["code"] == "not_installed", proc.stdout

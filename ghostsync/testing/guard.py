@@ -37,9 +37,8 @@ from typing import Any
 from alembic.config import CommandLine, Config
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError
 
-from ghostsync.urls import BadDatabaseURL, normalize, redact
+from ghostsync.urls import BadDatabaseURL, for_host_env, redact
 
 URL_ENV = "DATABASE_URL"
 _CHECKED = "ghostsync.testing.guard"
@@ -73,19 +72,11 @@ class Destination:
 
 
 def ini_url(url: str, ini_value: str | None) -> str:
-    """``url`` as ``sqlalchemy.url`` takes it: the driver ``ini_value`` names where it is a PostgreSQL one
-    (an async env.py keeps asyncpg), else psycopg2 (ghostsync's own); ``%`` escaped for the ini."""
+    """``url`` as ``sqlalchemy.url`` takes it (``urls.for_host_env``), ``%`` escaped for the ini."""
     try:
-        chosen = make_url(normalize(url))
-    except (BadDatabaseURL, ArgumentError):
+        return for_host_env(url, ini_value).replace("%", "%%")
+    except BadDatabaseURL:
         return url.replace("%", "%%")  # not ours to fix: the env.py says what is wrong with it
-    try:
-        driver = make_url(ini_value).drivername if ini_value else ""
-    except ArgumentError:
-        driver = ""
-    if driver.startswith("postgresql+"):
-        chosen = chosen.set(drivername=driver)
-    return chosen.render_as_string(hide_password=False).replace("%", "%%")
 
 
 def hand_over(config: Config, url: str) -> Config:
