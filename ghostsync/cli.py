@@ -21,7 +21,8 @@ from ghostsync.errors import GhostsyncError, describe
 
 EXIT_CODES = """exit codes:
   0  done / healthy (warnings allowed)
-  1  unhealthy (each reason listed) / the job left work undone
+  1  unhealthy (each reason listed) / the job left work undone / its output cut short
+     by a reader that closed it (`... --sql | head`; status keeps its verdict)
   2  could not run or check: bad input, unreachable server, no auth schema,
      ghostsync not installed (the line still counts the ghosts), missing
      privilege, unknown revision (one line on standard error)"""
@@ -201,10 +202,15 @@ def _print_verdict(text: str) -> None:
         print(text)
         sys.stdout.flush()
     except BrokenPipeError:
-        # Python flushes standard output again at exit: point it at /dev/null so that flush is quiet too.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        _stdout_gone()
+
+
+def _stdout_gone() -> None:
+    """Standard output's reader went away: Python flushes it again at exit, so point it at /dev/null to keep
+    that flush quiet too."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _failure_code(exc: BaseException) -> str:
@@ -414,6 +420,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ghostsync: interrupted; run the command again to continue", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # any other command whose output a reader cut short (`migrate ... --sql | head`): quietly, and not 0,
+        # since what it printed is not whole
+        _stdout_gone()
+        return 1
     except Exception as exc:
         if args.debug:
             raise

@@ -199,3 +199,18 @@ def test_batch_size_from_the_environment_reaches_backfill_and_repair(db):
     assert ghost_count(db) == 0
     details = audit_rows(db, "repair_stale_profiles")[-1][3]
     assert details["batch_size"] == 30
+
+
+def test_sql_into_a_closed_pipe_ends_quietly_and_not_as_done():
+    """``ghostsync migrate upgrade head --sql | head``: the reader closed the pipe; no BrokenPipeError line,
+    and exit 1, since the script it printed is not whole."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "ghostsync", "migrate", "upgrade", "head", "--sql"],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120,
+                              env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"})
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 1, proc.stderr
+    assert "ghostsync:" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
