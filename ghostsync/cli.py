@@ -22,7 +22,8 @@ from ghostsync.errors import GhostsyncError, describe
 EXIT_CODES = """exit codes:
   0  done / healthy (warnings allowed)
   1  unhealthy (each reason listed) / the job left work undone / its output cut short
-     by a reader that closed it (`... --sql | head`; status keeps its verdict)
+     by a reader that closed it (`migrate upgrade head --sql | head`; status keeps
+     its verdict)
   2  could not run or check: bad input, unreachable server, no auth schema,
      ghostsync not installed (the line still counts the ghosts), missing
      privilege, unknown revision (one line on standard error)"""
