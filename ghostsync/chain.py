@@ -93,6 +93,11 @@ def _named(identifiers: str | Sequence[str] | None) -> tuple[str, ...]:
     return (identifiers,) if isinstance(identifiers, str) else tuple(identifiers)
 
 
+def down_revisions(rev: Script) -> tuple[str, ...]:
+    """The revisions ``rev`` revises (two or more for a merge), its ``depends_on`` left out."""
+    return _named(rev.down_revision)
+
+
 def _ancestors(script: ScriptDirectory, revision: str, *, through_dependencies: bool = False) -> set[str]:
     """Every revision below ``revision``: through its down revisions only (what puts a revision on a
     branch: depends_on orders a host's revision after ours, it does not put it on our branch), or also
@@ -226,10 +231,6 @@ def declared_at(revision: str | None, script: ScriptDirectory | None = None) -> 
     return result
 
 
-def known_revisions(script: ScriptDirectory | None = None) -> set[str]:
-    return set(branch_revisions(script or script_directory()))
-
-
 __all__ = [
     "BASE_REVISION",
     "CONFIG_ENV",
@@ -240,10 +241,10 @@ __all__ = [
     "branch_revisions",
     "config_path",
     "declared_at",
+    "down_revisions",
     "function_body",
     "head",
     "heads",
-    "known_revisions",
     "script_directory",
     "standing",
 ]

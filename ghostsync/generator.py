@@ -51,6 +51,7 @@ from datetime import datetime
 from pathlib import Path
 
 from alembic.script import ScriptDirectory
+from alembic.util import coerce_resource_to_filename
 
 from ghostsync import chain, sync
 from ghostsync.chain import Declared
@@ -90,8 +91,11 @@ class Target:
 
 
 def version_locations(script: ScriptDirectory) -> list[Path]:
-    """The configuration's version folders, resolved (package resources included)."""
-    return [Path(p).resolve() for p in script._version_locations]
+    """The configuration's version folders, resolved (package resources included), as Alembic reads
+    them: ``version_locations``, else the script directory's ``versions`` folder."""
+    if not script.version_locations:
+        return [Path(script.dir, "versions").resolve()]
+    return [Path(coerce_resource_to_filename(str(p))).resolve() for p in script.version_locations]
 
 
 def locate(script: ScriptDirectory, ini: Path, version_path: str | Path | None = None) -> Target:
@@ -184,7 +188,7 @@ def ambiguous_at_merge(script: ScriptDirectory, head: str) -> list[str]:
     the merge does not declare itself: what the merged head leaves in place there depends on the
     order the parents were applied in, so no previous text can be written for them."""
     rev = script.get_revision(head)
-    parents = list(rev._versioned_down_revisions) if rev is not None else []
+    parents = list(chain.down_revisions(rev)) if rev is not None else []
     if len(parents) < 2:
         return []
     own = chain.declaration(rev)

@@ -119,13 +119,6 @@ def count_orphans(conn: Connection) -> int:
     return int(conn.execute(query).scalar_one())
 
 
-def count_stale(conn: Connection, declared: Declared) -> int:
-    return int(conn.execute(text(
-        "SELECT count(*) FROM auth.users AS u JOIN public.users AS p ON p.id = u.id "
-        f"WHERE {sync.stale_condition(declared)}"
-    )).scalar_one())
-
-
 def count_failed_syncs(conn: Connection) -> int:
     """Recorded profile writes that failed (ghostsync.sync_failures)."""
     return int(conn.execute(select(func.count()).select_from(sync_failures)).scalar_one())
@@ -139,12 +132,13 @@ def last_runs(conn: Connection, job_name: str, limit: int = 5) -> list[dict[str,
         .order_by(audit_log.c.id.desc())
         .limit(limit)
     )
-    return [dict(row._mapping) for row in conn.execute(query)]
+    return [dict(row) for row in conn.execute(query).mappings()]
 
 
 def profile_of(conn: Connection, user_id: Any) -> dict[str, Any] | None:
-    row = conn.execute(text("SELECT * FROM public.users WHERE id = CAST(:id AS uuid)"), {"id": str(user_id)}).first()
-    return dict(row._mapping) if row is not None else None
+    row = conn.execute(text("SELECT * FROM public.users WHERE id = CAST(:id AS uuid)"),
+                       {"id": str(user_id)}).mappings().first()
+    return dict(row) if row is not None else None
 
 
 def count_profiles(conn: Connection) -> int:

@@ -7,14 +7,7 @@ the names here are those the package's commands use on their own.
 
 from __future__ import annotations
 
-SCHEMA = "ghostsync"
-BRANCH = "ghostsync"
-
-AUTH_USERS = "auth.users"
-PROFILES = "public.users"
-AUDIT_LOG = "public.cleanup_audit_log"
-SYNC_FAILURES = "ghostsync.sync_failures"
-REGISTRY = "ghostsync.objects"
+# where Alembic keeps its version table unless an env.py names another
 VERSION_TABLE = "public.alembic_version"
 
 # cleanup_audit_log.job_name of the runs the command line starts

@@ -253,6 +253,7 @@ class Plan:
 
 
 def plan(conn: Connection, declared: Declared) -> Plan:
-    """Count what each step would take on, reading only."""
-    return Plan(failed_syncs=health.count_failed_syncs(conn), stale=health.count_stale(conn, declared),
-                orphans=health.count_orphans(conn), ghosts=health.count_ghosts(conn))
+    """Count what each step would take on, reading only (the stale, orphan and ghost counts of status)."""
+    counts = health.full_counts(conn, declared)
+    return Plan(failed_syncs=health.count_failed_syncs(conn), stale=counts.stale, orphans=counts.orphans,
+                ghosts=counts.ghosts)

@@ -249,7 +249,7 @@ def collect(conn: Connection, *, quick: bool = False, script: Any = None, road: 
     for job in monitored_jobs(declared):
         found.jobs[job] = _last_run(conn, job)
     found.counters = _counters(conn, standby)
-    _judge(found, declared, inspection, script, _column_problems(conn, declared) if revision else [], road)
+    _judge(found, declared, inspection, script, _column_problems(conn, declared), road)
     return found
 
 

@@ -1,0 +1,90 @@
+"""One road for each thing (issue 20 §4): public Alembic API only, one URL resolver, the data jobs bounded or
+refused, -x settings checked before the first statement, no doubled semicolons, errors read by SQLSTATE, a bug
+said to be one."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import alembic
+import pytest
+
+import ghostsync
+from tests.paths import REPO
+
+PACKAGE = Path(ghostsync.__file__).parent
+ALEMBIC = Path(alembic.__file__).parent
+
+
+def _private_names_of_alembic() -> set[str]:
+    """Every single-underscore name Alembic's source defines or reads as an attribute."""
+    found: set[str] = set()
+    for path in ALEMBIC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            name = None
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                name = node.name
+            elif isinstance(node, ast.Attribute):
+                name = node.attr
+            elif isinstance(node, ast.Name):
+                name = node.id
+            if name and name.startswith("_") and not name.startswith("__"):
+                found.add(name)
+    return found
+
+
+def alembic_private_uses(source: str) -> list[str]:
+    """Where ``source`` reaches an Alembic name starting with ``_``: an attribute of another object than
+    ``self``/``cls``, a name imported from alembic, or a ``getattr`` of such a name as a string."""
+    private = _private_names_of_alembic()
+    uses: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("alembic"):
+            uses += [f"line {node.lineno}: from {node.module} import {a.name}" for a in node.names
+                     if a.name.startswith("_") or (node.module or "").split(".")[-1].startswith("_")]
+        elif isinstance(node, ast.Import):
+            uses += [f"line {node.lineno}: import {a.name}" for a in node.names
+                     if a.name.startswith("alembic") and any(p.startswith("_") for p in a.name.split("."))]
+        elif isinstance(node, ast.Attribute) and node.attr in private:
+            owner = node.value
+            if not (isinstance(owner, ast.Name) and owner.id in ("self", "cls")):
+                uses.append(f"line {node.lineno}: .{node.attr}")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in (
+                "getattr", "setattr", "hasattr") and len(node.args) > 1:
+            name = node.args[1]
+            if isinstance(name, ast.Constant) and isinstance(name.value, str) and name.value in private:
+                uses.append(f"line {node.lineno}: {node.func.id}(..., {name.value!r})")
+    return uses
+
+
+def test_the_scan_finds_what_main_used():
+    """The scan catches the private names ghostsync once used (so a clean result below means something)."""
+    assert alembic_private_uses("def f(script, rev):\n    return script._version_locations, "
+                                "rev._versioned_down_revisions\n")
+    assert alembic_private_uses("from alembic.command import _migrations_fn\n")
+    assert alembic_private_uses("x = getattr(context, '_migrations_fn')\n")
+    assert not alembic_private_uses("def f(self):\n    return self._version_locations\n")
+
+
+def test_no_ghostsync_module_uses_an_alembic_name_starting_with_an_underscore():
+    modules = sorted(PACKAGE.rglob("*.py"))
+    assert len(modules) > 40
+    found = {str(p.relative_to(PACKAGE.parent)): uses for p in modules
+             if (uses := alembic_private_uses(p.read_text(encoding="utf-8")))}
+    assert found == {}
+
+
+def test_no_alembic_ini_states_a_default_other_than_the_settings():
+    import re
+
+    from ghostsync import settings
+
+    stated = re.compile(r"-x (\w+)=\S+.*\(default ([^)]+)\)")
+    for ini in (REPO / "alembic.ini", PACKAGE / "migrations" / "alembic.ini"):
+        for line in ini.read_text().splitlines():
+            if (match := stated.search(line)) and match.group(1) in settings.SETTINGS:
+                assert match.group(2) == settings.SETTINGS[match.group(1)].default, f"{ini}: {line}"
