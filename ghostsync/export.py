@@ -165,6 +165,8 @@ _FINISH = ("  UPDATE public.cleanup_audit_log\n"
            "  SET status = 'succeeded', records_affected = total, finished_at = clock_timestamp(),\n"
            "      details = details || jsonb_build_object('batches', n_batches, 'last_id', after_id)\n"
            "  WHERE id = run_id;\n")
+# What makes a statement a data job, whatever its whitespace: a loop that writes an audit row.
+_LOOKS_LIKE_A_JOB = re.compile(r"(?is)\bINSERT\s+INTO\s+public\.cleanup_audit_log\b.*\bLOOP\b")
 ADVICE = {
     "backfill_ghost_users": "run `ghostsync backfill` (batches of short transactions; it resumes where this "
                             "stopped), then check with verify-trigger.sql",
@@ -177,14 +179,27 @@ DONE = {
 }
 
 
+class UnboundedJob(GhostsyncError):
+    """A statement runs a data job (it loops and writes an audit row) that ``bound_job`` cannot bound."""
+
+
 def bound_job(statement: str, limit: int) -> tuple[str, str | None]:
     """The kit's offline job loop stopped after ``limit`` rows; (statement, job name or None).
 
-    Either way the file reports the run in a NOTICE (the CLI prints them): how many rows it
-    repaired, or where it stopped and what finishes the work."""
+    A statement that is no job (no loop writing a ``cleanup_audit_log`` row) comes back as it
+    is, with None. A job comes back bounded, or ``UnboundedJob`` is raised: never a job that
+    would walk every account in the CLI's one transaction. Either way a bounded file reports
+    the run in a NOTICE (the CLI prints them): how many rows it repaired, or where it stopped
+    and what finishes the work."""
+    if not _LOOKS_LIKE_A_JOB.search(statement):
+        return statement, None
     match = _JOB.search(statement)
     if match is None or statement.count(_LOOP_END) != 1 or statement.count(_FINISH) != 1:
-        return statement, None
+        # a job whose text differs from the kit's loop would otherwise run unbounded in the CLI's one transaction
+        raise UnboundedJob(
+            "a data job's statement does not have the shape of the kit's offline job loop (its audit row's "
+            "INSERT, one `n_batches := n_batches + 1; END LOOP;`, one closing UPDATE of its audit row), so "
+            f"export-supabase cannot bound it to {limit} row(s): nothing written")
     job = match.group(1)
     advice = ADVICE.get(job, "run `ghostsync repair`")
     done = DONE.get(job, "affected {n} row(s)")
@@ -267,7 +282,10 @@ def _upgrade_steps(rev: Script, ini: Path, x: Mapping[str, str] | None, backfill
     body = upgrade_statements(rev, ini, x)
     jobs = []
     for n, sql in enumerate(body):
-        body[n], job = bound_job(sql, backfill_limit)
+        try:
+            body[n], job = bound_job(sql, backfill_limit)
+        except UnboundedJob as exc:
+            raise UnboundedJob(f"revision {rev.revision}: {exc}") from None
         if job:
             jobs.append(job)
     steps = [_execute(sql, n, "    ") for n, sql in enumerate(body, start=first)]

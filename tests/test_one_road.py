@@ -88,3 +88,38 @@ def test_no_alembic_ini_states_a_default_other_than_the_settings():
         for line in ini.read_text().splitlines():
             if (match := stated.search(line)) and match.group(1) in settings.SETTINGS:
                 assert match.group(2) == settings.SETTINGS[match.group(1)].default, f"{ini}: {line}"
+
+
+def _backfill_job_statement() -> str:
+    from ghostsync import chain, export
+
+    script = chain.script_directory()
+    [job] = [s for s in export.upgrade_statements(script.get_revision("ghostsync_0003"), chain.DEFAULT_INI)
+             if "cleanup_audit_log" in s and "LOOP" in s]
+    return job
+
+
+def test_bound_job_bounds_the_kits_job_and_passes_other_statements_through():
+    from ghostsync import export
+
+    bounded, job = export.bound_job(_backfill_job_statement(), 7)
+    assert job == "backfill_ghost_users"
+    assert "EXIT WHEN total >= 7 AND EXISTS" in bounded
+    assert export.bound_job("CREATE TABLE t (id int)", 7) == ("CREATE TABLE t (id int)", None)
+
+
+@pytest.mark.parametrize("change", [
+    ("    n_batches := n_batches + 1;\n  END LOOP;", "    n_batches := n_batches + 1;\nEND LOOP;"),
+    ("  SET status = 'succeeded', records_affected = total,", "  SET status = 'succeeded',  records_affected = total,"),
+    ("INSERT INTO public.cleanup_audit_log (job_name,", "INSERT INTO public.cleanup_audit_log\n  (job_name,"),
+])
+def test_bound_job_raises_on_a_job_it_does_not_recognise(change):
+    """A job whose text differs from the kit's (here by whitespace) would run unbounded in the CLI's one
+    transaction: export refuses instead of writing it."""
+    from ghostsync import export
+    from ghostsync.errors import GhostsyncError
+
+    statement = _backfill_job_statement()
+    assert change[0] in statement
+    with pytest.raises(GhostsyncError, match="cannot bound it to 7 row"):
+        export.bound_job(statement.replace(change[0], change[1]), 7)
