@@ -123,3 +123,19 @@ def test_bound_job_raises_on_a_job_it_does_not_recognise(change):
     assert change[0] in statement
     with pytest.raises(GhostsyncError, match="cannot bound it to 7 row"):
         export.bound_job(statement.replace(change[0], change[1]), 7)
+
+
+def ghostsync_run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ghostsync", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})}, cwd=REPO)
+
+
+@pytest.mark.parametrize("args", [("upgrade", "head"), ("downgrade", "head:base")])
+def test_the_sql_output_has_no_doubled_semicolons(args):
+    import re
+
+    proc = ghostsync_run("migrate", *args, "--sql")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("version_num") >= 9
+    doubled = [proc.stdout[max(0, m.start() - 40):m.end()] for m in re.finditer(r";\s*;", proc.stdout)]
+    assert doubled == []

@@ -203,11 +203,11 @@ def step(sql: str, what: str, *, locks: str | None = None, budget: LockBudget | 
     report = StepReport(what=what)
     if context.is_offline_mode():
         if locks is None:
-            op.execute(OFFLINE_PLAIN_PRELUDE.format(budget_ms=budget.budget_ms, statement_ms=statement_ms))
-            op.execute(sql)
+            _emit(OFFLINE_PLAIN_PRELUDE.format(budget_ms=budget.budget_ms, statement_ms=statement_ms))
+            _emit(sql)
         else:
             body = "\n".join("      " + line if line else line for line in sql.strip().splitlines())
-            op.execute(OFFLINE_LOCK_STEP.format(
+            _emit(OFFLINE_LOCK_STEP.format(
                 budget_ms=budget.budget_ms, locks=locks, statement_ms=budget.budget_ms, body=body,
                 retries=budget.retries, what=_quote_literal(what), max_backoff=MAX_BACKOFF_S,
                 backoff=budget.backoff.total_seconds()))
@@ -251,6 +251,12 @@ def step(sql: str, what: str, *, locks: str | None = None, budget: LockBudget | 
     report.waited_s = time.monotonic() - began
     _log_step(report)
     return report
+
+
+def _emit(sql: str) -> None:
+    """Offline: print ``sql`` into the script. Alembic ends what it prints with its own ``;``, so the
+    text's own last one is left off (else the script would read ``;;``)."""
+    op.execute(sql.rstrip().removesuffix(";").rstrip())
 
 
 def _run_each(conn: Connection, sql: str) -> None:
@@ -516,7 +522,7 @@ def backfill(
     # Before autocommit_block: it commits the revision's transaction, which must hold nothing else.
     own_transaction.refuse_shared(migration)
     if migration.as_sql:
-        op.execute(offline_sql.format(batch_size=batch_size))
+        _emit(offline_sql.format(batch_size=batch_size))
         return None
     progress = _ProgressLog(job_name, interval.total_seconds(), estimated_auth_users(op.get_bind()))
     with own_transaction.autocommit_block(migration), ghostsync_errors():
@@ -576,7 +582,7 @@ def check(sql: str) -> None:
     """Run a check (a ``DO`` block that raises ``ghostsync: ...`` when a precondition fails)."""
     own_transaction.refuse_shared(op.get_context())
     if context.is_offline_mode():
-        op.execute(sql)
+        _emit(sql)
         return
     with ghostsync_errors():
         _run_each(op.get_bind(), sql)
