@@ -141,6 +141,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     options = cli.parser.parse_args(args.alembic_args)
     if not hasattr(options, "cmd"):
         cli.parser.error("too few arguments")
+    # every env.py, a host's too: a bad -x setting is one line before Alembic prints or runs anything
+    settings.check_x_arguments(dict(x.split("=", 1) for x in options.x or () if "=" in x))
     config = Config(file_=str(chain.config_path(args.alembic_config)), ini_section=options.name, cmd_opts=options)
     given = f" --alembic-config {shlex.quote(str(args.alembic_config))}" if args.alembic_config else ""
     command_line = f"ghostsync{given} migrate"  # how the user runs it, for advice

@@ -130,6 +130,14 @@ def check_environment(environ: Mapping[str, str] | None = None) -> None:
             setting.parse(raw, setting.env)
 
 
+def check_x_arguments(x_args: Mapping[str, str]) -> None:
+    """Refuse a bad ``-x`` value of any setting with one line, before a command starts any work (``-x``
+    names that are no setting of ghostsync's, such as ``database_url`` or a host env.py's own, pass)."""
+    for name, raw in x_args.items():
+        if name in SETTINGS and raw not in (None, ""):
+            SETTINGS[name].parse(raw, f"-x {name}")
+
+
 def environment_help() -> str:
     """The environment variables, one per line, for ``--help``."""
     width = max(len(s.env) for s in SETTINGS.values())

@@ -139,3 +139,15 @@ def test_the_sql_output_has_no_doubled_semicolons(args):
     assert proc.stdout.count("version_num") >= 9
     doubled = [proc.stdout[max(0, m.start() - 40):m.end()] for m in re.finditer(r";\s*;", proc.stdout)]
     assert doubled == []
+
+
+@pytest.mark.parametrize("setting", ["lock_timeout=5", "lock_retries=many", "batch_size=0", "dead_after=-1s"])
+def test_a_bad_x_setting_with_sql_prints_nothing_on_stdout(setting):
+    """Checked before the first statement: not a line of the script, then a failure inside a revision."""
+    proc = ghostsync_run("migrate", "-x", setting, "upgrade", "head", "--sql")
+    assert (proc.returncode, proc.stdout) == (2, ""), (proc.returncode, proc.stdout[:300])
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith(f"ghostsync: bad {setting.split('=')[0]} (from -x ")
+    plain = subprocess.run([sys.executable, "-m", "alembic", "-c", str(REPO / "alembic.ini"), "-x", setting,
+                            "upgrade", "head", "--sql"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert plain.returncode != 0 and "BEGIN" not in plain.stdout and "CREATE" not in plain.stdout, plain.stdout

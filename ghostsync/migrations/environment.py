@@ -32,7 +32,7 @@ from sqlalchemy import MetaData, create_engine, pool
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from ghostsync import urls
+from ghostsync import settings, urls
 from ghostsync.errors import describe
 from ghostsync.models import metadata
 
@@ -175,9 +175,20 @@ def _configure_and_run(connection: Connection) -> None:
 
 
 
+def check_settings() -> None:
+    """Refuse a bad ``-x`` setting with one line before the first statement (offline: before a line of SQL
+    is printed), not inside the first revision that reads it."""
+    try:
+        settings.check_x_arguments(context.get_x_argument(as_dictionary=True))
+    except settings.SettingError as exc:
+        raise CommandError(str(exc)) from None
+
+
 def run() -> None:
-    """What an ``env.py`` does: configure logging from the ini, then run online or offline."""
+    """What an ``env.py`` does: configure logging from the ini, check the ``-x`` settings, then run online
+    or offline."""
     config = context.config
+    check_settings()
     if config.config_file_name is not None and config.attributes.get("configure_logger", True):
         fileConfig(config.config_file_name, disable_existing_loggers=False)
     if context.is_offline_mode():
