@@ -188,9 +188,9 @@ def run() -> None:
     """What an ``env.py`` does: configure logging from the ini, check the ``-x`` settings, then run online
     or offline."""
     config = context.config
-    check_settings()
     if config.config_file_name is not None and config.attributes.get("configure_logger", True):
         fileConfig(config.config_file_name, disable_existing_loggers=False)
+    check_settings()
     if context.is_offline_mode():
         run_migrations_offline()
     else:
