@@ -225,3 +225,48 @@ def test_make_dist_builds_both_into_dist() -> None:
     makefile = (REPO / "Makefile").read_text()
     assert re.search(r"^dist: .*\n(\t.*\n)*\t\$\(PY\) -m build --outdir dist \.$", makefile, re.MULTILINE)
     assert "dist/" in (REPO / ".gitignore").read_text().splitlines()
+
+
+def test_the_revision_templates_render_from_the_installed_wheel(installed_wheel: Installed, tmp_path: Path) -> None:
+    """`ghostsync revision`'s templates are .mako files shipped as package data: from the installed wheel they
+    render the same revision, data revision and tests as from the checkout."""
+    from ghostsync import generator
+
+    names = zipfile.ZipFile(installed_wheel.wheel).namelist()
+    templates = sorted(p.name for p in generator.TEMPLATES.glob("*.mako"))
+    assert templates and all(f"ghostsync/templates/{name}" in names for name in templates), names
+    probe = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from ghostsync import chain, generator\n"
+        "script = chain.script_directory()\n"
+        "head = chain.head(script)\n"
+        "declared = chain.declared_at(head, script)\n"
+        "host = generator.Target(folder=Path('/h/versions'), tests=Path('/h/tests'), own=False,"
+        " ini=Path('/h/alembic.ini'))\n"
+        "texts = {\n"
+        "    'revision': generator.revision_source('Add a column', 'x_1', head, '2026-01-01 00:00:00', declared),\n"
+        "    'data': generator.data_revision_source('Fill it', 'x_1', head, '2026-01-01 00:00:00', declared,"
+        " 'backfill_it'),\n"
+        "    'test': generator.revision_test_source('x_1', host, False),\n"
+        "    'data_test': generator.revision_test_source('x_1', host, True),\n"
+        "}\n"
+        "json.dump({'templates': str(generator.TEMPLATES), 'texts': texts}, sys.stdout)\n"
+    )
+    proc = installed_wheel.run("python", "-c", probe, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout)
+    assert Path(found["templates"]).is_relative_to(installed_wheel.site_packages)
+    script = chain.script_directory()
+    head = chain.head(script)
+    declared = chain.declared_at(head, script)
+    host = generator.Target(folder=Path("/h/versions"), tests=Path("/h/tests"), own=False, ini=Path("/h/alembic.ini"))
+    assert found["texts"] == {
+        "revision": generator.revision_source("Add a column", "x_1", head, "2026-01-01 00:00:00", declared),
+        "data": generator.data_revision_source("Fill it", "x_1", head, "2026-01-01 00:00:00", declared, "backfill_it"),
+        "test": generator.revision_test_source("x_1", host, False),
+        "data_test": generator.revision_test_source("x_1", host, True),
+    }
+    for name, text in found["texts"].items():
+        compile(text, name, "exec")
+        assert "${" not in text and "% if" not in text and "## " not in text.split("\n", 1)[0], name
