@@ -1,7 +1,7 @@
 """The ``ghostsync`` command: only wiring from arguments to the modules that do the work.
 
 Every failure becomes one line on standard error (``errors.describe``) and a
-non-zero exit; ``--debug`` shows the traceback instead.
+non-zero exit; a bug says it is one. ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from ghostsync import __version__, chain, names, settings
 from ghostsync.errors import GhostsyncError, describe
@@ -150,10 +151,35 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     # command line's one line and exit 2 (Alembic's --raiseerr keeps asking for the traceback).
     args.debug = args.debug or bool(options.raiseerr)
     options.raiseerr = True
-    with preflight.passing_url(config, args.database_url):
+    with preflight.passing_url(config, args.database_url), _connection_for(config, options, args) as connection:
+        if connection is not None:
+            # the packaged env.py runs on it: one connection, opened here from the one resolver, and not inside
+            # a transaction, so transaction_per_migration still commits each revision on its own
+            config.attributes["connection"] = connection
         preflight.check(config, options, args.database_url, command_line)
+        if connection is not None and connection.in_transaction():
+            connection.rollback()  # what the preflight read; the revisions begin their own transactions
         cli.run_cmd(config, options)
     return 0
+
+
+@contextmanager
+def _connection_for(config: Any, options: argparse.Namespace, args: argparse.Namespace) -> Iterator[Any]:
+    """An open connection (outside any transaction) for a command of the packaged configuration that connects;
+    None for a host's configuration (its env.py connects as it chooses) and for --sql."""
+    from ghostsync import database, preflight, urls
+
+    name = options.cmd[0].__name__
+    if (getattr(options, "sql", False) or name not in preflight.CONNECTING
+            or chain.config_path(args.alembic_config).resolve() != chain.DEFAULT_INI):
+        yield None
+        return
+    x = dict(item.split("=", 1) for item in options.x or () if "=" in item)
+    args.url = urls.resolve(args.database_url, x_argument=x.get("database_url"),
+                            ini_value=config.get_main_option("sqlalchemy.url"))
+    with database.opened(args.url, application_name=names.APPLICATION["migrate"]) as engine, \
+            engine.connect() as connection:
+        yield connection
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -166,9 +192,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         if args.prometheus is not None:
             report.check_textfile_name(args.prometheus)
-        url = resolve_url(args.database_url)
+        args.url = resolve_url(args.database_url)
         script = chain.script_directory(args.alembic_config)
-        with opened(url, application_name=names.APPLICATION["status"]) as engine, engine.connect() as conn:
+        with opened(args.url, application_name=names.APPLICATION["status"]) as engine, engine.connect() as conn:
             try:
                 found = status.collect(conn, quick=args.quick, script=script,
                                        road=roads.for_config(args.alembic_config))
@@ -178,7 +204,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 raise
     except Exception as exc:
         code = exc.code if isinstance(exc, status.StatusError) else _failure_code(exc)
-        message = describe(exc, _url_or_none(args))
+        message = describe(exc, args.url)
         if before is not None:
             message = f"{message}; {before.sentence()}"
         if args.prometheus is not None and args.prometheus.name.endswith(".prom"):
@@ -191,7 +217,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             if before is not None:
                 failure.update(ghosts=before.ghosts, auth_users=before.auth_users)
             _print_verdict(json.dumps(failure, indent=2, sort_keys=True))
-        raise GhostsyncError(message) from None
+        raise GhostsyncError(message) from exc  # chained: --debug shows where it began
     if args.prometheus is not None:
         report.write_prometheus(args.prometheus, found, check=check, duration_s=time.monotonic() - began)
     _print_verdict(report.to_json(found) if args.json else report.render_text(found))
@@ -250,25 +276,18 @@ def _declared(conn: object, args: argparse.Namespace) -> chain.Declared:
     return chain.declared_at(revision, script)
 
 
-def _refuse_standby(conn: object) -> None:
-    from sqlalchemy import text
-
-    if conn.execute(text("SELECT pg_is_in_recovery()")).scalar():  # type: ignore[attr-defined]
-        raise GhostsyncError("this is a read-only hot standby: run the command against the primary")
-
-
 def cmd_backfill(args: argparse.Namespace) -> int:
     from ghostsync import backfill
-    from ghostsync.database import opened, resolve_url
+    from ghostsync.database import opened, refuse_standby, resolve_url
     from ghostsync.progress import Progress
 
     batch_size = settings.resolve_count("batch_size", given=str(args.batch_size) if args.batch_size else None)
     dead_after = settings.resolve_duration("dead_after", given=args.dead_after).total_seconds()
     interval = settings.resolve_duration("progress_interval").total_seconds()
-    url = resolve_url(args.database_url)
+    args.url = url = resolve_url(args.database_url)
     with opened(url, autocommit=True, application_name=names.APPLICATION["backfill"]) as engine, \
             engine.connect() as conn:
-        _refuse_standby(conn)
+        refuse_standby(conn)
         statements = backfill.statements_for(_declared(conn, args))
         after = None if args.no_resume else backfill.resume_point(conn, statements, dead_after_s=dead_after)
         if args.dry_run:
@@ -301,15 +320,15 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 def cmd_repair(args: argparse.Namespace) -> int:
     from ghostsync import repair
-    from ghostsync.database import opened, resolve_url
+    from ghostsync.database import opened, refuse_standby, resolve_url
 
     batch_size = settings.resolve_count("batch_size", given=str(args.batch_size) if args.batch_size else None)
     lock_timeout = settings.resolve_duration("lock_timeout")
-    url = resolve_url(args.database_url)
+    args.url = url = resolve_url(args.database_url)
     app = names.APPLICATION["repair"]
     with opened(url, application_name=app) as engine, opened(url, autocommit=True, application_name=app) as auto:
         with auto.connect() as conn:
-            _refuse_standby(conn)
+            refuse_standby(conn)
             declared = _declared(conn, args)
             if args.dry_run:
                 todo = repair.plan(conn, declared)
@@ -379,15 +398,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
-def _url_or_none(args: argparse.Namespace) -> str | None:
-    from ghostsync.database import resolve_url
-
-    try:
-        return resolve_url(getattr(args, "database_url", None))
-    except Exception:
-        return None
-
-
 GLOBAL_WITH_VALUE = ("--database-url", "--alembic-config")
 
 
@@ -418,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ghostsync: {exc}", file=sys.stderr)
         return 2
     args = _parse(list(sys.argv[1:] if argv is None else argv))
+    args.url = None  # the database URL, once a command has resolved it (for the failure's line)
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
@@ -431,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        print(f"ghostsync: {describe(exc, _url_or_none(args)).removeprefix('ghostsync: ')}", file=sys.stderr)
+        print(f"ghostsync: {describe(exc, args.url).removeprefix('ghostsync: ')}", file=sys.stderr)
         return 2
 
 

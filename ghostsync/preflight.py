@@ -43,7 +43,7 @@ from ghostsync.errors import GhostsyncError
 
 # Alembic commands whose env.py run connects (revision only with --autogenerate).
 CONNECTING = frozenset({"upgrade", "downgrade", "stamp", "current", "check", "ensure_version"})
-URL_VARIABLE = "DATABASE_URL"
+URL_VARIABLE = urls.URL_VARIABLE
 
 
 class Refused(GhostsyncError):

@@ -50,6 +50,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ghostsync.errors import GhostsyncError
 from ghostsync.status import Status
 
 PROMETHEUS_EXTRA = "the --prometheus option needs the prometheus extra: pip install 'ghostsync[prometheus]'"
@@ -175,7 +176,8 @@ def _number(value: Any) -> float:
 
 def check_textfile_name(path: Path) -> None:
     if not path.name.endswith(".prom"):
-        raise ValueError(f"--prometheus {path}: node_exporter's textfile collector reads only files ending in .prom")
+        raise GhostsyncError(f"--prometheus {path}: node_exporter's textfile collector reads only files ending in "
+                             ".prom")
 
 
 def last_success(path: Path, check: str) -> float | None:
@@ -200,7 +202,7 @@ def prometheus_text(status: Status | None, *, check: str, duration_s: float, err
         from prometheus_client.exposition import generate_latest
         from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
     except ImportError:
-        raise RuntimeError(PROMETHEUS_EXTRA) from None
+        raise GhostsyncError(PROMETHEUS_EXTRA) from None
 
     families: dict[str, Any] = {}
 

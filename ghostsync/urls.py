@@ -1,5 +1,8 @@
 """Database URLs as a host's settings hand them out, made usable by ghostsync's own connections.
 
+Which URL (``resolve``), in one order for every command and env.py: ``-x database_url``,
+``--database-url``, ``DATABASE_URL``, the ini's ``sqlalchemy.url``.
+
 The rule, in one place: every connection ghostsync's commands open (``status``,
 ``repair``, ``backfill``, the packaged ``env.py`` of ``ghostsync migrate``) runs on
 psycopg2, the driver ghostsync depends on, whatever form the URL takes:
@@ -18,6 +21,9 @@ A host's own process (its app, its ``alembic upgrade``) keeps the URL as it wrot
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -34,8 +40,24 @@ ASYNCPG_ONLY = frozenset({
 })
 
 
+URL_VARIABLE = "DATABASE_URL"
+
+
 class BadDatabaseURL(ValueError):
     """The database URL cannot be used; the message says why."""
+
+
+def resolve(given: str | None = None, *, x_argument: str | None = None, ini_value: str | None = None,
+            environ: Mapping[str, str] | None = None) -> str:
+    """The database URL of a command or an env.py, chosen in the one order every road takes: Alembic's
+    ``-x database_url``, then ``--database-url`` (``given``), then ``DATABASE_URL``, then the ini's
+    ``sqlalchemy.url``; returned ``normalize``d. ``BadDatabaseURL`` (one line) when none is given or the
+    chosen one cannot be used."""
+    environ = os.environ if environ is None else environ
+    for candidate in (x_argument, given, environ.get(URL_VARIABLE), ini_value):
+        if candidate and candidate.strip():
+            return normalize(candidate)
+    raise BadDatabaseURL(NO_URL)
 
 
 def normalize(url: str) -> str:

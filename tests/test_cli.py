@@ -151,7 +151,7 @@ def test_status_quick_reads_no_table_and_keeps_every_key(head):
 def test_status_could_not_check(pg, head):
     cases = [
         ("mysql://u:secret@h/d", "not a PostgreSQL URL"),
-        ("postgres://postgres@127.0.0.1:1/postgres", "connection refused"),
+        ("postgres://postgres@127.0.0.1:1/postgres", "cannot connect to 127.0.0.1:1: "),
         (pg.server.url("postgres", user="postgres"), "no auth.users in this database"),
     ]
     head.sql("CREATE ROLE nopriv LOGIN")

@@ -151,3 +151,129 @@ def test_a_bad_x_setting_with_sql_prints_nothing_on_stdout(setting):
     plain = subprocess.run([sys.executable, "-m", "alembic", "-c", str(REPO / "alembic.ini"), "-x", setting,
                             "upgrade", "head", "--sql"], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert plain.returncode != 0 and "BEGIN" not in plain.stdout and "CREATE" not in plain.stdout, plain.stdout
+
+
+def test_a_bug_says_it_is_one_and_debug_shows_its_traceback(monkeypatch, capsys):
+    from ghostsync import cli
+
+    def broken(args):
+        raise KeyError("no_such_key")
+
+    monkeypatch.setitem(cli.COMMANDS, "verify-sql", broken)
+    assert cli.main(["verify-sql"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("ghostsync: a bug in ghostsync: KeyError: 'no_such_key'") and "--debug" in line, line
+    with pytest.raises(KeyError, match="no_such_key"):
+        cli.main(["--debug", "verify-sql"])
+
+
+def test_an_operator_error_is_not_called_a_bug(monkeypatch, capsys):
+    from ghostsync import cli
+    from ghostsync.errors import GhostsyncError
+
+    def refused(args):
+        raise GhostsyncError("nothing to do here")
+
+    monkeypatch.setitem(cli.COMMANDS, "verify-sql", refused)
+    assert cli.main(["verify-sql"]) == 2
+    assert capsys.readouterr().err == "ghostsync: nothing to do here\n"
+
+
+class _Diag:
+    def __init__(self, primary: str) -> None:
+        self.message_primary = primary
+
+
+class _DriverError(Exception):
+    """A driver's error as dberrors reads it: SQLSTATE in ``pgcode`` (None: the driver's own), the server's
+    primary message in ``diag`` (here in German, as with lc_messages = 'de_DE')."""
+
+    def __init__(self, pgcode: str | None, primary: str) -> None:
+        super().__init__(primary)
+        self.pgcode = pgcode
+        self.diag = _Diag(primary)
+
+
+@pytest.mark.parametrize(("pgcode", "primary", "statement", "expected"), [
+    ("28P01", "Passwort-Authentifizierung für Benutzer »ann« fehlgeschlagen", None,
+     "authentication failed for role ann at db.example:6543"),
+    ("3D000", "Datenbank »nope« existiert nicht", None, "check the database name in the URL"),
+    ("57P01", "Verbindung wird abgebrochen aufgrund von Anweisung des Administrators", "SELECT 1",
+     "the server ended the session"),
+    (None, "Verbindung verweigert", None, "cannot connect to db.example:6543: Verbindung verweigert"),
+    (None, "Server hat die Verbindung unerwartet geschlossen", "SELECT 1",
+     "the connection to db.example:6543 was lost mid-run"),
+])
+def test_database_errors_are_read_by_their_sqlstate_not_their_words(pgcode, primary, statement, expected):
+    from sqlalchemy.exc import OperationalError
+
+    from ghostsync.errors import describe
+
+    exc = OperationalError(statement, None, _DriverError(pgcode, primary))
+    line = describe(exc, "postgresql://ann@db.example:6543/postgres")
+    assert expected in line, line
+    assert "\n" not in line
+
+
+def test_the_standby_refusal_has_one_home():
+    homes = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+             if "testing" not in p.parts and "read-only hot standby" in p.read_text()]
+    assert homes == ["database.py"]
+
+
+def test_a_failing_status_resolves_its_url_once(monkeypatch, capsys):
+    from ghostsync import cli, urls
+
+    calls = []
+    normalize = urls.normalize
+
+    def counted(url: str) -> str:
+        calls.append(url)
+        return normalize(url)
+
+    monkeypatch.setattr(urls, "normalize", counted)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    assert cli.main(["status", "--database-url", "postgresql://nobody@127.0.0.1:1/none"]) == 2
+    assert "cannot connect to 127.0.0.1:1" in capsys.readouterr().err
+    assert len(calls) == 1, calls
+
+
+def test_every_road_takes_the_url_in_the_same_order(monkeypatch):
+    from ghostsync import urls
+
+    env = {"DATABASE_URL": "postgresql://env@h/db"}
+    assert urls.resolve("postgres://given@h/db", x_argument="postgresql://x@h/db", ini_value="postgresql://ini@h/db",
+                        environ=env).startswith("postgresql+psycopg2://x@")
+    assert urls.resolve("postgres://given@h/db", ini_value="postgresql://ini@h/db", environ=env).startswith(
+        "postgresql+psycopg2://given@")
+    assert urls.resolve(None, ini_value="postgresql://ini@h/db", environ=env).startswith("postgresql+psycopg2://env@")
+    assert urls.resolve(None, ini_value="postgresql://ini@h/db", environ={}).startswith("postgresql+psycopg2://ini@")
+    with pytest.raises(urls.BadDatabaseURL, match="no database URL: pass --database-url or set DATABASE_URL"):
+        urls.resolve(None, ini_value="", environ={})
+
+
+def test_migrate_hands_alembic_a_connection_and_each_revision_still_commits_on_its_own(db):
+    """`ghostsync migrate` opens the connection itself (not inside a transaction): transaction_per_migration
+    still commits each revision on its own. Deterministic: another session reads public.users in an open
+    transaction, so 0005's ALTER TABLE gives up (no retries); 0002 to 0004 before it stay applied (one
+    transaction for the whole upgrade would have lost them)."""
+    import psycopg2
+
+    from tests.seeding import ghostsync_cli
+
+    assert ghostsync_cli(db, "migrate", "upgrade", "ghostsync_0001").returncode == 0
+    holder = psycopg2.connect(db.url("supabase_admin"))
+    try:
+        with holder.cursor() as cur:
+            cur.execute("SELECT count(*) FROM public.users")  # ACCESS SHARE, held until the rollback below
+        proc = ghostsync_cli(db, "migrate", "-x", "lock_timeout=200ms", "-x", "lock_retries=0",
+                             "upgrade", "head", timeout=120)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "gave up on add or adopt public.users.deleted_at" in proc.stderr, proc.stderr
+    assert db.value("SELECT version_num FROM public.alembic_version") == "ghostsync_0004", proc.stderr
+    assert db.value("SELECT to_regclass('ghostsync.sync_failures') IS NOT NULL") is True
+    assert ghostsync_cli(db, "migrate", "upgrade", "head").returncode == 0
+    assert ghostsync_cli(db, "status").returncode == 0

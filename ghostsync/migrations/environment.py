@@ -3,11 +3,11 @@
 Contract:
 - The URL comes from ``-x database_url``, then ``ghostsync --database-url``
   (``config.attributes["database_url"]``), then ``DATABASE_URL``, then
-  ``sqlalchemy.url`` in alembic.ini; ``postgres://`` and ``postgresql://`` run
-  on psycopg2 (``ghostsync.urls``).
+  ``sqlalchemy.url`` in alembic.ini (``ghostsync.urls.resolve``); ``postgres://``
+  and ``postgresql://`` run on psycopg2.
 - A connection passed in ``config.attributes["connection"]`` is used as is
-  (tests, host applications); an Engine there (pytest-alembic) is connected
-  once per command.
+  (``ghostsync migrate``, tests, host applications): it must not be inside a
+  transaction; an Engine there (pytest-alembic) is connected once per command.
 - Each revision runs in its own transaction, so a lock taken by one revision
   is released before the next begins.
 - A database error ends the command with one ``FAILED:`` line (``--raiseerr``
@@ -21,19 +21,18 @@ Contract:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from logging.config import fileConfig
 
 from alembic import context
 from alembic.util import CommandError
-from sqlalchemy import MetaData, create_engine, pool
+from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from ghostsync import settings, urls
-from ghostsync.errors import describe
+from ghostsync import database, names, settings, urls
+from ghostsync.errors import GhostsyncError, describe
 from ghostsync.models import metadata
 
 # Offline (--sql) only the dialect matters: no database is contacted.
@@ -41,15 +40,11 @@ OFFLINE_URL = "postgresql+psycopg2://"
 
 
 def database_url() -> str:
-    url = (
-        context.get_x_argument(as_dictionary=True).get("database_url")
-        or context.config.attributes.get("database_url")
-        or os.environ.get("DATABASE_URL")
-        or context.config.get_main_option("sqlalchemy.url")
-        or ""
-    )
+    """The URL this env connects to (``urls.resolve``, the order every road takes)."""
     try:
-        return urls.normalize(url)
+        return urls.resolve(context.config.attributes.get("database_url"),
+                            x_argument=context.get_x_argument(as_dictionary=True).get("database_url"),
+                            ini_value=context.config.get_main_option("sqlalchemy.url"))
     except urls.BadDatabaseURL as exc:
         raise CommandError(str(exc)) from None
 
@@ -104,53 +99,45 @@ def run_migrations_online() -> None:
     if isinstance(connection, Engine):
         # pytest-alembic passes its engine: one connection per command, so no
         # transaction is left open between commands.
-        with _failing_in_one_line(), connection.connect() as conn:
+        with _failing_in_one_line(connection.url), connection.connect() as conn:
             _run_on(conn)
         return
     if connection is not None:
-        with _failing_in_one_line():
-            _run_on(connection)
+        _run_on(connection)
         return
-    engine = create_engine(
-        database_url(),
-        poolclass=pool.NullPool,
-        connect_args={"application_name": "ghostsync-migrate", "connect_timeout": 10},
-    )
-    try:
-        try:
-            conn = engine.connect()
-        except DBAPIError as exc:
-            raise CommandError(describe(exc, database_url_or_none())) from exc
-        with conn, _failing_in_one_line():
-            _refuse_standby(conn)
-            _run_on(conn)
-    finally:
-        engine.dispose()
+    url = database_url()
+    with database.opened(url, application_name=names.APPLICATION["migrate"]) as engine, \
+            _failing_in_one_line(url), engine.connect() as conn:
+        _run_on(conn)
 
 
 @contextmanager
-def _failing_in_one_line() -> Iterator[None]:
+def _failing_in_one_line(url: object) -> Iterator[None]:
     """A database error, connecting included, ends the command with one FAILED: line (--raiseerr: traceback)."""
     try:
         yield
     except DBAPIError as exc:
+        said = describe(exc, str(url))
+        if exc.statement is None and not exc.connection_invalidated:  # while connecting: nothing ran yet
+            raise CommandError(said) from exc
         raise CommandError(
-            f"{describe(exc, database_url_or_none())}; each revision commits on its own, so the ones before "
+            f"{said}; each revision commits on its own, so the ones before "
             "this one are applied: run the same command again once the cause is fixed"
         ) from exc
 
 
 def _refuse_standby(conn: Connection) -> None:
     """A hot standby takes no migration: say so in one line before anything is tried."""
-    standby = conn.exec_driver_sql("SELECT pg_catalog.pg_is_in_recovery()").scalar()
-    conn.rollback()
-    if standby:
-        raise CommandError("ghostsync: this is a read-only hot standby: run migrations against the primary; "
-                           "nothing was done")
+    try:
+        database.refuse_standby(conn)
+    except GhostsyncError as exc:
+        raise CommandError(f"ghostsync: {exc}") from None
 
 
 def _run_on(connection: Connection) -> None:
-    _configure_and_run(connection)
+    with _failing_in_one_line(connection.engine.url.render_as_string(hide_password=True)):
+        _refuse_standby(connection)
+        _configure_and_run(connection)
 
 
 def database_url_or_none() -> str | None:
