@@ -15,10 +15,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ghostsync import __version__, chain, names, settings
 from ghostsync.errors import GhostsyncError, describe
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from sqlalchemy.engine import Connection
 
 EXIT_CODES = """exit codes:
   0  done / healthy (warnings allowed)
@@ -143,7 +147,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if not hasattr(options, "cmd"):
         cli.parser.error("too few arguments")
     # every env.py, a host's too: a bad -x setting is one line before Alembic prints or runs anything
-    settings.check_x_arguments(dict(x.split("=", 1) for x in options.x or () if "=" in x))
+    settings.check_x_arguments(_x_arguments(options))
     config = Config(file_=str(chain.config_path(args.alembic_config)), ini_section=options.name, cmd_opts=options)
     given = f" --alembic-config {shlex.quote(str(args.alembic_config))}" if args.alembic_config else ""
     command_line = f"ghostsync{given} migrate"  # how the user runs it, for advice
@@ -163,8 +167,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _x_arguments(options: argparse.Namespace) -> dict[str, str]:
+    """Alembic's ``-x name=value`` arguments, as ``context.get_x_argument(as_dictionary=True)`` reads them."""
+    return dict(item.split("=", 1) for item in options.x or () if "=" in item)
+
+
 @contextmanager
-def _connection_for(config: Any, options: argparse.Namespace, args: argparse.Namespace) -> Iterator[Any]:
+def _connection_for(config: Config, options: argparse.Namespace,
+                    args: argparse.Namespace) -> Iterator[Connection | None]:
     """An open connection (outside any transaction) for a command of the packaged configuration that connects;
     None for a host's configuration (its env.py connects as it chooses) and for --sql."""
     from ghostsync import database, preflight, urls
@@ -174,8 +184,7 @@ def _connection_for(config: Any, options: argparse.Namespace, args: argparse.Nam
             or chain.config_path(args.alembic_config).resolve() != chain.DEFAULT_INI):
         yield None
         return
-    x = dict(item.split("=", 1) for item in options.x or () if "=" in item)
-    args.url = urls.resolve(args.database_url, x_argument=x.get("database_url"),
+    args.url = urls.resolve(args.database_url, x_argument=_x_arguments(options).get("database_url"),
                             ini_value=config.get_main_option("sqlalchemy.url"))
     with database.opened(args.url, application_name=names.APPLICATION["migrate"]) as engine, \
             engine.connect() as connection:
