@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ghostsync import __version__, chain, names, settings
+from ghostsync import __version__, chain, names
 from ghostsync.errors import GhostsyncError, describe
+from ghostsync.migrations import settings
 
 EXIT_CODES = """exit codes:
   0  done / healthy (warnings allowed)
@@ -293,6 +294,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     if result.unrepairable:
         print(f"{result.unrepairable} ghost(s) could not be repaired (recorded in ghostsync.sync_failures, "
               "see `ghostsync status`): fix the cause, then run `ghostsync repair`", file=sys.stderr)
+        return 1
+    if result.status != "succeeded":
+        print(f"backfill not complete: {result.reason}", file=sys.stderr)
         return 1
     return 0
 

@@ -54,8 +54,8 @@ from alembic.script import ScriptDirectory
 
 from ghostsync import chain, sync
 from ghostsync.chain import Declared
-from ghostsync.declarations import Function, Trigger
 from ghostsync.errors import GhostsyncError
+from ghostsync.migrations.declarations import Function, Trigger
 
 PACKAGE_VERSIONS = Path(__file__).resolve().parent / "migrations" / "versions"
 OWN_ID = re.compile(r"^ghostsync_(\d{4,})$")
@@ -478,7 +478,8 @@ BATCH_SQL = r"""
 WITH batch AS (
   SELECT u.id
   FROM auth.users AS u
-  WHERE CAST(:after AS uuid) IS NULL OR u.id > CAST(:after AS uuid)
+  WHERE (SELECT pg_catalog.set_config('lock_timeout', CAST(:lock_timeout AS text), true)) IS NOT NULL
+    AND (CAST(:after AS uuid) IS NULL OR u.id > CAST(:after AS uuid))
   ORDER BY u.id
   LIMIT :batch_size
 ),

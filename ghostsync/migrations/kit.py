@@ -54,10 +54,9 @@ from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from ghostsync import row_locks, settings
-from ghostsync.backfill import BackfillResult, BackfillStatements, estimated_auth_users, run_batched
-from ghostsync.declarations import Column, Declares, Function, Trigger
-from ghostsync.migrations import dberrors, own_transaction, statements
+from ghostsync.migrations import dberrors, jobs, own_transaction, settings, statements
+from ghostsync.migrations.declarations import Column, Declares, Function, Trigger
+from ghostsync.migrations.jobs import BackfillStatements, JobResult, JobSweep
 
 log = logging.getLogger("alembic.ghostsync")
 
@@ -400,6 +399,12 @@ def drop_trigger_sql(name: str, table: str) -> str:
                                    table_ident=f"{_ident(schema)}.{_ident(relname)}")
 
 
+def trigger_drop_locks(table: str) -> str:
+    """The ``locks`` of a ``step`` that drops (or replaces) a trigger on ``table``: the table itself
+    and, where Supabase's supautils runs the drop, the tables it locks before it."""
+    return SUPAUTILS_DROP_LOCKS.format(table=_quote_literal(table))
+
+
 def drop_triggers(names: tuple[str, ...], table: str, *, functions: tuple[str, ...] = ()) -> None:
     """Drop the triggers ghostsync created (per ``ghostsync.objects``) on ``table``, then the
     ``functions`` they called, in one step; anything else stays.
@@ -412,7 +417,7 @@ def drop_triggers(names: tuple[str, ...], table: str, *, functions: tuple[str, .
     sql = [drop_trigger_sql(name, table) for name in names] + [drop_function_sql(f) for f in functions]
     step("\n".join(sql), "drop trigger(s) " + ", ".join(names) + f" on {table}"
          + (" and function(s) " + ", ".join(functions) if functions else ""),
-         locks=SUPAUTILS_DROP_LOCKS.format(table=_quote_literal(table)))
+         locks=trigger_drop_locks(table))
 
 
 ADD_OR_ADOPT_COLUMN = """DO $ghostsync_column$
@@ -484,12 +489,6 @@ def column_sql(column: Column, revision: str, *, null_when: str = "") -> str:
     )
 
 
-def record(kind: str, name: str, *, created: bool, revision: str) -> str:
-    """The statement that records an object in ``ghostsync.objects`` (for a revision's own step)."""
-    return REGISTER.format(kind=_quote_literal(kind), name=_quote_literal(name),
-                           created="true" if created else "false", revision=_quote_literal(revision))
-
-
 # -- jobs ------------------------------------------------------------------------------------------
 
 def backfill(
@@ -499,17 +498,21 @@ def backfill(
     job_name: str,
     default_batch_size: int,
     default_dead_after: str,
-) -> BackfillResult | None:
-    """Run a batched job: online in autocommit batches (each its own short transaction),
-    offline as ``offline_sql`` (``{batch_size}`` filled in). The revision passes its own
-    statements, job name and defaults; ``-x batch_size`` / ``GHOSTSYNC_BATCH_SIZE`` and
-    ``-x dead_after`` / ``GHOSTSYNC_DEAD_AFTER`` override the defaults."""
+) -> JobResult | None:
+    """Run a batched job: online in autocommit batches (each its own short transaction, its row-lock
+    waits bounded by the batch itself: ``ghostsync.migrations.jobs``), offline as ``offline_sql``
+    (``{batch_size}`` filled in). The revision passes its own statements, job name and defaults;
+    ``-x batch_size`` / ``GHOSTSYNC_BATCH_SIZE`` and ``-x dead_after`` / ``GHOSTSYNC_DEAD_AFTER``
+    override the defaults; ``-x lock_timeout`` / ``lock_retries`` / ``lock_backoff`` bound a batch's
+    row-lock waits, ``-x writers_wait`` how long a sweep waits for open writers of auth.users. A run
+    that cannot vouch for everything (a writer still open) ends the command with one line."""
     x = _x_args()
     try:
         batch_size = settings.resolve_count("batch_size", x, default=str(default_batch_size))
         dead_after = settings.resolve_duration("dead_after", x, default=default_dead_after)
         interval = settings.resolve_duration("progress_interval", x)
-        row_lock_budget = row_locks.RowLockBudget.configured(x)
+        writers_wait = settings.resolve_duration("writers_wait", x)
+        row_lock_budget = jobs.RowLockBudget.configured(x)
     except settings.SettingError as exc:
         raise CommandError(str(exc)) from None
     migration = op.get_context()
@@ -518,11 +521,14 @@ def backfill(
     if migration.as_sql:
         op.execute(offline_sql.format(batch_size=batch_size))
         return None
-    progress = _ProgressLog(job_name, interval.total_seconds(), estimated_auth_users(op.get_bind()))
+    progress = _ProgressLog(job_name, interval.total_seconds(), jobs.estimated_auth_users(op.get_bind()))
     with own_transaction.autocommit_block(migration), ghostsync_errors():
-        result = run_batched(op.get_bind(), statements, batch_size=batch_size, mode="online", job_name=job_name,
-                             dead_after_s=dead_after.total_seconds(), on_batch=progress,
-                             row_lock_budget=row_lock_budget)
+        result = jobs.run(op.get_bind(), statements, batch_size=batch_size, job_name=job_name,
+                          dead_after_s=dead_after.total_seconds(), budget=row_lock_budget,
+                          writers_wait_s=writers_wait.total_seconds(), on_batch=progress)
+    if result.status != "succeeded":
+        raise CommandError(f"ghostsync: {job_name} stopped (audit row {result.run_id}): {result.reason}; "
+                           "nothing of this revision is recorded as applied")
     log.info("ghostsync: %s repaired %d row(s) in %d batch(es) over %d auth user(s); longest batch %.0f ms; "
              "audit row %d", job_name, result.repaired, result.batches, result.scanned,
              result.longest_batch_s * 1000, result.run_id)
@@ -538,7 +544,7 @@ class _ProgressLog:
         self.total = total
         self.began = self.last = time.monotonic()
 
-    def __call__(self, result: BackfillResult) -> None:
+    def __call__(self, result: JobResult) -> None:
         now = time.monotonic()
         if now - self.last < self.interval_s:
             return
@@ -582,37 +588,22 @@ def check(sql: str) -> None:
         _run_each(op.get_bind(), sql)
 
 
-def offline() -> bool:
-    return bool(context.is_offline_mode())
-
-
-def execute(sql: str) -> None:
-    """Run SQL that locks nothing the auth service or the app waits on (no guard needed)."""
-    check(sql)
-
-
 __all__ = [
     "BackfillStatements",
     "Column",
     "Declares",
     "Function",
-    "LockBudget",
+    "JobSweep",
     "Trigger",
     "backfill",
     "check",
     "column_sql",
     "drop_function",
-    "drop_function_sql",
-    "drop_trigger_sql",
     "drop_triggers",
-    "execute",
-    "function_sql",
-    "ghostsync_errors",
     "install_function",
     "install_triggers",
-    "offline",
-    "record",
     "step",
+    "trigger_drop_locks",
     "trigger_sql",
 ]
 
