@@ -15,7 +15,8 @@ Contract of a run (the statements are the revision's, in a ``BackfillStatements`
   on every driver (psycopg 3 reads only the first result of a multi-statement query, asyncpg
   sends one statement at a time). A batch whose lock stayed busy (55P03) is tried again after
   a pause (``lock_backoff`` doubling up to 2s, ``lock_retries`` times), then the run fails with
-  55P03 and resumes where it stopped when the upgrade runs again; a batch that met an account
+  55P03 (the kit ends the command with one line; what was written stays, and the next run
+  walks again, finding nothing left to do there); a batch that met an account
   deleted under it (23503) is repeated;
 - with a ``sweep`` (``JobSweep``), the run ends by checking what the walk could not see;
 - ``finish`` closes the row: ``succeeded``, ``interrupted`` (Ctrl-C, ``max_batches``, or a

@@ -523,9 +523,18 @@ def backfill(
         return None
     progress = _ProgressLog(job_name, interval.total_seconds(), jobs.estimated_auth_users(op.get_bind()))
     with own_transaction.autocommit_block(migration), ghostsync_errors():
-        result = jobs.run(op.get_bind(), statements, batch_size=batch_size, job_name=job_name,
-                          dead_after_s=dead_after.total_seconds(), budget=row_lock_budget,
-                          writers_wait_s=writers_wait.total_seconds(), on_batch=progress)
+        try:
+            result = jobs.run(op.get_bind(), statements, batch_size=batch_size, job_name=job_name,
+                              dead_after_s=dead_after.total_seconds(), budget=row_lock_budget,
+                              writers_wait_s=writers_wait.total_seconds(), on_batch=progress)
+        except DBAPIError as exc:
+            if dberrors.sqlstate(exc) != LOCK_NOT_AVAILABLE:
+                raise
+            raise CommandError(
+                f"ghostsync: {job_name} stopped: an account stayed locked by another transaction through "
+                f"{row_lock_budget.retries + 1} tries of {row_lock_budget.lock_timeout} (SQLSTATE 55P03); the "
+                "profiles written so far are kept: run the upgrade again once that transaction has ended, or "
+                "raise -x lock_timeout / -x lock_retries") from None
     if result.status != "succeeded":
         raise CommandError(f"ghostsync: {job_name} stopped (audit row {result.run_id}): {result.reason}; "
                            "nothing of this revision is recorded as applied")
