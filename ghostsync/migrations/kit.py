@@ -2,13 +2,30 @@
 
 STABLE CONTRACT. Revisions are frozen history: once released, a revision
 file never changes, so what it does must not change either. A revision
-reaches the package only through the names below, and passes every value
-that shapes what it does (object definitions, job names, default batch size,
-dead-after time) as an explicit argument. The SQL each operation emits is
-pinned per revision by ``tests/test_revisions_pinned.py``: a change here
-that would change what an old revision does fails that test. To do
-something new, add a new operation; never change what an existing one
-emits.
+reaches the package only through the names in ``__all__`` (each used by a
+revision of the chain, by the revisions ``ghostsync revision`` writes, or, for
+``drop_function``, by a host's revision that installs a function: a contract
+name can never go after the first release), and passes every value that
+shapes what it does (object definitions, job names, statements, default batch
+size, dead-after time) as an explicit argument. The kit and the revisions
+import nothing of ghostsync outside ``ghostsync.migrations`` (declarations,
+settings, the job runner ``jobs``; ``tests/test_migration_layer.py``), so no
+change to the runtime reaches them; the runtime may import from here.
+
+What is pinned (``tests/test_revisions_golden.py``, golden SQL files under
+``tests/data/golden/``), per revision, up and down:
+
+- offline: the whole ``--sql`` text of the revision;
+- online: every statement the revision sends through the kit, in order, with
+  its parameters, on a real database: its DDL steps and their lock preludes,
+  its checks, and its data job (mark of dead runs, start, each batch with its
+  row-lock bound, the sweep, finish); and for the jobs of 0003 and 0009, the
+  same job with one account held: each retry and the failed finish.
+
+Deliberately not pinned: the ``-x`` settings and their defaults (the deploy's
+policy; the golden files fix them), the pauses between retries, and the
+transaction ids a sweep reads. To do something new, add a new operation;
+never change what an existing one emits.
 
 What the kit gives a revision:
 
@@ -17,8 +34,9 @@ What the kit gives a revision:
   syncs and how each is derived from an auth row, and the functions and
   triggers it installs. ``ghostsync status``, ``repair``, ``backfill`` and the
   drift check read the declarations of the revision the database is at.
-- **Ownership** (``install_function``, ``drop_function``, ``install_trigger``,
-  ``drop_trigger``, ``record``): every object ghostsync creates is recorded in
+- **Ownership** (``install_function``, ``drop_function``, ``install_triggers``,
+  ``drop_triggers``, ``trigger_sql``, ``column_sql``, ``trigger_drop_locks``): every
+  object ghostsync creates is recorded in
   ``ghostsync.objects`` in the same transaction as its DDL; an object of the
   same name that is not recorded there (the app's) is never replaced or
   dropped: the upgrade stops with one line instead.
@@ -27,8 +45,10 @@ What the kit gives a revision:
   savepoint, retried with backoff when its locks are busy; offline the same
   retry runs inside the database (a ``DO`` block), so ``--sql`` files and
   Supabase CLI migrations behave the same way.
-- **Jobs** (``backfill``): batched, resumable data work in short
-  transactions of its own, audited in ``cleanup_audit_log``.
+- **Jobs** (``backfill``, ``BackfillStatements``, ``JobSweep``): batched data work
+  in short transactions of its own, audited in ``cleanup_audit_log``; each batch
+  bounds its own row-lock waits (every driver), and a sweep waits for the open
+  writers of auth.users before it vouches for the run (``ghostsync.migrations.jobs``).
 - **A transaction of its own**: before anything it runs, every operation refuses with one
   line when the revision would share its transaction with others
   (``ghostsync.migrations.own_transaction``: a host env.py without
@@ -36,8 +56,9 @@ What the kit gives a revision:
 - **Any driver**: statements go to the server one at a time (asyncpg takes no more), and
   errors are read the same way for psycopg2, psycopg 3 and asyncpg
   (``ghostsync.migrations.dberrors``).
-- **One-line errors** (``ghostsync_errors``): a check a revision makes in SQL
-  (``RAISE EXCEPTION 'ghostsync: ...'``) ends the command with one line.
+- **One-line errors** (``check``, and every operation above): a check a revision
+  makes in SQL (``RAISE EXCEPTION 'ghostsync: ...'``), a lock that never came free,
+  and a job that could not finish end the command with one line.
 """
 
 from __future__ import annotations
