@@ -64,7 +64,7 @@ def test_a_held_account_bounds_the_job(db: SupabaseDatabase, tmp_path: Path, dri
         holder.close()
     line = refusal(proc)
     assert line.startswith(f"ghostsync: {JOB_NAMES[job]} stopped: an account stayed locked by another "
-                           "transaction through 2 tries of 100ms (SQLSTATE 55P03)"), line
+                           "transaction through 2 tries of 100ms (lock timeout, SQLSTATE 55P03)"), line
     assert versions(db) == {below}
 
     # The account free again: the same command completes the job.

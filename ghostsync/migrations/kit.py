@@ -553,9 +553,9 @@ def backfill(
                 raise
             raise CommandError(
                 f"ghostsync: {job_name} stopped: an account stayed locked by another transaction through "
-                f"{row_lock_budget.retries + 1} tries of {row_lock_budget.lock_timeout} (SQLSTATE 55P03); the "
-                "profiles written so far are kept: run the upgrade again once that transaction has ended, or "
-                "raise -x lock_timeout / -x lock_retries") from None
+                f"{row_lock_budget.retries + 1} tries of {row_lock_budget.lock_timeout} (lock timeout, SQLSTATE "
+                "55P03); the profiles written so far are kept: run the upgrade again once that transaction has "
+                "ended, or raise -x lock_timeout / -x lock_retries") from None
     if result.status != "succeeded":
         raise CommandError(f"ghostsync: {job_name} stopped (audit row {result.run_id}): {result.reason}; "
                            "nothing of this revision is recorded as applied")

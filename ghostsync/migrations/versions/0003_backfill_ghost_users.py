@@ -13,7 +13,8 @@ then repairs the ghosts among the row versions written since the walk began. Ema
 phone and anonymous users are repaired alike (email may be NULL). The repair
 walks auth.users in keyset batches by id; online, each batch is its own short
 transaction (Alembic's autocommit block), so no lock is held for the length
-of the backfill. Offline (``--sql``), the same batches run inside one DO block.
+of the backfill. Offline (``--sql``), the same batches run inside one DO block,
+without the sweep (a script cannot wait for other transactions).
 
 Each batch locks the ghosts it repairs FOR KEY SHARE while it writes their
 profiles, so an account deleted meanwhile is either gone before the batch
@@ -32,7 +33,8 @@ run finds nothing and logs 0.
 
 Downgrade deletes nothing: a repaired profile is the user's profile.
 
-Settings: ``-x batch_size=N`` or GHOSTSYNC_BATCH_SIZE (default 5000); ``-x dead_after``.
+Settings: ``-x batch_size=N`` or GHOSTSYNC_BATCH_SIZE (default 5000); ``-x dead_after``;
+``-x lock_timeout`` / ``lock_retries`` / ``lock_backoff`` (a batch's row-lock waits); ``-x writers_wait``.
 """
 
 from __future__ import annotations
