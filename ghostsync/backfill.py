@@ -1,9 +1,10 @@
 """The batched ghost repair: batches over auth.users, each its own transaction.
 
 One run is one row in ``cleanup_audit_log``. The runner is the mechanism only;
-the statements come from the caller in a ``BackfillStatements``: the backfill
-revision passes its own frozen text (keyset batches by id), so changing this
-module never changes what that revision writes.
+the statements come from the caller in a ``BackfillStatements`` (``statements_for``).
+The backfill revision does not use this module: its job runs through
+``ghostsync.migrations.jobs`` with its own frozen text, so changing this module
+never changes what that revision does.
 
 Contract of a run:
 - rows still marked ``running`` by a run whose backend is gone are marked
@@ -15,8 +16,10 @@ Contract of a run:
 - Ctrl-C ends the run as ``interrupted``; any error ends it as ``failed`` with
   the error's SQLSTATE and message (never its DETAIL) in ``details``, then
   propagates;
-- a revision's batch waits for a row lock at most ``lock_timeout``, and is
-  tried again while the lock stays busy (``ghostsync.row_locks``).
+- a batch waits for a row lock at most ``lock_timeout``, and is tried again
+  while the lock stays busy (``ghostsync.row_locks``);
+- it says ``succeeded`` only for what it saw: the sweep first waits for the
+  transactions writing auth.users (``Sweep``), else the run ends ``interrupted``.
 
 The command line's run (``statements_for``) walks auth.users in its physical
 order (``PhysicalWalk``: ranges of heap pages, read as a single statement
