@@ -1,9 +1,10 @@
 """The batched ghost repair: batches over auth.users, each its own transaction.
 
 One run is one row in ``cleanup_audit_log``. The runner is the mechanism only;
-the statements come from the caller in a ``BackfillStatements``: the backfill
-revision passes its own frozen text (keyset batches by id), so changing this
-module never changes what that revision writes.
+the statements come from the caller in a ``BackfillStatements`` (``statements_for``).
+The backfill revision does not use this module: its job runs through
+``ghostsync.migrations.jobs`` with its own frozen text, so changing this module
+never changes what that revision does.
 
 Contract of a run:
 - rows still marked ``running`` by a run whose backend is gone are marked
@@ -15,8 +16,10 @@ Contract of a run:
 - Ctrl-C ends the run as ``interrupted``; any error ends it as ``failed`` with
   the error's SQLSTATE and message (never its DETAIL) in ``details``, then
   propagates;
-- a revision's batch waits for a row lock at most ``lock_timeout``, and is
-  tried again while the lock stays busy (``ghostsync.row_locks``).
+- a batch waits for a row lock at most ``lock_timeout``, and is tried again
+  while the lock stays busy (``ghostsync.row_locks``);
+- it says ``succeeded`` only for what it saw: the sweep first waits for the
+  transactions writing auth.users (``Sweep``), else the run ends ``interrupted``.
 
 The command line's run (``statements_for``) walks auth.users in its physical
 order (``PhysicalWalk``: ranges of heap pages, read as a single statement
@@ -64,10 +67,13 @@ from sqlalchemy.sql.expression import Executable
 from ghostsync import names, row_locks, sync
 from ghostsync.chain import Declared
 from ghostsync.health import count_ghosts
-from ghostsync.migrations import dberrors
-from ghostsync.models import audit_log, auth_users, sync_failures
+from ghostsync.migrations import dberrors, jobs, settings
+from ghostsync.models import audit_log, sync_failures
 
 JOB_NAME = names.BACKFILL_JOB
+# One home for each, in the migrations package (the revisions' jobs use them too).
+estimated_auth_users = jobs.estimated_auth_users
+_error_text = jobs.error_text
 # Batches take well under a second; a run silent for a minute is dead (through a
 # pooler, the only sign of it, as its server session lives on).
 DEAD_AFTER_S = 60.0
@@ -90,8 +96,7 @@ class BackfillStatements:
     finish: str | Executable
     row_by_row: RowByRow | None = None
     sweep: Sweep | None = None
-    # The command line's walk in physical order; revisions never set it. Left out of the repr,
-    # which pins what a revision's statements are (tests/test_revisions_pinned.py).
+    # The command line's walk in physical order.
     physical: PhysicalWalk | None = field(default=None, repr=False, compare=False)
 
 
@@ -142,6 +147,13 @@ class Sweep:
       without a profile, as text: the full sweep, for a resumed walk or a rewritten
       table.
 
+    - ``writers``, ``writers_open``: the transactions writing auth.users when the sweep begins,
+      and how many of them are still open (``ghostsync.migrations.jobs.JobSweep``). The sweep
+      waits for them (at most ``writers_wait``) before it reads: one that was open at the horizon
+      (a replica-mode import, whose inserts fire no trigger) may commit accounts behind the walk
+      after any snapshot the run took; one still open after the wait ends the run ``interrupted``
+      with the reason (a resumed run ends with the full sweep), never ``succeeded``.
+
     Ghosts found are repaired by id with ``RowByRow.repair_some`` in batches of
     ``batch_size``, halved around a row that cannot be written (recorded, as in the walk).
     """
@@ -149,6 +161,8 @@ class Sweep:
     horizon: str | Executable
     recent_ghosts: str | Executable
     ghosts_after: str | Executable
+    writers: str = ""
+    writers_open: str = ""
 
 
 @dataclass(frozen=True)
@@ -192,6 +206,7 @@ class BackfillResult:
     batches: int = 0
     longest_batch_s: float = 0.0
     batch_seconds: list[float] = field(default_factory=list)
+    reason: str | None = None
 
 
 ProgressCallback = Callable[[BackfillResult], None]
@@ -209,6 +224,7 @@ def run_batched(
     start_after: Any = None,
     dead_after_s: float = DEAD_AFTER_S,
     row_lock_budget: row_locks.RowLockBudget | None = None,
+    writers_wait_s: float | None = None,
 ) -> BackfillResult:
     """Run the backfill on ``conn``, which must be in autocommit mode.
 
@@ -217,7 +233,8 @@ def run_batched(
     (status ``interrupted``), as an operator's Ctrl-C would. ``dead_after_s``: a
     ``running`` run of the job with no progress for that long is taken for dead
     (see ``mark_interrupted``). ``row_lock_budget``: how long a batch waits for a row lock
-    (default: ``RowLockBudget.configured()``, from the environment).
+    (default: ``RowLockBudget.configured()``, from the environment). ``writers_wait_s``: how long the
+    sweep waits for open writers of auth.users (default: ``GHOSTSYNC_WRITERS_WAIT``).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
@@ -225,7 +242,9 @@ def run_batched(
     run_id = int(conn.execute(_statement(statements.start), {"job": job_name, "run_mode": mode}).scalar_one())
     result = BackfillResult(run_id=run_id)
     run = _Run(conn, statements, result, batch_size, max_batches, on_batch,
-               row_lock_budget or row_locks.RowLockBudget.configured())
+               row_lock_budget or row_locks.RowLockBudget.configured(),
+               settings.resolve_duration("writers_wait").total_seconds() if writers_wait_s is None
+               else writers_wait_s)
     try:
         # Before the walk's first batch: every row version written from here on is the sweep's.
         before = conn.execute(_statement(statements.sweep.horizon)).one() if statements.sweep else None
@@ -240,6 +259,9 @@ def run_batched(
         if not done:
             _finish(conn, statements, result, "interrupted", "stopped after max_batches")
             return result
+    except jobs.Interrupted as stop:
+        _finish(conn, statements, result, "interrupted", str(stop))
+        return result
     except KeyboardInterrupt:
         _finish_quietly(conn, statements, result, "interrupted", "interrupted by the operator")
         raise
@@ -264,8 +286,9 @@ class _Run:
 
     def __init__(self, conn: Connection, statements: BackfillStatements, result: BackfillResult, batch_size: int,
                  max_batches: int | None, on_batch: ProgressCallback | None,
-                 row_lock_budget: row_locks.RowLockBudget) -> None:
+                 row_lock_budget: row_locks.RowLockBudget, writers_wait_s: float) -> None:
         self.conn = conn
+        self.writers_wait_s = writers_wait_s
         self.row_lock_budget = row_lock_budget
         self.statements = statements
         self.result = result
@@ -355,8 +378,11 @@ class _Run:
 
         ``before`` is what ``sweep.horizon`` read before the walk: with it, and auth.users
         not rewritten since, only the row versions written since the horizon are checked;
-        without it (a resumed walk), every account is.
+        without it (a resumed walk), every account is. First it waits for the transactions
+        writing auth.users now (see ``Sweep``).
         """
+        if sweep.writers:
+            jobs.wait_for_writers(self.conn, sweep.writers, sweep.writers_open, self.writers_wait_s)
         now = self.conn.execute(_statement(sweep.horizon)).one()
         if before is not None and now.relfilenode == before.relfilenode:
             ghosts = [str(r[0]) for r in self.conn.execute(_statement(sweep.recent_ghosts),
@@ -403,16 +429,6 @@ class _Run:
 
 FOREIGN_KEY_VIOLATION = "23503"
 BATCH_ATTEMPTS = 3
-
-
-def _error_text(exc: BaseException) -> str:
-    """What an audit row keeps of an error: its SQLSTATE and primary message, never its DETAIL
-    or the statement (which can hold row data such as an email)."""
-    orig = getattr(exc, "orig", None)
-    if orig is not None:
-        return f"{dberrors.sqlstate(orig) or ''} {dberrors.primary_message(orig)}".strip()
-    first = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {first[0] if first else ''}".strip()
 
 
 def _batch_with_retries(
@@ -462,6 +478,7 @@ def _finish(
 ) -> None:
     conn.execute(_statement(statements.finish), {"run_id": result.run_id, "run_status": status, "run_error": error})
     result.status = status
+    result.reason = error
 
 
 def _finish_quietly(
@@ -581,6 +598,8 @@ def statements_for(declared: Declared) -> BackfillStatements:
                 "       CAST(ARRAY(SELECT s.id FROM span AS s\n"
                 "                  WHERE (SELECT 1 FROM public.users AS p WHERE p.id = s.id) IS NULL) AS text[])\n"
                 "         AS ghosts"),
+            writers=WRITERS_OF_AUTH_USERS,
+            writers_open=WRITERS_STILL_OPEN,
         ),
         physical=PhysicalWalk(
             checked=_physical_batch(values, columns, checked=True, locked=False),
@@ -590,6 +609,22 @@ def statements_for(declared: Declared) -> BackfillStatements:
         ),
     )
 
+
+# The other transactions that hold a write lock on auth.users now (they may still commit accounts),
+# by virtual transaction id, and how many of those still hold it (a transaction keeps its table
+# locks until it ends). SHARE UPDATE EXCLUSIVE (VACUUM) and SHARE (CREATE INDEX) write no row.
+WRITERS_OF_AUTH_USERS = (
+    "SELECT CAST(ARRAY(SELECT DISTINCT l.virtualtransaction FROM pg_catalog.pg_locks AS l\n"
+    "                  WHERE l.locktype = 'relation' AND l.relation = 'auth.users'::pg_catalog.regclass\n"
+    "                    AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d\n"
+    "                                      WHERE d.datname = pg_catalog.current_database())\n"
+    "                    AND l.granted AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid()\n"
+    "                    AND l.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock',\n"
+    "                                   'AccessExclusiveLock')) AS text[]) AS writers")
+WRITERS_STILL_OPEN = (
+    "SELECT count(DISTINCT l.virtualtransaction) AS open FROM pg_catalog.pg_locks AS l\n"
+    "WHERE l.virtualtransaction = ANY (CAST(:writers AS text[])) AND l.locktype = 'relation'\n"
+    "  AND l.relation = 'auth.users'::pg_catalog.regclass")
 
 # The batch's range: the pages after the position :after ("page N"; else from the first page),
 # :batch_size accounts' worth of them by the table's density (40 rows a page before any ANALYZE),
@@ -721,19 +756,6 @@ class Plan:
     @property
     def batches(self) -> int:
         return -(-self.auth_users // self.batch_size) if self.auth_users else 0
-
-
-def estimated_auth_users(conn: Connection) -> int:
-    """The planner's row estimate for auth.users (free; exact enough for a progress bar).
-
-    A table never analyzed has no estimate (-1, or 0 with pages): then it is counted.
-    """
-    estimate, pages = conn.execute(
-        text("SELECT reltuples::bigint, relpages FROM pg_class WHERE oid = 'auth.users'::regclass")
-    ).one()
-    if estimate is None or estimate < 0 or (estimate == 0 and pages > 0):
-        return int(conn.execute(select(func.count()).select_from(auth_users)).scalar_one())
-    return int(estimate)
 
 
 def resume_point(

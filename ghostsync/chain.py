@@ -27,7 +27,7 @@ from alembic.config import Config
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
 
-from ghostsync.declarations import Column, Declares, Function, Trigger
+from ghostsync.migrations.declarations import Column, Declares, Function, Trigger
 
 DEFAULT_INI = Path(__file__).resolve().parent / "migrations" / "alembic.ini"
 CONFIG_ENV = "GHOSTSYNC_ALEMBIC_CONFIG"

@@ -17,8 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ghostsync import __version__, chain, names, settings
+from ghostsync import __version__, chain, names
 from ghostsync.errors import GhostsyncError, describe
+from ghostsync.migrations import settings
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -323,6 +324,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     if result.unrepairable:
         print(f"{result.unrepairable} ghost(s) could not be repaired (recorded in ghostsync.sync_failures, "
               "see `ghostsync status`): fix the cause, then run `ghostsync repair`", file=sys.stderr)
+        return 1
+    if result.status != "succeeded":
+        print(f"backfill not complete: {result.reason}", file=sys.stderr)
         return 1
     return 0
 

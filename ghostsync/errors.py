@@ -37,7 +37,7 @@ class GhostsyncError(RuntimeError):
 def _operator_errors() -> tuple[type[BaseException], ...]:
     # imported here: these modules import this one
     from ghostsync.chain import ChainError
-    from ghostsync.settings import SettingError
+    from ghostsync.migrations.settings import SettingError
     from ghostsync.status import StatusError
     from ghostsync.version_table import AmbiguousVersionTable
 

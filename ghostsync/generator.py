@@ -64,8 +64,8 @@ from alembic.util import coerce_resource_to_filename, template_to_file
 
 from ghostsync import chain, sync
 from ghostsync.chain import Declared
-from ghostsync.declarations import Function, Trigger
 from ghostsync.errors import GhostsyncError
+from ghostsync.migrations.declarations import Function, Trigger
 
 PACKAGE_VERSIONS = Path(__file__).resolve().parent / "migrations" / "versions"
 # the revision, data revision and test templates (package data)

@@ -220,6 +220,8 @@ def backfill_ghosts(conn: Connection, declared: Declared, batch_size: int) -> St
     if run.unrepairable:
         result.errors.append(f"{run.unrepairable} ghost(s) could not be repaired (recorded in "
                              "ghostsync.sync_failures)")
+    if run.status != "succeeded":
+        result.not_done = f"the backfill ended {run.status}: {run.reason}"
     return result
 
 

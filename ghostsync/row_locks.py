@@ -1,33 +1,28 @@
-"""How long a revision's batched job may wait for a row lock: bounded, then tried again.
+"""How long the runtime's batches (``ghostsync backfill``'s walk, ``repair``) wait for a row lock.
 
-The jobs of the backfill (ghostsync_0003) and resync (ghostsync_0009) revisions run their
-frozen batch statements on a connection in autocommit mode, each batch a statement of its
-own, under the session's ``lock_timeout`` (none on Supabase's ``postgres``). Their batches
-lock accounts (FOR KEY SHARE, FOR SHARE) while they write profiles, so one account held
-FOR UPDATE by another transaction (an auth request, an admin's open session) stopped the
-upgrade for as long as that transaction lived, and the accounts the batch had already
-locked kept the auth service's writes to them waiting as long.
+Their batches lock accounts (FOR KEY SHARE, FOR SHARE) while they write profiles, so one
+account held FOR UPDATE by another transaction (an auth request, an admin's open session)
+would stop the run for as long as that transaction lived, and the accounts the batch had
+already locked would keep the auth service's writes to them waiting as long.
 
 ``run`` sends such a batch as one simple query of two statements, ``set_config('lock_timeout',
 ..., true)`` then the batch: the server runs them as one implicit transaction, so the limit
 holds for that batch only (as through a transaction-mode pooler) and no transaction is ever
 left open between round trips (a stopped client holds no lock). A batch whose lock was busy
-is tried again after a pause (``lock_backoff``, doubling up to 2s; ``lock_retries`` times);
-a lock still busy after the last try ends the job with SQLSTATE 55P03, and the job resumes
-where it stopped when the upgrade runs again.
+is tried again after a pause; a lock still busy after the last try ends the run with SQLSTATE
+55P03, and the run resumes where it stopped. The budget (``RowLockBudget``) is the one the
+revisions' jobs use (``ghostsync.migrations.jobs``, whose batches set the bound inside their
+own statement, for every driver).
 
 One round trip with two statements needs a driver that sends bound parameters inside the
-query text: psycopg2, which ``ghostsync migrate``, ``alembic`` in this repository and
-ghostsync's commands use. A ``text()`` statement (the runtime's walk and
-repair batches) is sent as its text; on other drivers, and for other SQLAlchemy constructs,
-the statement runs as it is.
+query text: psycopg2, which ghostsync's commands use. A ``text()`` statement is sent as its
+text; on other drivers, and for other SQLAlchemy constructs, the statement runs as it is.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import text
@@ -35,33 +30,14 @@ from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import Executable, TextClause
 
-from ghostsync import settings
 from ghostsync.migrations.dberrors import sqlstate
+from ghostsync.migrations.jobs import LOCK_NOT_AVAILABLE, RowLockBudget
 
-LOCK_NOT_AVAILABLE = "55P03"
-MAX_BACKOFF_S = 2.0
+__all__ = ["PRELUDE", "RowLockBudget", "run"]
+
 PRELUDE = "SELECT pg_catalog.set_config('lock_timeout', '{timeout_ms}ms', true);\n"
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class RowLockBudget:
-    timeout_ms: int
-    retries: int
-    backoff_s: float
-
-    @classmethod
-    def configured(cls, x: Mapping[str, str] | None = None) -> RowLockBudget:
-        """From ``x`` (a revision's ``-x lock_timeout`` / ``lock_retries`` / ``lock_backoff``), else
-        ``GHOSTSYNC_LOCK_TIMEOUT``, ``GHOSTSYNC_LOCK_RETRIES`` and ``GHOSTSYNC_LOCK_BACKOFF``."""
-        given = x or {}
-        return cls(timeout_ms=max(1, round(settings.resolve_duration("lock_timeout", given).total_seconds() * 1000)),
-                   retries=settings.resolve_count("lock_retries", given),
-                   backoff_s=settings.resolve_duration("lock_backoff", given).total_seconds())
-
-    def pause(self, attempt: int) -> float:
-        return float(min(MAX_BACKOFF_S, self.backoff_s * (2**attempt)))
 
 
 def run(conn: Connection, sql: str | Executable, params: Mapping[str, Any],

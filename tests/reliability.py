@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from ghostsync import settings
+from ghostsync.migrations import settings
 from ghostsync.testing import pgbouncer
 from ghostsync.testing import prometheus as prometheus_tools
 from ghostsync.testing.pgtap import pgtap_source

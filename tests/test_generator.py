@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 from ghostsync import chain, generator
-from ghostsync.declarations import Function, Trigger
+from ghostsync.migrations.declarations import Function, Trigger
 from ghostsync.testing.fixtures import SupabaseDatabase, SupabaseServer, supabase_database
 from tests.hosts import ELSEWHERE, alembic_init_host, run_pytest, untouched
 from tests.paths import REPO

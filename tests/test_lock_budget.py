@@ -45,7 +45,8 @@ from typing import Any
 import psycopg2
 import pytest
 
-from ghostsync import chain, settings
+from ghostsync import chain
+from ghostsync.migrations import settings
 from ghostsync.testing.authservice import AUTH_ROLE
 from ghostsync.testing.fixtures import supabase_database
 from tests import reliability

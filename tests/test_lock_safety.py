@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 
-from ghostsync import settings
+from ghostsync.migrations import settings
 from tests.loadcheck import LockWaitSampler, hold_auth_users_lock, step_lines, wait_until
 from tests.seeding import ghost_count, seed_ghosts
 

@@ -81,7 +81,7 @@ def test_no_ghostsync_module_uses_an_alembic_name_starting_with_an_underscore():
 def test_no_alembic_ini_states_a_default_other_than_the_settings():
     import re
 
-    from ghostsync import settings
+    from ghostsync.migrations import settings
 
     stated = re.compile(r"-x (\w+)=\S+.*\(default ([^)]+)\)")
     for ini in (REPO / "alembic.ini", PACKAGE / "migrations" / "alembic.ini"):

@@ -31,8 +31,9 @@ from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from ghostsync import database, names, settings, urls
+from ghostsync import database, names, urls
 from ghostsync.errors import GhostsyncError, describe
+from ghostsync.migrations import settings
 from ghostsync.models import metadata
 
 # Offline (--sql) only the dialect matters: no database is contacted.

@@ -2,13 +2,30 @@
 
 STABLE CONTRACT. Revisions are frozen history: once released, a revision
 file never changes, so what it does must not change either. A revision
-reaches the package only through the names below, and passes every value
-that shapes what it does (object definitions, job names, default batch size,
-dead-after time) as an explicit argument. The SQL each operation emits is
-pinned per revision by ``tests/test_revisions_pinned.py``: a change here
-that would change what an old revision does fails that test. To do
-something new, add a new operation; never change what an existing one
-emits.
+reaches the package only through the names in ``__all__`` (each used by a
+revision of the chain, by the revisions ``ghostsync revision`` writes, or, for
+``drop_function``, by a host's revision that installs a function: a contract
+name can never go after the first release), and passes every value that
+shapes what it does (object definitions, job names, statements, default batch
+size, dead-after time) as an explicit argument. The kit and the revisions
+import nothing of ghostsync outside ``ghostsync.migrations`` (declarations,
+settings, the job runner ``jobs``; ``tests/test_migration_layer.py``), so no
+change to the runtime reaches them; the runtime may import from here.
+
+What is pinned (``tests/test_revisions_golden.py``, golden SQL files under
+``tests/data/golden/``), per revision, up and down:
+
+- offline: the whole ``--sql`` text of the revision;
+- online: every statement the revision sends through the kit, in order, with
+  its parameters, on a real database: its DDL steps and their lock preludes,
+  its checks, and its data job (mark of dead runs, start, each batch with its
+  row-lock bound, the sweep, finish); and for the jobs of 0003 and 0009, the
+  same job with one account held: each retry and the failed finish.
+
+Deliberately not pinned: the ``-x`` settings and their defaults (the deploy's
+policy; the golden files fix them), the pauses between retries, and the
+transaction ids a sweep reads. To do something new, add a new operation;
+never change what an existing one emits.
 
 What the kit gives a revision:
 
@@ -17,8 +34,9 @@ What the kit gives a revision:
   syncs and how each is derived from an auth row, and the functions and
   triggers it installs. ``ghostsync status``, ``repair``, ``backfill`` and the
   drift check read the declarations of the revision the database is at.
-- **Ownership** (``install_function``, ``drop_function``, ``install_trigger``,
-  ``drop_trigger``, ``record``): every object ghostsync creates is recorded in
+- **Ownership** (``install_function``, ``drop_function``, ``install_triggers``,
+  ``drop_triggers``, ``trigger_sql``, ``column_sql``, ``trigger_drop_locks``): every
+  object ghostsync creates is recorded in
   ``ghostsync.objects`` in the same transaction as its DDL; an object of the
   same name that is not recorded there (the app's) is never replaced or
   dropped: the upgrade stops with one line instead.
@@ -27,8 +45,10 @@ What the kit gives a revision:
   savepoint, retried with backoff when its locks are busy; offline the same
   retry runs inside the database (a ``DO`` block), so ``--sql`` files and
   Supabase CLI migrations behave the same way.
-- **Jobs** (``backfill``): batched, resumable data work in short
-  transactions of its own, audited in ``cleanup_audit_log``.
+- **Jobs** (``backfill``, ``BackfillStatements``, ``JobSweep``): batched data work
+  in short transactions of its own, audited in ``cleanup_audit_log``; each batch
+  bounds its own row-lock waits (every driver), and a sweep waits for the open
+  writers of auth.users before it vouches for the run (``ghostsync.migrations.jobs``).
 - **A transaction of its own**: before anything it runs, every operation refuses with one
   line when the revision would share its transaction with others
   (``ghostsync.migrations.own_transaction``: a host env.py without
@@ -36,8 +56,9 @@ What the kit gives a revision:
 - **Any driver**: statements go to the server one at a time (asyncpg takes no more), and
   errors are read the same way for psycopg2, psycopg 3 and asyncpg
   (``ghostsync.migrations.dberrors``).
-- **One-line errors** (``ghostsync_errors``): a check a revision makes in SQL
-  (``RAISE EXCEPTION 'ghostsync: ...'``) ends the command with one line.
+- **One-line errors** (``check``, and every operation above): a check a revision
+  makes in SQL (``RAISE EXCEPTION 'ghostsync: ...'``), a lock that never came free,
+  and a job that could not finish end the command with one line.
 """
 
 from __future__ import annotations
@@ -54,10 +75,9 @@ from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from ghostsync import row_locks, settings
-from ghostsync.backfill import BackfillResult, BackfillStatements, estimated_auth_users, run_batched
-from ghostsync.declarations import Column, Declares, Function, Trigger
-from ghostsync.migrations import dberrors, own_transaction, statements
+from ghostsync.migrations import dberrors, jobs, own_transaction, settings, statements
+from ghostsync.migrations.declarations import Column, Declares, Function, Trigger
+from ghostsync.migrations.jobs import BackfillStatements, JobResult, JobSweep
 
 log = logging.getLogger("alembic.ghostsync")
 
@@ -406,6 +426,12 @@ def drop_trigger_sql(name: str, table: str) -> str:
                                    table_ident=f"{_ident(schema)}.{_ident(relname)}")
 
 
+def trigger_drop_locks(table: str) -> str:
+    """The ``locks`` of a ``step`` that drops (or replaces) a trigger on ``table``: the table itself
+    and, where Supabase's supautils runs the drop, the tables it locks before it."""
+    return SUPAUTILS_DROP_LOCKS.format(table=_quote_literal(table))
+
+
 def drop_triggers(names: tuple[str, ...], table: str, *, functions: tuple[str, ...] = ()) -> None:
     """Drop the triggers ghostsync created (per ``ghostsync.objects``) on ``table``, then the
     ``functions`` they called, in one step; anything else stays.
@@ -418,7 +444,7 @@ def drop_triggers(names: tuple[str, ...], table: str, *, functions: tuple[str, .
     sql = [drop_trigger_sql(name, table) for name in names] + [drop_function_sql(f) for f in functions]
     step("\n".join(sql), "drop trigger(s) " + ", ".join(names) + f" on {table}"
          + (" and function(s) " + ", ".join(functions) if functions else ""),
-         locks=SUPAUTILS_DROP_LOCKS.format(table=_quote_literal(table)))
+         locks=trigger_drop_locks(table))
 
 
 ADD_OR_ADOPT_COLUMN = """DO $ghostsync_column$
@@ -490,12 +516,6 @@ def column_sql(column: Column, revision: str, *, null_when: str = "") -> str:
     )
 
 
-def record(kind: str, name: str, *, created: bool, revision: str) -> str:
-    """The statement that records an object in ``ghostsync.objects`` (for a revision's own step)."""
-    return REGISTER.format(kind=_quote_literal(kind), name=_quote_literal(name),
-                           created="true" if created else "false", revision=_quote_literal(revision))
-
-
 # -- jobs ------------------------------------------------------------------------------------------
 
 def backfill(
@@ -505,17 +525,21 @@ def backfill(
     job_name: str,
     default_batch_size: int,
     default_dead_after: str,
-) -> BackfillResult | None:
-    """Run a batched job: online in autocommit batches (each its own short transaction),
-    offline as ``offline_sql`` (``{batch_size}`` filled in). The revision passes its own
-    statements, job name and defaults; ``-x batch_size`` / ``GHOSTSYNC_BATCH_SIZE`` and
-    ``-x dead_after`` / ``GHOSTSYNC_DEAD_AFTER`` override the defaults."""
+) -> JobResult | None:
+    """Run a batched job: online in autocommit batches (each its own short transaction, its row-lock
+    waits bounded by the batch itself: ``ghostsync.migrations.jobs``), offline as ``offline_sql``
+    (``{batch_size}`` filled in). The revision passes its own statements, job name and defaults;
+    ``-x batch_size`` / ``GHOSTSYNC_BATCH_SIZE`` and ``-x dead_after`` / ``GHOSTSYNC_DEAD_AFTER``
+    override the defaults; ``-x lock_timeout`` / ``lock_retries`` / ``lock_backoff`` bound a batch's
+    row-lock waits, ``-x writers_wait`` how long a sweep waits for open writers of auth.users. A run
+    that cannot vouch for everything (a writer still open) ends the command with one line."""
     x = _x_args()
     try:
         batch_size = settings.resolve_count("batch_size", x, default=str(default_batch_size))
         dead_after = settings.resolve_duration("dead_after", x, default=default_dead_after)
         interval = settings.resolve_duration("progress_interval", x)
-        row_lock_budget = row_locks.RowLockBudget.configured(x)
+        writers_wait = settings.resolve_duration("writers_wait", x)
+        row_lock_budget = jobs.RowLockBudget.configured(x)
     except settings.SettingError as exc:
         raise CommandError(str(exc)) from None
     migration = op.get_context()
@@ -524,11 +548,23 @@ def backfill(
     if migration.as_sql:
         _emit(offline_sql.format(batch_size=batch_size))
         return None
-    progress = _ProgressLog(job_name, interval.total_seconds(), estimated_auth_users(op.get_bind()))
+    progress = _ProgressLog(job_name, interval.total_seconds(), jobs.estimated_auth_users(op.get_bind()))
     with own_transaction.autocommit_block(migration), ghostsync_errors():
-        result = run_batched(op.get_bind(), statements, batch_size=batch_size, mode="online", job_name=job_name,
-                             dead_after_s=dead_after.total_seconds(), on_batch=progress,
-                             row_lock_budget=row_lock_budget)
+        try:
+            result = jobs.run(op.get_bind(), statements, batch_size=batch_size, job_name=job_name,
+                              dead_after_s=dead_after.total_seconds(), budget=row_lock_budget,
+                              writers_wait_s=writers_wait.total_seconds(), on_batch=progress)
+        except DBAPIError as exc:
+            if dberrors.sqlstate(exc) != LOCK_NOT_AVAILABLE:
+                raise
+            raise CommandError(
+                f"ghostsync: {job_name} stopped: an account stayed locked by another transaction through "
+                f"{row_lock_budget.retries + 1} tries of {row_lock_budget.lock_timeout} (lock timeout, SQLSTATE "
+                "55P03); the profiles written so far are kept: run the upgrade again once that transaction has "
+                "ended, or raise -x lock_timeout / -x lock_retries") from None
+    if result.status != "succeeded":
+        raise CommandError(f"ghostsync: {job_name} stopped (audit row {result.run_id}): {result.reason}; "
+                           "nothing of this revision is recorded as applied")
     log.info("ghostsync: %s repaired %d row(s) in %d batch(es) over %d auth user(s); longest batch %.0f ms; "
              "audit row %d", job_name, result.repaired, result.batches, result.scanned,
              result.longest_batch_s * 1000, result.run_id)
@@ -544,7 +580,7 @@ class _ProgressLog:
         self.total = total
         self.began = self.last = time.monotonic()
 
-    def __call__(self, result: BackfillResult) -> None:
+    def __call__(self, result: JobResult) -> None:
         now = time.monotonic()
         if now - self.last < self.interval_s:
             return
@@ -588,37 +624,22 @@ def check(sql: str) -> None:
         _run_each(op.get_bind(), sql)
 
 
-def offline() -> bool:
-    return bool(context.is_offline_mode())
-
-
-def execute(sql: str) -> None:
-    """Run SQL that locks nothing the auth service or the app waits on (no guard needed)."""
-    check(sql)
-
-
 __all__ = [
     "BackfillStatements",
     "Column",
     "Declares",
     "Function",
-    "LockBudget",
+    "JobSweep",
     "Trigger",
     "backfill",
     "check",
     "column_sql",
     "drop_function",
-    "drop_function_sql",
-    "drop_trigger_sql",
     "drop_triggers",
-    "execute",
-    "function_sql",
-    "ghostsync_errors",
     "install_function",
     "install_triggers",
-    "offline",
-    "record",
     "step",
+    "trigger_drop_locks",
     "trigger_sql",
 ]
 

@@ -76,7 +76,8 @@ BATCH = r"""
 WITH batch AS (
   SELECT u.id
   FROM auth.users AS u
-  WHERE CAST(:after AS uuid) IS NULL OR u.id > CAST(:after AS uuid)
+  WHERE (SELECT pg_catalog.set_config('lock_timeout', CAST(:lock_timeout AS text), true)) IS NOT NULL
+    AND (CAST(:after AS uuid) IS NULL OR u.id > CAST(:after AS uuid))
   ORDER BY u.id
   LIMIT :batch_size
 ),

@@ -4,11 +4,17 @@ Revision ID: ghostsync_0003
 Revises: ghostsync_0002
 Create Date: 2026-11-24
 
-Runs after the trigger exists, so no new ghost can appear behind it. Email,
+Runs after the trigger exists, so an ordinary signup cannot leave a ghost behind
+it; an account committed behind the walk without the trigger firing (a replica-mode
+import, a transaction open when the walk began) is found by the sweep that ends the
+run: it waits for the transactions writing auth.users to end (at most ``-x
+writers_wait``, else the run ends interrupted and the upgrade fails with one line),
+then repairs the ghosts among the row versions written since the walk began. Email,
 phone and anonymous users are repaired alike (email may be NULL). The repair
 walks auth.users in keyset batches by id; online, each batch is its own short
 transaction (Alembic's autocommit block), so no lock is held for the length
-of the backfill. Offline (``--sql``), the same batches run inside one DO block.
+of the backfill. Offline (``--sql``), the same batches run inside one DO block,
+without the sweep (a script cannot wait for other transactions).
 
 Each batch locks the ghosts it repairs FOR KEY SHARE while it writes their
 profiles, so an account deleted meanwhile is either gone before the batch
@@ -27,7 +33,8 @@ run finds nothing and logs 0.
 
 Downgrade deletes nothing: a repaired profile is the user's profile.
 
-Settings: ``-x batch_size=N`` or GHOSTSYNC_BATCH_SIZE (default 5000); ``-x dead_after``.
+Settings: ``-x batch_size=N`` or GHOSTSYNC_BATCH_SIZE (default 5000); ``-x dead_after``;
+``-x lock_timeout`` / ``lock_retries`` / ``lock_backoff`` (a batch's row-lock waits); ``-x writers_wait``.
 """
 
 from __future__ import annotations
@@ -87,7 +94,8 @@ BATCH = r"""
 WITH batch AS (
   SELECT u.id
   FROM auth.users AS u
-  WHERE CAST(:after AS uuid) IS NULL OR u.id > CAST(:after AS uuid)
+  WHERE (SELECT pg_catalog.set_config('lock_timeout', CAST(:lock_timeout AS text), true)) IS NOT NULL
+    AND (CAST(:after AS uuid) IS NULL OR u.id > CAST(:after AS uuid))
   ORDER BY u.id
   LIMIT :batch_size
 ),
@@ -130,8 +138,71 @@ SET status = :run_status,
 WHERE id = :run_id
 """
 
+# The sweep. The walk by id cannot see an account written behind its position while it runs
+# without a profile: one a replica-mode import (session_replication_role = replica: no trigger
+# fires) or a transaction open before the walk began commits there. Every such row version was
+# written by a transaction at or after the oldest one running when the walk began (the horizon).
+HORIZON = r"""
+SELECT (pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text::bigint % 4294967296)::text AS horizon
+"""
+
+# The other transactions holding a write lock on auth.users now (by virtual transaction id), and
+# how many of them still hold it: the sweep waits for them to end before it reads.
+WRITERS = r"""
+SELECT CAST(ARRAY(
+  SELECT DISTINCT l.virtualtransaction
+  FROM pg_catalog.pg_locks AS l
+  WHERE l.locktype = 'relation' AND l.relation = 'auth.users'::pg_catalog.regclass
+    AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = pg_catalog.current_database())
+    AND l.granted AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid()
+    AND l.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
+) AS text[]) AS writers
+"""
+
+WRITERS_OPEN = r"""
+SELECT count(DISTINCT l.virtualtransaction) AS open
+FROM pg_catalog.pg_locks AS l
+WHERE l.virtualtransaction = ANY (CAST(:writers AS text[])) AND l.locktype = 'relation'
+  AND l.relation = 'auth.users'::pg_catalog.regclass
+"""
+
+# One statement: the ghosts among the row versions written at or after the horizon (age() counts
+# back from the same transaction for both sides; a frozen row keeps its old xmin and is left out).
+REPAIR_RECENT = r"""
+WITH recent AS (
+  SELECT u.id
+  FROM auth.users AS u
+  WHERE (SELECT pg_catalog.set_config('lock_timeout', CAST(:lock_timeout AS text), true)) IS NOT NULL
+    AND pg_catalog.age(u.xmin) <= (SELECT pg_catalog.age(CAST(CAST(:horizon AS text) AS xid)))
+    AND (SELECT 1 FROM public.users AS p WHERE p.id = u.id) IS NULL
+),
+ghosts AS (
+  SELECT u.id, u.email, u.email_confirmed_at, u.created_at, u.updated_at
+  FROM auth.users AS u
+  WHERE u.id IN (SELECT r.id FROM recent AS r)
+  FOR KEY SHARE OF u
+),
+repaired AS (
+  INSERT INTO public.users (id, email, email_verified, created_at, updated_at)
+  SELECT id, email, email_confirmed_at IS NOT NULL,
+         coalesce(created_at, now()), coalesce(updated_at, created_at, now())
+  FROM ghosts
+  ON CONFLICT (id) DO NOTHING
+  RETURNING 1
+),
+progress AS (
+  UPDATE public.cleanup_audit_log
+  SET records_affected = records_affected + (SELECT count(*) FROM repaired),
+      details = details || jsonb_build_object('swept', true, 'heartbeat_at', clock_timestamp())
+  WHERE id = :run_id
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM repaired) AS repaired, (SELECT count(*) FROM progress) AS logged
+"""
+
 STATEMENTS = kit.BackfillStatements(
-    mark_interrupted=MARK_INTERRUPTED, start=START, batch=BATCH, finish=FINISH
+    mark_interrupted=MARK_INTERRUPTED, start=START, batch=BATCH, finish=FINISH,
+    sweep=kit.JobSweep(horizon=HORIZON, writers=WRITERS, writers_open=WRITERS_OPEN, repair_recent=REPAIR_RECENT),
 )
 
 # Offline the batches run inside the database, in the migration's transaction.

@@ -529,7 +529,7 @@ def upgrade() -> None:
     kit.step(
         "\n".join(kit.trigger_sql(trigger, revision) for trigger in triggers) + "\n" + DROP_PRERELEASE_OBJECTS,
         "create the triggers on auth.users (and drop a pre-release install's)",
-        locks=kit.SUPAUTILS_DROP_LOCKS.format(table="'auth.users'"),
+        locks=kit.trigger_drop_locks("auth.users"),
     )
 
 

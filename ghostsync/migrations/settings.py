@@ -89,6 +89,10 @@ SETTINGS: dict[str, Setting] = {
                 "(how a killed run shows through a transaction-mode pooler)"),
         Setting("progress_interval", "duration", "10s",
                 "how often a backfill without a terminal logs a progress line"),
+        Setting("writers_wait", "duration", "60s",
+                "how long a backfill waits at its end for open transactions that write auth.users (a "
+                "replica-mode import fires no trigger) so that it can vouch for the accounts they commit; "
+                "past it the run ends interrupted"),
     )
 }
 

@@ -1,0 +1,77 @@
+BEGIN;
+
+-- Running upgrade ghostsync_0005 -> ghostsync_0006
+
+DO $ghostsync_step$
+BEGIN
+  PERFORM pg_catalog.set_config('lock_timeout', '400ms', true);
+  PERFORM pg_catalog.set_config('statement_timeout', '60000ms', true);
+END
+$ghostsync_step$;;
+
+DO $ghostsync_guard$
+BEGIN
+  IF pg_catalog.to_regprocedure('ghostsync.handle_new_user()') IS NOT NULL AND NOT EXISTS (
+    SELECT 1 FROM ghostsync.objects WHERE kind = 'function' AND name = 'ghostsync.handle_new_user()'
+  ) THEN
+    RAISE EXCEPTION 'ghostsync: function % exists and was not created by ghostsync: it is left as it is; '
+      'rename or drop it yourself if it is yours to change', 'ghostsync.handle_new_user()';
+  END IF;
+END
+$ghostsync_guard$;
+CREATE OR REPLACE FUNCTION ghostsync.handle_new_user()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = ''
+AS $function$
+DECLARE
+  failed_state text;
+  failed_message text;
+BEGIN
+  BEGIN
+    INSERT INTO public.users (id, email, email_verified, deleted_at, created_at, updated_at)
+    VALUES (
+      NEW.id,
+      NEW.email,
+      NEW.email_confirmed_at IS NOT NULL,
+      NEW.deleted_at,
+      coalesce(NEW.created_at, pg_catalog.now()),
+      coalesce(NEW.updated_at, NEW.created_at, pg_catalog.now())
+    )
+    ON CONFLICT (id) DO NOTHING;
+  EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT;
+    BEGIN
+      INSERT INTO ghostsync.sync_failures AS f (user_id, operation, sqlstate, message)
+      VALUES (NEW.id, TG_OP, failed_state, failed_message)
+      ON CONFLICT (user_id) DO UPDATE
+        SET operation = EXCLUDED.operation, sqlstate = EXCLUDED.sqlstate, message = EXCLUDED.message,
+            last_failed_at = pg_catalog.now(), failures = f.failures + 1;
+    EXCEPTION WHEN OTHERS THEN
+      RAISE WARNING 'ghostsync: profile write for % failed (% %) and could not be recorded: %',
+        NEW.id, failed_state, failed_message, SQLERRM;
+    END;
+  END;
+  RETURN NEW;
+END
+$function$;
+REVOKE ALL ON FUNCTION ghostsync.handle_new_user() FROM PUBLIC;
+DO $ghostsync_guard$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'anon') THEN
+    REVOKE ALL ON FUNCTION ghostsync.handle_new_user() FROM anon;
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'authenticated') THEN
+    REVOKE ALL ON FUNCTION ghostsync.handle_new_user() FROM authenticated;
+  END IF;
+END
+$ghostsync_guard$;
+INSERT INTO ghostsync.objects (kind, name, created, revision, owner)
+VALUES ('function', 'ghostsync.handle_new_user()', true, 'ghostsync_0006', current_user)
+ON CONFLICT (kind, name) DO UPDATE SET revision = EXCLUDED.revision, recorded_at = pg_catalog.now();;
+
+UPDATE alembic_version SET version_num='ghostsync_0006' WHERE alembic_version.version_num = 'ghostsync_0005';
+
+COMMIT;
+

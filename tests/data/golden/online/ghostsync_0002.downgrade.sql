@@ -1,0 +1,45 @@
+SELECT pg_catalog.to_regclass('"alembic_version"') IS NOT NULL;
+
+SELECT EXISTS (SELECT 1 FROM "alembic_version" WHERE xmin::text::bigint = pg_catalog.mod(pg_catalog.pg_current_xact_id_if_assigned()::text::bigint, 4294967296));
+
+SAVEPOINT sa_savepoint_1;
+
+SELECT pg_catalog.set_config('lock_timeout', least(greatest(10, 400 / (SELECT 1 + count(*) FROM (SELECT g.t, g.n FROM pg_catalog.jsonb_array_elements_text(coalesce(nullif(pg_catalog.current_setting('supautils.drop_trigger_grants', true), '')::jsonb -> current_user::text, '[]'::jsonb)) WITH ORDINALITY AS g(t, n)) AS grants WHERE grants.t <> 'auth.users' AND pg_catalog.to_regclass(grants.t) IS NOT NULL AND grants.n < coalesce((SELECT min(h.n) FROM pg_catalog.jsonb_array_elements_text(coalesce(nullif(pg_catalog.current_setting('supautils.drop_trigger_grants', true), '')::jsonb -> current_user::text, '[]'::jsonb)) WITH ORDINALITY AS h(t, n) WHERE h.t = 'auth.users'), 2147483647))), (SELECT s.setting::int / 2 FROM pg_catalog.pg_settings AS s WHERE s.name = 'deadlock_timeout'))::int::text || 'ms', true), pg_catalog.set_config('statement_timeout', '400ms', true);
+
+DO $ghostsync_drop$
+BEGIN
+  IF EXISTS (SELECT 1 FROM ghostsync.objects WHERE kind = 'trigger' AND name = 'ghostsync_on_auth_user_created' || ' ON ' || 'auth.users') THEN
+    BEGIN
+      DROP TRIGGER IF EXISTS ghostsync_on_auth_user_created ON auth.users;
+    EXCEPTION WHEN insufficient_privilege THEN
+      RAISE EXCEPTION 'ghostsync: cannot drop trigger % on %: role % is not its owner (%) and this database '
+        'does not let it drop the trigger; hosted Supabase allows it through supautils '
+        '(supautils.drop_trigger_grants); here run the downgrade as the owner or a superuser '
+        '(DATABASE_URL of supabase_admin); nothing of this revision was applied',
+        'ghostsync_on_auth_user_created', 'auth.users', current_user,
+        (SELECT pg_catalog.pg_get_userbyid(relowner) FROM pg_catalog.pg_class WHERE oid = 'auth.users'::regclass);
+    END;
+    DELETE FROM ghostsync.objects WHERE kind = 'trigger' AND name = 'ghostsync_on_auth_user_created' || ' ON ' || 'auth.users';
+  ELSIF EXISTS (
+    SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = 'auth.users'::regclass AND tgname = 'ghostsync_on_auth_user_created' AND NOT tgisinternal
+  ) THEN
+    RAISE NOTICE 'ghostsync: trigger % on % was not created by ghostsync: left in place', 'ghostsync_on_auth_user_created', 'auth.users';
+  END IF;
+END
+$ghostsync_drop$;
+
+DO $ghostsync_guard$
+BEGIN
+  IF EXISTS (SELECT 1 FROM ghostsync.objects WHERE kind = 'function' AND name = 'ghostsync.handle_new_user()') THEN
+    EXECUTE 'DROP FUNCTION IF EXISTS ' || 'ghostsync.handle_new_user()';
+    DELETE FROM ghostsync.objects WHERE kind = 'function' AND name = 'ghostsync.handle_new_user()';
+  ELSIF pg_catalog.to_regprocedure('ghostsync.handle_new_user()') IS NOT NULL THEN
+    RAISE NOTICE 'ghostsync: function % was not created by ghostsync: left in place', 'ghostsync.handle_new_user()';
+  END IF;
+END
+$ghostsync_guard$;
+
+RELEASE SAVEPOINT sa_savepoint_1;
+
+SELECT pg_catalog.set_config('lock_timeout', least(greatest(10, 400 / 1), (SELECT s.setting::int / 2 FROM pg_catalog.pg_settings AS s WHERE s.name = 'deadlock_timeout'))::int::text || 'ms', true), pg_catalog.set_config('statement_timeout', '60000ms', true);
+
