@@ -13,14 +13,14 @@ BEGIN
     RAISE EXCEPTION 'ghostsync: auth.users does not exist or is not visible to role %; run against a Supabase database', current_user;
   END IF;
 END
-$ghostsync$;;
+$ghostsync$;
 
 DO $ghostsync_step$
 BEGIN
   PERFORM pg_catalog.set_config('lock_timeout', '400ms', true);
   PERFORM pg_catalog.set_config('statement_timeout', '60000ms', true);
 END
-$ghostsync_step$;;
+$ghostsync_step$;
 
 DO $ghostsync$
 DECLARE
@@ -55,14 +55,14 @@ BEGIN
   VALUES ('schema', 'ghostsync', schema_created, 'ghostsync_0001', current_user)
   ON CONFLICT (kind, name) DO NOTHING;
 END
-$ghostsync$;;
+$ghostsync$;
 
 DO $ghostsync_step$
 BEGIN
   PERFORM pg_catalog.set_config('lock_timeout', '400ms', true);
   PERFORM pg_catalog.set_config('statement_timeout', '60000ms', true);
 END
-$ghostsync_step$;;
+$ghostsync_step$;
 
 DO $ghostsync$
 DECLARE
@@ -152,7 +152,7 @@ BEGIN
     END IF;
   END IF;
 END
-$ghostsync$;;
+$ghostsync$;
 
 DO $ghostsync_step$
 DECLARE
@@ -272,7 +272,7 @@ BEGIN
     END;
   END LOOP;
 END
-$ghostsync_step$;;
+$ghostsync_step$;
 
 INSERT INTO alembic_version (version_num) VALUES ('ghostsync_0001') RETURNING alembic_version.version_num;
 

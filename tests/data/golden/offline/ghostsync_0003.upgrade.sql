@@ -59,7 +59,7 @@ BEGIN
       details = details || jsonb_build_object('batches', n_batches, 'last_id', after_id)
   WHERE id = run_id;
 END
-$ghostsync$;;
+$ghostsync$;
 
 UPDATE alembic_version SET version_num='ghostsync_0003' WHERE alembic_version.version_num = 'ghostsync_0002';
 

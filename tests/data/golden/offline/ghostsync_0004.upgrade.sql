@@ -7,7 +7,7 @@ BEGIN
   PERFORM pg_catalog.set_config('lock_timeout', '400ms', true);
   PERFORM pg_catalog.set_config('statement_timeout', '60000ms', true);
 END
-$ghostsync_step$;;
+$ghostsync_step$;
 
 DO $ghostsync$
 DECLARE
@@ -35,7 +35,7 @@ BEGIN
   VALUES ('table', 'ghostsync.sync_failures', table_created, 'ghostsync_0004', current_user)
   ON CONFLICT (kind, name) DO NOTHING;
 END
-$ghostsync$;;
+$ghostsync$;
 
 UPDATE alembic_version SET version_num='ghostsync_0004' WHERE alembic_version.version_num = 'ghostsync_0003';
 

@@ -64,7 +64,7 @@ BEGIN
     END;
   END LOOP;
 END
-$ghostsync_step$;;
+$ghostsync_step$;
 
 UPDATE alembic_version SET version_num='ghostsync_0005' WHERE alembic_version.version_num = 'ghostsync_0004';
 

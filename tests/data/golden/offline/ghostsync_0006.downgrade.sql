@@ -7,7 +7,7 @@ BEGIN
   PERFORM pg_catalog.set_config('lock_timeout', '400ms', true);
   PERFORM pg_catalog.set_config('statement_timeout', '60000ms', true);
 END
-$ghostsync_step$;;
+$ghostsync_step$;
 
 DO $ghostsync_guard$
 BEGIN
@@ -51,7 +51,7 @@ END
 $ghostsync_guard$;
 INSERT INTO ghostsync.objects (kind, name, created, revision, owner)
 VALUES ('function', 'ghostsync.handle_new_user()', true, 'ghostsync_0002', current_user)
-ON CONFLICT (kind, name) DO UPDATE SET revision = EXCLUDED.revision, recorded_at = pg_catalog.now();;
+ON CONFLICT (kind, name) DO UPDATE SET revision = EXCLUDED.revision, recorded_at = pg_catalog.now();
 
 UPDATE alembic_version SET version_num='ghostsync_0005' WHERE alembic_version.version_num = 'ghostsync_0006';
 

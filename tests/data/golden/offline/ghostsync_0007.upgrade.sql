@@ -7,7 +7,7 @@ BEGIN
   PERFORM pg_catalog.set_config('lock_timeout', '400ms', true);
   PERFORM pg_catalog.set_config('statement_timeout', '60000ms', true);
 END
-$ghostsync_step$;;
+$ghostsync_step$;
 
 DO $ghostsync_guard$
 BEGIN
@@ -77,14 +77,14 @@ END
 $ghostsync_guard$;
 INSERT INTO ghostsync.objects (kind, name, created, revision, owner)
 VALUES ('function', 'ghostsync.handle_user_updated()', true, 'ghostsync_0007', current_user)
-ON CONFLICT (kind, name) DO UPDATE SET revision = EXCLUDED.revision, recorded_at = pg_catalog.now();;
+ON CONFLICT (kind, name) DO UPDATE SET revision = EXCLUDED.revision, recorded_at = pg_catalog.now();
 
 DO $ghostsync_step$
 BEGIN
   PERFORM pg_catalog.set_config('lock_timeout', '400ms', true);
   PERFORM pg_catalog.set_config('statement_timeout', '60000ms', true);
 END
-$ghostsync_step$;;
+$ghostsync_step$;
 
 DO $ghostsync_guard$
 BEGIN
@@ -137,7 +137,7 @@ END
 $ghostsync_guard$;
 INSERT INTO ghostsync.objects (kind, name, created, revision, owner)
 VALUES ('function', 'ghostsync.handle_user_deleted()', true, 'ghostsync_0007', current_user)
-ON CONFLICT (kind, name) DO UPDATE SET revision = EXCLUDED.revision, recorded_at = pg_catalog.now();;
+ON CONFLICT (kind, name) DO UPDATE SET revision = EXCLUDED.revision, recorded_at = pg_catalog.now();
 
 DO $ghostsync_step$
 DECLARE
@@ -194,7 +194,7 @@ BEGIN
     END;
   END LOOP;
 END
-$ghostsync_step$;;
+$ghostsync_step$;
 
 UPDATE alembic_version SET version_num='ghostsync_0007' WHERE alembic_version.version_num = 'ghostsync_0006';
 

@@ -61,7 +61,7 @@ BEGIN
       details = details || jsonb_build_object('batches', n_batches, 'last_id', after_id)
   WHERE id = run_id;
 END
-$ghostsync$;;
+$ghostsync$;
 
 UPDATE alembic_version SET version_num='ghostsync_0009' WHERE alembic_version.version_num = 'ghostsync_0008';
 
