@@ -31,11 +31,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import Executable, TextClause
 
 from ghostsync.migrations.dberrors import sqlstate
-from ghostsync.migrations.jobs import LOCK_NOT_AVAILABLE, RowLockBudget
+from ghostsync.migrations.jobs import LOCK_NOT_AVAILABLE, PRELUDE, RowLockBudget
 
 __all__ = ["PRELUDE", "RowLockBudget", "run"]
 
-PRELUDE = "SELECT pg_catalog.set_config('lock_timeout', '{timeout_ms}ms', true);\n"
 
 T = TypeVar("T")
 
