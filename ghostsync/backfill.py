@@ -188,6 +188,7 @@ class BackfillResult:
     repaired: int = 0
     unrepairable: int = 0
     unrepairable_ids: set[str] = field(default_factory=set)
+    reasons: dict[str, str] = field(default_factory=dict)  # id -> why its profile could not be written
     scanned: int = 0
     batches: int = 0
     longest_batch_s: float = 0.0
@@ -237,6 +238,10 @@ def run_batched(
             done = run.walk_by_key(start_after)
         if done and statements.sweep is not None:
             done = run.sweep(statements.sweep, None if resumed else before)
+        if done and run.skippers:
+            # An app's rule or BEFORE INSERT trigger can swallow an insert without an error: the
+            # walk's batches cannot tell, so every ghost left is taken once more by id and recorded.
+            done = run.sweep(statements.sweep, None) if statements.sweep else run.leftovers_by_key()
         if not done:
             _finish(conn, statements, result, "interrupted", "stopped after max_batches")
             return result
@@ -246,6 +251,12 @@ def run_batched(
     except Exception as exc:
         _finish_quietly(conn, statements, result, "failed", _error_text(exc))
         raise
+    if result.unrepairable:
+        # never "succeeded" while a ghost stays: the audit row says how many and why
+        _finish(conn, statements, result, "partial",
+                f"{result.unrepairable} ghost(s) could not be given a profile (recorded in ghostsync.sync_failures): "
+                + "; ".join(sorted(set(result.reasons.values()))[:5]))
+        return result
     _finish(conn, statements, result, "succeeded", None)
     return result
 
@@ -257,6 +268,7 @@ def _page(position: Any) -> int | None:
 
 
 UNIQUE_VIOLATION = "23505"
+NO_ROW_WRITTEN = "02000"  # SQLSTATE class "no data": recorded for an insert an app's trigger or rule swallowed
 
 
 class _Run:
@@ -272,6 +284,8 @@ class _Run:
         self.batch_size = batch_size
         self.max_batches = max_batches
         self.on_batch = on_batch
+        # what can swallow an insert into public.users without an error (read once a run)
+        self.skippers = skips_inserts(conn) if statements.row_by_row is not None else ""
 
     def _stop(self) -> bool:
         return self.max_batches is not None and self.result.batches >= self.max_batches
@@ -290,11 +304,23 @@ class _Run:
     def walk_by_key(self, after: Any) -> bool:
         """The statements' own batches (a revision's keyset walk); False when stopped early.
 
-        A revision's batch has no row-by-row fallback: a row that cannot be written fails the batch."""
+        Without ``row_by_row`` a row that cannot be written fails the batch; with it, the batch's
+        ghosts are written by id, halved around the rows that cannot be (recorded)."""
+        steps = self.statements.row_by_row
         while not self._stop():
             began = time.perf_counter()
-            row = _batch_with_retries(self.conn, self.statements.batch, self.result.run_id, after, self.batch_size,
-                                      self.row_lock_budget)
+            try:
+                row = _batch_with_retries(self.conn, self.statements.batch, self.result.run_id, after,
+                                          self.batch_size, self.row_lock_budget)
+            except DBAPIError as exc:
+                if steps is None or not _row_error(exc):
+                    raise
+                last_id, repaired, scanned = self._keyed_row_by_row(steps, after)
+                if last_id is None:
+                    return True
+                after = last_id
+                self._count(began, repaired, scanned)
+                continue
             if row.last_id is None:
                 return True
             after = row.last_id
@@ -305,7 +331,10 @@ class _Run:
         """Ranges of heap pages from ``after`` to the end; False when stopped early."""
         conn, steps = self.conn, self.statements.row_by_row
         locked = not conn.execute(_statement(walk.has_key)).scalar()
-        checked = False  # a range of ghosts goes in without a probe; the first member met turns probing on
+        # A range of ghosts goes in without a probe; the first member met turns probing on. Where an app's
+        # trigger or rule can swallow an insert, every range is probed: its count of accounts walked stays true.
+        always_checked = self.skippers != ""
+        checked = always_checked
         while True:
             if self._stop():
                 return False
@@ -321,7 +350,7 @@ class _Run:
             if last_id is None:
                 return True
             after = last_id
-            if checked and scanned and repaired == scanned:
+            if checked and scanned and repaired == scanned and not always_checked:
                 checked = False  # the range held only ghosts: the next one is likely to, too
             self._count(began, repaired, scanned)
 
@@ -349,6 +378,30 @@ class _Run:
         ghosts = [str(user_id) for _, user_id, is_ghost in rows if user_id is not None and is_ghost]
         repaired = self._repair_logged(steps, ghosts, last_id)
         return last_id, repaired, sum(1 for row in rows if row[1] is not None)
+
+    def _keyed_row_by_row(self, steps: RowByRow, after: Any) -> tuple[Any, int, int]:
+        """A keyset batch that one bad row makes fail: its ghosts by id (``ghost_ids``: rows ``id, is_ghost``)."""
+        rows = self.conn.execute(_statement(steps.ghost_ids), {"after": after, "batch_size": self.batch_size}).all()
+        if not rows:
+            return None, 0, 0
+        last_id = rows[-1][0]
+        repaired = self._repair_logged(steps, [str(r[0]) for r in rows if r[1]], str(last_id))
+        return last_id, repaired, len(rows)
+
+    def leftovers_by_key(self) -> bool:
+        """Every ghost still there, by id in keyset batches (``ghost_ids``); False when stopped early."""
+        steps = self.statements.row_by_row
+        if steps is None:
+            return True
+        after = None
+        while not self._stop():
+            rows = self.conn.execute(_statement(steps.ghost_ids), {"after": after, "batch_size": self.batch_size}).all()
+            if not rows:
+                return True
+            after = str(rows[-1][0])
+            if not self._repair([str(r[0]) for r in rows if r[1]]):
+                return False
+        return False
 
     def sweep(self, sweep: Sweep, before: Any) -> bool:
         """The ghosts the walk could not see, by id; False when stopped early.
@@ -395,6 +448,7 @@ class _Run:
         repaired, bad = _repair_halving(self.conn, steps, [g for g in ghosts if g not in known_bad],
                                        self.row_lock_budget)
         known_bad.update(bad)
+        self.result.reasons.update(bad)
         self.result.unrepairable = len(known_bad)
         self.conn.execute(_statement(steps.progress),
                           {"run_id": self.result.run_id, "repaired": repaired, "last_id": last_id})
@@ -435,26 +489,62 @@ def _row_error(exc: DBAPIError) -> bool:
     return code[:2] in ROW_ERROR_CLASSES
 
 
+# The ghosts among some ids that an insert left without a profile (an app's trigger or rule swallowed it).
+STILL_GHOSTS = text(
+    "SELECT a.id::text FROM auth.users AS a WHERE a.id = ANY (CAST(:ids AS uuid[])) "
+    "AND NOT EXISTS (SELECT 1 FROM public.users AS p WHERE p.id = a.id)"
+)
+# What can make an INSERT into public.users write no row without an error.
+_SKIPPERS = text(
+    "SELECT coalesce(string_agg(format('%s %s', kind, name), ', ' ORDER BY kind, name), '') FROM ("
+    "  SELECT 'BEFORE INSERT trigger' AS kind, t.tgname::text AS name FROM pg_catalog.pg_trigger AS t"
+    "  WHERE t.tgrelid = pg_catalog.to_regclass('public.users') AND NOT t.tgisinternal AND t.tgenabled IN ('O', 'A')"
+    "    AND (t.tgtype & 7) = 7"
+    "  UNION ALL"
+    "  SELECT 'rule', r.rulename::text FROM pg_catalog.pg_rewrite AS r"
+    "  WHERE r.ev_class = pg_catalog.to_regclass('public.users') AND r.ev_type = '3' AND r.is_instead"
+    ") AS s"
+)
+
+
+def skips_inserts(conn: Connection) -> str:
+    """The app's BEFORE INSERT triggers and INSTEAD rules on public.users, named ('' when none)."""
+    return str(conn.execute(_SKIPPERS).scalar() or "")
+
+
 def _repair_halving(conn: Connection, steps: RowByRow, ghosts: list[str],
-                    budget: row_locks.RowLockBudget) -> tuple[int, list[str]]:
-    """(repaired, ids recorded as failed): one statement per half, so a bad row costs about 2·log2(n) statements."""
+                    budget: row_locks.RowLockBudget) -> tuple[int, dict[str, str]]:
+    """(repaired, {id: reason} of those recorded as failed): one statement per half, so a bad row costs about
+    2·log2(n) statements. An insert that wrote fewer rows than it was given, without an error, is checked: a
+    ghost it left (an app's trigger returned NULL) is recorded too, with the trigger named."""
     if not ghosts:
-        return 0, []
+        return 0, {}
     try:
-        written = row_locks.run(conn, steps.repair_some, {"ghost_ids": ghosts}, lambda r: r.rowcount, budget)
-        return int(written or 0), []
+        written = int(row_locks.run(conn, steps.repair_some, {"ghost_ids": ghosts}, lambda r: r.rowcount, budget)
+                      or 0)
     except DBAPIError as exc:
         if not _row_error(exc):
             raise
         if len(ghosts) == 1:
+            state, message = dberrors.sqlstate(exc) or "XX000", dberrors.primary_message(exc)
             conn.execute(_statement(steps.record_failure),
-                         {"ghost_id": ghosts[0], "failed_state": dberrors.sqlstate(exc) or "XX000",
-                          "failed_message": dberrors.primary_message(exc)})
-            return 0, [ghosts[0]]
+                         {"ghost_id": ghosts[0], "failed_state": state, "failed_message": message})
+            return 0, {ghosts[0]: f"{state} {message}"}
+    else:
+        if written >= len(ghosts):
+            return written, {}
+        left_out = [str(r[0]) for r in conn.execute(STILL_GHOSTS, {"ids": ghosts})]
+        if not left_out:
+            return written, {}  # written meanwhile by the sync (a concurrent signup or update)
+        message = f"the insert wrote no row: {skips_inserts(conn) or 'something of the app'} on public.users skipped it"
+        for ghost in left_out:
+            conn.execute(_statement(steps.record_failure),
+                         {"ghost_id": ghost, "failed_state": NO_ROW_WRITTEN, "failed_message": message})
+        return written, {ghost: message for ghost in left_out}
     middle = len(ghosts) // 2
     left = _repair_halving(conn, steps, ghosts[:middle], budget)
     right = _repair_halving(conn, steps, ghosts[middle:], budget)
-    return left[0] + right[0], left[1] + right[1]
+    return left[0] + right[0], {**left[1], **right[1]}
 
 
 def _finish(

@@ -55,9 +55,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from ghostsync import row_locks, settings
-from ghostsync.backfill import BackfillResult, BackfillStatements, estimated_auth_users, run_batched
+from ghostsync.backfill import BackfillResult, BackfillStatements, RowByRow, estimated_auth_users, run_batched
 from ghostsync.declarations import Column, Declares, Function, Trigger
-from ghostsync.migrations import dberrors, own_transaction, statements
+from ghostsync.migrations import dberrors, exposure, own_transaction, profile_columns, statements
+from ghostsync.migrations.profile_columns import Write
 
 log = logging.getLogger("alembic.ghostsync")
 
@@ -429,6 +430,10 @@ BEGIN
   FROM pg_catalog.pg_attribute AS a
   WHERE a.attrelid = 'public.users'::regclass AND a.attname = {name} AND a.attnum > 0 AND NOT a.attisdropped;
   IF found_type IS NULL THEN
+    -- never a column of auth data on a table other users can read (ghostsync.migrations.exposure)
+    IF coalesce({exposed}, false) THEN
+      RETURN;
+    END IF;
     ALTER TABLE public.users ADD COLUMN {ident} {sql_type};
     {register_created}
     RETURN;
@@ -464,14 +469,15 @@ ACCEPTED_TYPES = {
 
 def column_sql(column: Column, revision: str, *, null_when: str = "") -> str:
     """Add ``column`` to public.users, or adopt an existing one after checking that it takes
-    every value the sync writes (type, length, NULL); refuses with one line otherwise.
+    every value the sync writes (type, length, NULL); refuses with one line otherwise. On a table
+    other users can read (``exposure.EXPOSED``) a missing column is not added: the sync leaves it out.
     Adding a nullable column without a default changes only the catalog, but locks
     public.users (ACCESS EXCLUSIVE) for that moment."""
     accepted = ACCEPTED_TYPES.get(column.sql_type, (column.sql_type,))
     name = _quote_literal(column.name)
     full = _quote_literal(f"public.users.{column.name}")
     return ADD_OR_ADOPT_COLUMN.format(
-        name=name, ident=_ident(column.name), sql_type=column.sql_type,
+        exposed=exposure.EXPOSED, name=name, ident=_ident(column.name), sql_type=column.sql_type,
         sql_type_literal=_quote_literal(column.sql_type),
         accepted="ARRAY[" + ", ".join(_quote_literal(t) for t in accepted) + "]",
         needed_length=column.max_length or 0, needed_length_text=_quote_literal(str(column.max_length or 0)),
@@ -499,11 +505,14 @@ def backfill(
     job_name: str,
     default_batch_size: int,
     default_dead_after: str,
+    writes: tuple[profile_columns.Write, ...] = (),
 ) -> BackfillResult | None:
     """Run a batched job: online in autocommit batches (each its own short transaction),
     offline as ``offline_sql`` (``{batch_size}`` filled in). The revision passes its own
     statements, job name and defaults; ``-x batch_size`` / ``GHOSTSYNC_BATCH_SIZE`` and
-    ``-x dead_after`` / ``GHOSTSYNC_DEAD_AFTER`` override the defaults."""
+    ``-x dead_after`` / ``GHOSTSYNC_DEAD_AFTER`` override the defaults. ``writes``: the profile columns the
+    statements' placeholders stand for (``ghostsync.migrations.profile_columns``), filled in for the table the
+    database has."""
     x = _x_args()
     try:
         batch_size = settings.resolve_count("batch_size", x, default=str(default_batch_size))
@@ -515,6 +524,10 @@ def backfill(
     migration = op.get_context()
     # Before autocommit_block: it commits the revision's transaction, which must hold nothing else.
     own_transaction.refuse_shared(migration)
+    if writes:  # the profile columns the job writes, for the table this database has
+        found = profile_columns.full_shape(writes) if migration.as_sql else profile_columns.table_columns(op.get_bind())
+        statements = profile_columns.render_all(statements, writes, found)
+        offline_sql = profile_columns.render(offline_sql, writes, found)
     if migration.as_sql:
         op.execute(offline_sql.format(batch_size=batch_size))
         return None
@@ -597,7 +610,9 @@ __all__ = [
     "Declares",
     "Function",
     "LockBudget",
+    "RowByRow",
     "Trigger",
+    "Write",
     "backfill",
     "check",
     "column_sql",
