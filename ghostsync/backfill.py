@@ -16,7 +16,14 @@ Contract of a run:
   the error's SQLSTATE and message (never its DETAIL) in ``details``, then
   propagates;
 - a revision's batch waits for a row lock at most ``lock_timeout``, and is
-  tried again while the lock stays busy (``ghostsync.row_locks``).
+  tried again while the lock stays busy (``ghostsync.row_locks``);
+- with ``RowByRow`` statements, a row that cannot be written (an app's CHECK, an
+  app column NOT NULL without a default) is recorded and the rest written; an
+  insert an app's BEFORE INSERT trigger or INSTEAD rule swallowed (no error, no
+  row) is recorded too (SQLSTATE ``02000``, the trigger named), and where such a
+  trigger exists every ghost left is taken once more by id; a run that leaves a
+  ghost it could not write ends ``partial`` (``details.error`` says how many and
+  why), never ``succeeded``.
 
 The command line's run (``statements_for``) walks auth.users in its physical
 order (``PhysicalWalk``: ranges of heap pages, read as a single statement

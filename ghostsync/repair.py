@@ -23,8 +23,10 @@ named with its SQLSTATE and message (``StepResult.errors``, the audit row's
 ``errors``); the step ends ``partial``. Every transaction of the first three
 steps waits at most ``lock_timeout`` for a row lock (another transaction holding an account or a
 profile), so repair never queues the auth service's writes behind its own
-wait; a busy row is named, and the next run takes it. A step with nothing to
-do writes no audit row; ``plan`` counts what a run would do (``--dry-run``).
+wait; a busy row is named, and the next run takes it. A write that raises no
+error yet leaves the account without a profile (an app's trigger or rule
+swallowed the insert) is a failure too, recorded with the trigger named. A
+step with nothing to do writes no audit row; ``plan`` counts what a run would do (``--dry-run``).
 """
 
 from __future__ import annotations

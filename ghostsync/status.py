@@ -11,11 +11,14 @@ the revision the database is at (``chain.declared_at``):
   search_path, owner, EXECUTE grants); an object of ghostsync's name that
   ghostsync did not create; a table ghostsync created with RLS off or
   privileges open to end users; a profile table that cannot take what the
-  sync writes;
+  sync writes; profiles the app's table stops ghostsync from creating, per
+  cause (``adoption_checks``);
 - a warning (still healthy): the database is behind head but holds exactly
   what its revision declares (``behind_head``); the last run of a job
   failed or was interrupted; an adopted table with RLS off or open
-  privileges (the app's decision).
+  privileges (the app's decision); synced columns an adopted table lacks,
+  which ghostsync leaves out. Counts and comparisons use only the synced
+  columns the table has (``profile_shape.fit``).
 
 Two cadences: the full check (``check="full"``) reads both tables once (one
 full join on their keys); the quick check (``check="quick"``) reads only the
