@@ -216,3 +216,19 @@ def test_exposure_is_judged_from_policies_and_grants(db, policy):
     db.sql(APP_STARTER_SQL + NO_APP_TRIGGER + policy, user="postgres")
     db.upgrade()
     assert "email" not in columns(db)
+
+
+def test_the_install_jobs_write_timestamps_without_time_zone_as_utc_under_another_session_zone(db, monkeypatch):
+    """0003's backfill and 0009's resync run in the migration's session: its TimeZone changes nothing."""
+    db.sql(APP_LOCAL_TIMESTAMPS, user="postgres")
+    seed_ghosts(db)
+    db.sql("UPDATE auth.users SET deleted_at = '2026-06-01 12:00:00+00', created_at = '2026-05-01 08:00:00+00', "
+           "updated_at = '2026-05-02 09:00:00+00' WHERE email LIKE 'ghost.sso%%'")
+    monkeypatch.setenv("PGTZ", "Europe/Berlin")
+    proc = db.alembic_cli("upgrade", "head")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # created by the backfill from the account; deleted_at (and updated_at, now) then by the resync
+    assert db.sql("SELECT created_at::text, deleted_at::text, "
+                  "abs(extract(epoch FROM updated_at - (now() AT TIME ZONE 'UTC'))) < 600 FROM public.users "
+                  "WHERE email LIKE 'ghost.sso%%'") == [("2026-05-01 08:00:00", "2026-06-01 12:00:00", True)]
+    assert status(db, PGTZ="Europe/Berlin")["stale_profiles"] == 0
