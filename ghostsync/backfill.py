@@ -18,6 +18,13 @@ Contract of a run:
   propagates;
 - a batch waits for a row lock at most ``lock_timeout``, and is tried again
   while the lock stays busy (``ghostsync.row_locks``);
+- with ``RowByRow`` statements, a row that cannot be written (an app's CHECK, an
+  app column NOT NULL without a default) is recorded and the rest written; an
+  insert an app's BEFORE INSERT trigger or INSTEAD rule swallowed (no error, no
+  row) is recorded too (SQLSTATE ``02000``, the trigger named), and where such a
+  trigger exists every ghost left is taken once more by id; a run that leaves a
+  ghost it could not write ends ``partial`` (``details.error`` says how many and
+  why), never ``succeeded``;
 - it says ``succeeded`` only for what it saw: the sweep first waits for the
   transactions writing auth.users (``Sweep``), else the run ends ``interrupted``.
 
@@ -41,7 +48,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +80,15 @@ JOB_NAME = names.BACKFILL_JOB
 # One home for each, in the migrations package (the revisions' jobs use them too).
 estimated_auth_users = jobs.estimated_auth_users
 _error_text = jobs.error_text
+# A run's result, how to get past a batch one row makes fail, and what makes a row unwritable: the
+# revisions' jobs do the same (ghostsync.migrations.jobs), so each lives there once.
+BackfillResult = jobs.JobResult
+RowByRow = jobs.RowByRow
+ROW_ERROR_CLASSES = jobs.ROW_ERROR_CLASSES
+NO_ROW_WRITTEN = jobs.NO_ROW_WRITTEN
+STILL_GHOSTS = text(jobs.STILL_GHOSTS)
+skips_inserts = jobs.skips_inserts
+_row_error = jobs.row_error
 # Batches take well under a second; a run silent for a minute is dead (through a
 # pooler, the only sign of it, as its server session lives on).
 DEAD_AFTER_S = 60.0
@@ -165,51 +180,11 @@ class Sweep:
     writers_open: str = ""
 
 
-@dataclass(frozen=True)
-class RowByRow:
-    """How to get past a batch that one bad row makes fail (optional).
-
-    - ``ghost_ids`` (``:after``, ``:batch_size``): rows ``id, is_ghost`` of the batch's auth users (with a
-      ``PhysicalWalk``: rows ``last_id, id, is_ghost``, the range's position in every row, and one row
-      with a NULL id for a range without accounts; none past the end);
-    - ``repair_some`` (``:ghost_ids``, a list of ids as text): write those ghosts' profiles;
-    - ``record_failure`` (``:ghost_id``, ``:failed_state``, ``:failed_message``): record a profile that
-      cannot be written;
-    - ``progress`` (``:run_id``, ``:repaired``, ``:last_id``): log the batch in the run's audit row
-      (``:last_id`` NULL: the position is left as it is).
-    Without it, a failing batch fails the run (the backfill revision's behaviour).
-    """
-
-    ghost_ids: str | Executable
-    repair_some: str | Executable
-    record_failure: str | Executable
-    progress: str | Executable
-
-
-# SQLSTATE classes of errors caused by one row's data; anything else (a lost
-# connection, a lock timeout, a shutdown) stops the run so it can be resumed.
-ROW_ERROR_CLASSES = ("22", "23", "P0", "44")
-
-
 def _statement(sql: str | Executable) -> Executable:
     return text(sql) if isinstance(sql, str) else sql
 
 
-@dataclass
-class BackfillResult:
-    run_id: int
-    status: str = "running"
-    repaired: int = 0
-    unrepairable: int = 0
-    unrepairable_ids: set[str] = field(default_factory=set)
-    scanned: int = 0
-    batches: int = 0
-    longest_batch_s: float = 0.0
-    batch_seconds: list[float] = field(default_factory=list)
-    reason: str | None = None
-
-
-ProgressCallback = Callable[[BackfillResult], None]
+ProgressCallback = jobs.ProgressCallback
 
 
 def run_batched(
@@ -256,6 +231,10 @@ def run_batched(
             done = run.walk_by_key(start_after)
         if done and statements.sweep is not None:
             done = run.sweep(statements.sweep, None if resumed else before)
+        if done and run.skippers:
+            # An app's rule or BEFORE INSERT trigger can swallow an insert without an error: the
+            # walk's batches cannot tell, so every ghost left is taken once more by id and recorded.
+            done = run.sweep(statements.sweep, None) if statements.sweep else run.leftovers_by_key()
         if not done:
             _finish(conn, statements, result, "interrupted", "stopped after max_batches")
             return result
@@ -268,6 +247,10 @@ def run_batched(
     except Exception as exc:
         _finish_quietly(conn, statements, result, "failed", _error_text(exc))
         raise
+    if result.unrepairable:
+        # never "succeeded" while a ghost stays: the audit row says how many and why
+        _finish(conn, statements, result, "partial", result.partial_reason("ghostsync.sync_failures"))
+        return result
     _finish(conn, statements, result, "succeeded", None)
     return result
 
@@ -295,6 +278,8 @@ class _Run:
         self.batch_size = batch_size
         self.max_batches = max_batches
         self.on_batch = on_batch
+        # what can swallow an insert into public.users without an error (read once a run)
+        self.skippers = skips_inserts(conn) if statements.row_by_row is not None else ""
 
     def _stop(self) -> bool:
         return self.max_batches is not None and self.result.batches >= self.max_batches
@@ -313,11 +298,23 @@ class _Run:
     def walk_by_key(self, after: Any) -> bool:
         """The statements' own batches (a revision's keyset walk); False when stopped early.
 
-        A revision's batch has no row-by-row fallback: a row that cannot be written fails the batch."""
+        Without ``row_by_row`` a row that cannot be written fails the batch; with it, the batch's
+        ghosts are written by id, halved around the rows that cannot be (recorded)."""
+        steps = self.statements.row_by_row
         while not self._stop():
             began = time.perf_counter()
-            row = _batch_with_retries(self.conn, self.statements.batch, self.result.run_id, after, self.batch_size,
-                                      self.row_lock_budget)
+            try:
+                row = _batch_with_retries(self.conn, self.statements.batch, self.result.run_id, after,
+                                          self.batch_size, self.row_lock_budget)
+            except DBAPIError as exc:
+                if steps is None or not _row_error(exc):
+                    raise
+                last_id, repaired, scanned = self._keyed_row_by_row(steps, after)
+                if last_id is None:
+                    return True
+                after = last_id
+                self._count(began, repaired, scanned)
+                continue
             if row.last_id is None:
                 return True
             after = row.last_id
@@ -328,7 +325,10 @@ class _Run:
         """Ranges of heap pages from ``after`` to the end; False when stopped early."""
         conn, steps = self.conn, self.statements.row_by_row
         locked = not conn.execute(_statement(walk.has_key)).scalar()
-        checked = False  # a range of ghosts goes in without a probe; the first member met turns probing on
+        # A range of ghosts goes in without a probe; the first member met turns probing on. Where an app's
+        # trigger or rule can swallow an insert, every range is probed: its count of accounts walked stays true.
+        always_checked = self.skippers != ""
+        checked = always_checked
         while True:
             if self._stop():
                 return False
@@ -344,7 +344,7 @@ class _Run:
             if last_id is None:
                 return True
             after = last_id
-            if checked and scanned and repaired == scanned:
+            if checked and scanned and repaired == scanned and not always_checked:
                 checked = False  # the range held only ghosts: the next one is likely to, too
             self._count(began, repaired, scanned)
 
@@ -372,6 +372,30 @@ class _Run:
         ghosts = [str(user_id) for _, user_id, is_ghost in rows if user_id is not None and is_ghost]
         repaired = self._repair_logged(steps, ghosts, last_id)
         return last_id, repaired, sum(1 for row in rows if row[1] is not None)
+
+    def _keyed_row_by_row(self, steps: RowByRow, after: Any) -> tuple[Any, int, int]:
+        """A keyset batch that one bad row makes fail: its ghosts by id (``ghost_ids``: rows ``id, is_ghost``)."""
+        rows = self.conn.execute(_statement(steps.ghost_ids), {"after": after, "batch_size": self.batch_size}).all()
+        if not rows:
+            return None, 0, 0
+        last_id = rows[-1][0]
+        repaired = self._repair_logged(steps, [str(r[0]) for r in rows if r[1]], str(last_id))
+        return last_id, repaired, len(rows)
+
+    def leftovers_by_key(self) -> bool:
+        """Every ghost still there, by id in keyset batches (``ghost_ids``); False when stopped early."""
+        steps = self.statements.row_by_row
+        if steps is None:
+            return True
+        after = None
+        while not self._stop():
+            rows = self.conn.execute(_statement(steps.ghost_ids), {"after": after, "batch_size": self.batch_size}).all()
+            if not rows:
+                return True
+            after = str(rows[-1][0])
+            if not self._repair([str(r[0]) for r in rows if r[1]]):
+                return False
+        return False
 
     def sweep(self, sweep: Sweep, before: Any) -> bool:
         """The ghosts the walk could not see, by id; False when stopped early.
@@ -417,14 +441,11 @@ class _Run:
     def _repair_logged(self, steps: RowByRow, ghosts: list[str], last_id: Any) -> int:
         """Profiles for ``ghosts``, halving around rows that cannot be written (recorded once, never
         tried again in this run), and the progress in the run's audit row; how many were written."""
-        known_bad = self.result.unrepairable_ids
-        repaired, bad = _repair_halving(self.conn, steps, [g for g in ghosts if g not in known_bad],
-                                       self.row_lock_budget)
-        known_bad.update(bad)
-        self.result.unrepairable = len(known_bad)
-        self.conn.execute(_statement(steps.progress),
-                          {"run_id": self.result.run_id, "repaired": repaired, "last_id": last_id})
-        return repaired
+        conn, budget = self.conn, self.row_lock_budget
+        return jobs.repair_logged(
+            conn, steps, self.result, ghosts, last_id, budget,
+            write=lambda ids: int(row_locks.run(conn, steps.repair_some, {"ghost_ids": ids}, lambda r: r.rowcount,
+                                                budget) or 0))
 
 
 FOREIGN_KEY_VIOLATION = "23503"
@@ -444,33 +465,6 @@ def _batch_with_retries(
             if dberrors.sqlstate(exc) != FOREIGN_KEY_VIOLATION or attempt == BATCH_ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
-
-
-def _row_error(exc: DBAPIError) -> bool:
-    code = dberrors.sqlstate(exc) or ""
-    return code[:2] in ROW_ERROR_CLASSES
-
-
-def _repair_halving(conn: Connection, steps: RowByRow, ghosts: list[str],
-                    budget: row_locks.RowLockBudget) -> tuple[int, list[str]]:
-    """(repaired, ids recorded as failed): one statement per half, so a bad row costs about 2·log2(n) statements."""
-    if not ghosts:
-        return 0, []
-    try:
-        written = row_locks.run(conn, steps.repair_some, {"ghost_ids": ghosts}, lambda r: r.rowcount, budget)
-        return int(written or 0), []
-    except DBAPIError as exc:
-        if not _row_error(exc):
-            raise
-        if len(ghosts) == 1:
-            conn.execute(_statement(steps.record_failure),
-                         {"ghost_id": ghosts[0], "failed_state": dberrors.sqlstate(exc) or "XX000",
-                          "failed_message": dberrors.primary_message(exc)})
-            return 0, [ghosts[0]]
-    middle = len(ghosts) // 2
-    left = _repair_halving(conn, steps, ghosts[:middle], budget)
-    right = _repair_halving(conn, steps, ghosts[middle:], budget)
-    return left[0] + right[0], left[1] + right[1]
 
 
 def _finish(

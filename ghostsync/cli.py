@@ -283,7 +283,9 @@ def _declared(conn: object, args: argparse.Namespace) -> chain.Declared:
         raise GhostsyncError("ghostsync is not installed here (no revision of its branch in alembic_version): "
                              + roads.for_config(args.alembic_config).install
                              + (f"; {before.sentence()}" if before else ""))
-    return chain.declared_at(revision, script)
+    from ghostsync import profile_shape
+
+    return profile_shape.fit(conn, chain.declared_at(revision, script))  # type: ignore[arg-type]
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:

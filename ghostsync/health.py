@@ -45,11 +45,12 @@ def full_counts(conn: Connection, declared: Declared) -> Counts:
 
 def full_counts_sql(declared: Declared) -> str:
     """The full check's statement: one row, its columns named as ``Counts``'s fields, in their order
-    (``ghostsync verify-sql`` embeds it too)."""
+    (``ghostsync verify-sql`` embeds it too). A profile row with a NULL id (an adopted table whose key is
+    a UNIQUE index allows one) is neither a ghost nor an orphan."""
     return (
         "SELECT count(u.id) AS auth_users, count(p.id) AS profiles,\n"
-        "       count(*) FILTER (WHERE p.id IS NULL) AS ghosts,\n"
-        "       count(*) FILTER (WHERE u.id IS NULL) AS orphans,\n"
+        "       count(*) FILTER (WHERE p.id IS NULL AND u.id IS NOT NULL) AS ghosts,\n"
+        "       count(*) FILTER (WHERE u.id IS NULL AND p.id IS NOT NULL) AS orphans,\n"
         "       count(*) FILTER (WHERE u.id IS NOT NULL AND p.id IS NOT NULL AND "
         f"{sync.stale_condition(declared)}) AS stale\n"
         "FROM auth.users AS u FULL JOIN public.users AS p ON p.id = u.id"
@@ -114,8 +115,9 @@ def before_install(conn: Connection) -> BeforeInstall | None:
 
 
 def count_orphans(conn: Connection) -> int:
-    """Profiles whose auth user is gone."""
-    query = select(func.count()).select_from(profiles).where(~exists().where(auth_users.c.id == profiles.c.id))
+    """Profiles whose auth user is gone (a NULL id, which an adopted table's key may allow, is no account's)."""
+    query = select(func.count()).select_from(profiles).where(profiles.c.id.is_not(None),
+                                                             ~exists().where(auth_users.c.id == profiles.c.id))
     return int(conn.execute(query).scalar_one())
 
 

@@ -23,8 +23,10 @@ named with its SQLSTATE and message (``StepResult.errors``, the audit row's
 ``errors``); the step ends ``partial``. Every transaction of the first three
 steps waits at most ``lock_timeout`` for a row lock (another transaction holding an account or a
 profile), so repair never queues the auth service's writes behind its own
-wait; a busy row is named, and the next run takes it. A step with nothing to
-do writes no audit row; ``plan`` counts what a run would do (``--dry-run``).
+wait; a busy row is named, and the next run takes it. A write that raises no
+error yet leaves the account without a profile (an app's trigger or rule
+swallowed the insert) is a failure too, recorded with the trigger named. A
+step with nothing to do writes no audit row; ``plan`` counts what a run would do (``--dry-run``).
 """
 
 from __future__ import annotations
@@ -75,6 +77,14 @@ class RepairReport:
         return all(s.failed == 0 and s.not_done is None for s in steps)
 
 
+class _NoRowWritten(Exception):
+    """A profile write that raised no error and wrote no row (its transaction is rolled back)."""
+
+    def __init__(self, sqlstate: str, message: str) -> None:
+        super().__init__(message)
+        self.sqlstate, self.message = sqlstate, message
+
+
 def _error(exc: DBAPIError) -> tuple[str, str]:
     return dberrors.sqlstate(exc) or "XX000", dberrors.primary_message(exc)
 
@@ -111,24 +121,31 @@ def repair_failed_syncs(conn: Connection, declared: Declared, *, limit: int | No
     result.run_id = start_run(conn, names.REPAIR_JOB, {"mode": "cli"})
     write = text(sync.upsert_from_auth(declared, "ARRAY[CAST(:id AS uuid)]"))
     remove = text(sync.delete_orphans("ARRAY[CAST(:id AS uuid)]"))
+    still_ghost = backfill.STILL_GHOSTS
     try:
         for user_id, failed_at in pending:
             try:
                 with conn.begin():
                     _bound_lock_waits(conn, lock_timeout)
-                    if not conn.execute(write, {"id": str(user_id)}).first():
-                        conn.execute(remove, {"id": str(user_id)})
+                    if not conn.execute(write, {"id": str(user_id)}).first() \
+                            and not conn.execute(remove, {"id": str(user_id)}).first() \
+                            and conn.execute(still_ghost, {"ids": [str(user_id)]}).first():
+                        # no error, yet no profile: an app's trigger or rule swallowed the insert
+                        raise _NoRowWritten(backfill.NO_ROW_WRITTEN, "the insert wrote no row: "
+                                            + (backfill.skips_inserts(conn) or "something of the app")
+                                            + " on public.users skipped it")
                     # cleared only if no newer failure was recorded meanwhile
                     conn.execute(delete(sync_failures).where(sync_failures.c.user_id == user_id,
                                                              sync_failures.c.last_failed_at == failed_at))
                 result.done += 1
-            except DBAPIError as exc:
+            except (DBAPIError, _NoRowWritten) as exc:
                 result.failed += 1
-                sqlstate, message = _error(exc)
+                sqlstate, message = (exc.sqlstate, exc.message) if isinstance(exc, _NoRowWritten) else _error(exc)
                 result.errors.append(f"{user_id}: {_reason(sqlstate, message, lock_timeout)}")
                 with conn.begin():
                     conn.execute(update(sync_failures).where(sync_failures.c.user_id == user_id)
-                                 .values(sqlstate=sqlstate, message=f"repair failed: {message}"))
+                                 .values(sqlstate=sqlstate, message=message if isinstance(exc, _NoRowWritten)
+                                         else f"repair failed: {message}"))
     except BaseException as exc:
         finish_run(conn, result.run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
                    result.done, {"error": backfill._error_text(exc)}, quiet=True)

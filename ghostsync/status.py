@@ -11,11 +11,14 @@ the revision the database is at (``chain.declared_at``):
   search_path, owner, EXECUTE grants); an object of ghostsync's name that
   ghostsync did not create; a table ghostsync created with RLS off or
   privileges open to end users; a profile table that cannot take what the
-  sync writes;
+  sync writes; profiles the app's table stops ghostsync from creating, per
+  cause (``adoption_checks``);
 - a warning (still healthy): the database is behind head but holds exactly
   what its revision declares (``behind_head``); the last run of a job
   failed or was interrupted; an adopted table with RLS off or open
-  privileges (the app's decision).
+  privileges (the app's decision); synced columns an adopted table lacks,
+  which ghostsync leaves out. Counts and comparisons use only the synced
+  columns the table has (``profile_shape.fit``).
 
 Two cadences: the full check (``check="full"``) reads both tables once (one
 full join on their keys); the quick check (``check="quick"``) reads only the
@@ -32,7 +35,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from ghostsync import chain, drift, health, names, roads, version_table
+from ghostsync import adoption_checks, chain, drift, health, names, profile_shape, roads, version_table
 from ghostsync.chain import Declared
 
 SCHEMA_VERSION = 2
@@ -232,7 +235,8 @@ def collect(conn: Connection, *, quick: bool = False, script: Any = None, road: 
         raise StatusError("not_installed", "ghostsync is not installed here (no revision of its branch in "
                           f"alembic_version): {road.install}")
     head = chain.head(script)
-    declared = chain.declared_at(revision, script)
+    full = chain.declared_at(revision, script)
+    declared = profile_shape.fit(conn, full)  # the synced columns the table has (an adopted table may lack some)
     standby = bool(conn.execute(text("SELECT pg_is_in_recovery()")).scalar())
     found = Status(check="quick" if quick else "full", revision=revision, head=head, standby=standby)
     if conn.execute(text("SELECT to_regclass('ghostsync.sync_failures')")).scalar() is not None:
@@ -250,6 +254,8 @@ def collect(conn: Connection, *, quick: bool = False, script: Any = None, road: 
         found.jobs[job] = _last_run(conn, job)
     found.counters = _counters(conn, standby)
     _judge(found, declared, inspection, script, _column_problems(conn, declared), road)
+    for check in adoption_checks.profiles_cannot_be_created(conn) + adoption_checks.synced_columns_absent(conn, full):
+        (found.problems if check.severity == "problem" else found.warnings).append(Finding(check.code, check.detail))
     return found
 
 

@@ -1,8 +1,9 @@
 """A profile's values from its auth row, as SQL, from what the chain declares.
 
 One home for "what the sync writes": the columns the revision the database
-is at declares (``chain.declared_at``), each with its SQL expression over
-the auth row. The backfill, ``repair`` and the stale check all build their
+is at declares (``chain.declared_at``), narrowed to those the profile table
+has (``profile_shape.fit``), each with its SQL expression over the auth row.
+The backfill, ``repair`` and the stale check all build their
 statements here, so a follow-up revision that adds a synced column is
 backfilled, repaired and checked with no change to the package.
 
@@ -76,6 +77,8 @@ def rewrite_from_auth(declared: Declared, ids: str, *, only_stale: bool) -> str:
     """Bring the profiles of the accounts ``ids`` lists up to date from their accounts (locked
     FOR SHARE); with ``only_stale``, only those that disagree. Returns one row per profile rewritten."""
     sets = ", ".join(update_assignments(declared, "s"))
+    if not sets:  # a table with none of the synced columns: nothing to rewrite
+        return "SELECT CAST(NULL AS uuid) AS id WHERE false"
     where = f" AND {stale_condition(declared, 'p', 'u')}" if only_stale else ""
     return (
         f"WITH source AS (\n"
@@ -109,11 +112,12 @@ def ghost_ids() -> str:
 
 
 def orphan_ids() -> str:
-    """Ids of profiles whose account is gone, after ``:after``, ``:limit`` at most."""
+    """Ids of profiles whose account is gone, after ``:after``, ``:limit`` at most (a row of an adopted
+    table whose key allows a NULL id belongs to no account and is nobody's orphan: left out)."""
     return (
         f"SELECT p.id FROM {PROFILES} AS p\n"
         f"WHERE (CAST(:after AS uuid) IS NULL OR p.id > CAST(:after AS uuid))\n"
-        f"  AND NOT EXISTS (SELECT 1 FROM {AUTH} AS u WHERE u.id = p.id)\n"
+        f"  AND p.id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {AUTH} AS u WHERE u.id = p.id)\n"
         f"ORDER BY p.id LIMIT :limit"
     )
 
@@ -138,10 +142,12 @@ def upsert_from_auth(declared: Declared, ids: str) -> str:
             sets.append(f"{quote(column.name)} = {column.on_update.format(row='EXCLUDED')}")
         elif column.synced:
             sets.append(f"{quote(column.name)} = EXCLUDED.{quote(column.name)}")
+    # a table with none of the synced columns: an existing profile has nothing to rewrite
+    conflict = f"DO UPDATE SET {', '.join(sets)}" if sets else "DO NOTHING"
     return (
         f"INSERT INTO {PROFILES} ({cols})\n"
         f"SELECT {vals}\n"
         f"FROM (SELECT a.* FROM {AUTH} AS a WHERE a.id = ANY ({ids}) FOR SHARE OF a) AS u\n"
-        f"ON CONFLICT (id) DO UPDATE SET {', '.join(sets)}\n"
+        f"ON CONFLICT (id) {conflict}\n"
         f"RETURNING id"
     )

@@ -9,6 +9,8 @@
 - ``online/<revision>.busy.sql`` for the data jobs: the same job on a database where one account
   stays locked (FOR UPDATE) and a dead run is left ``running``: the lock bound each batch sends,
   each retry, the mark of the dead run, the failed finish.
+- ``online/ghostsync_0003.refused.sql``: 0003 where the app's table refuses one profile (a CHECK) and
+  swallows another (a BEFORE INSERT trigger returning NULL): the row-by-row path and the partial finish.
 
 The settings are fixed below (``X_ARGS``): the deploy's policy (``-x`` values and their defaults)
 is deliberately not pinned, what a revision does with them is. Only what must vary is normalised:
@@ -216,6 +218,33 @@ def test_online_job_path_is_pinned(db: SupabaseDatabase, monkeypatch: pytest.Mon
         holder.close()
     assert failure and ("55P03" in str(failure[0]) or "lock timeout" in str(failure[0])), failure
     compare(GOLDEN / "online" / f"{job}.busy.sql", text)
+
+
+# The app's rules on the profile table that 0003 meets row by row: a CHECK that refuses one profile
+# (the batch fails: its ghosts by id, halved around that row) and a BEFORE INSERT trigger that swallows
+# another (no error: every ghost left is taken once more by id at the end).
+APP_RULES = """
+ALTER TABLE public.users ADD CONSTRAINT app_rule CHECK (email IS DISTINCT FROM 'seed3@example.com');
+CREATE FUNCTION public.app_skip() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN CASE WHEN NEW.email = 'seed5@example.com' THEN NULL ELSE NEW END;
+END
+$$;
+CREATE TRIGGER app_skip BEFORE INSERT ON public.users FOR EACH ROW EXECUTE FUNCTION public.app_skip();
+"""
+
+
+def test_online_row_by_row_path_is_pinned(db: SupabaseDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
+    """0003 where the app's table refuses one profile and swallows another: the batch that fails, its
+    ghosts written by id and halved, each refused row recorded, the leftovers taken by id, the partial finish."""
+    db.sql(SEED, user="postgres")
+    migrate(db, "ghostsync_0002", **X)
+    db.sql(APP_RULES, user="postgres")
+    with captured(monkeypatch) as capture:
+        migrate(db, "ghostsync_0003", **X)
+        text = capture.take()
+    assert db.value("SELECT status FROM public.cleanup_audit_log WHERE job_name = 'backfill_ghost_users'") == "partial"
+    compare(GOLDEN / "online" / "ghostsync_0003.refused.sql", text)
 
 
 def _expect_failure(db: SupabaseDatabase, job: str, failure: list[BaseException]) -> None:

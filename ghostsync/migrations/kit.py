@@ -19,8 +19,10 @@ What is pinned (``tests/test_revisions_golden.py``, golden SQL files under
 - online: every statement the revision sends through the kit, in order, with
   its parameters, on a real database: its DDL steps and their lock preludes,
   its checks, and its data job (mark of dead runs, start, each batch with its
-  row-lock bound, the sweep, finish); and for the jobs of 0003 and 0009, the
-  same job with one account held: each retry and the failed finish.
+  row-lock bound, the sweep, finish); for the jobs of 0003 and 0009, the
+  same job with one account held: each retry and the failed finish; and for
+  0003, the job where the app's table refuses one profile and swallows
+  another: the row-by-row path, each row recorded, the partial finish.
 
 Deliberately not pinned: the ``-x`` settings and their defaults (the deploy's
 policy; the golden files fix them), the pauses between retries, and the
@@ -45,10 +47,13 @@ What the kit gives a revision:
   savepoint, retried with backoff when its locks are busy; offline the same
   retry runs inside the database (a ``DO`` block), so ``--sql`` files and
   Supabase CLI migrations behave the same way.
-- **Jobs** (``backfill``, ``BackfillStatements``, ``JobSweep``): batched data work
-  in short transactions of its own, audited in ``cleanup_audit_log``; each batch
-  bounds its own row-lock waits (every driver), and a sweep waits for the open
-  writers of auth.users before it vouches for the run (``ghostsync.migrations.jobs``).
+- **Jobs** (``backfill``, ``BackfillStatements``, ``JobSweep``, ``RowByRow``, ``Write``):
+  batched data work in short transactions of its own, audited in ``cleanup_audit_log``;
+  each batch bounds its own row-lock waits (every driver), a sweep waits for the open
+  writers of auth.users before it vouches for the run, a row the app's table refuses
+  (or swallows) is recorded and the run ends ``partial`` (``ghostsync.migrations.jobs``);
+  the profile columns a job writes are those the table has
+  (``ghostsync.migrations.profile_columns``).
 - **A transaction of its own**: before anything it runs, every operation refuses with one
   line when the revision would share its transaction with others
   (``ghostsync.migrations.own_transaction``: a host env.py without
@@ -75,9 +80,10 @@ from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from ghostsync.migrations import dberrors, jobs, own_transaction, settings, statements
+from ghostsync.migrations import dberrors, exposure, jobs, own_transaction, profile_columns, settings, statements
 from ghostsync.migrations.declarations import Column, Declares, Function, Trigger
-from ghostsync.migrations.jobs import BackfillStatements, JobResult, JobSweep
+from ghostsync.migrations.jobs import BackfillStatements, JobResult, JobSweep, RowByRow
+from ghostsync.migrations.profile_columns import Write
 
 log = logging.getLogger("alembic.ghostsync")
 
@@ -461,6 +467,10 @@ BEGIN
   FROM pg_catalog.pg_attribute AS a
   WHERE a.attrelid = 'public.users'::regclass AND a.attname = {name} AND a.attnum > 0 AND NOT a.attisdropped;
   IF found_type IS NULL THEN
+    -- never a column of auth data on a table other users can read (ghostsync.migrations.exposure)
+    IF coalesce({exposed}, false) THEN
+      RETURN;
+    END IF;
     ALTER TABLE public.users ADD COLUMN {ident} {sql_type};
     {register_created}
     RETURN;
@@ -496,14 +506,15 @@ ACCEPTED_TYPES = {
 
 def column_sql(column: Column, revision: str, *, null_when: str = "") -> str:
     """Add ``column`` to public.users, or adopt an existing one after checking that it takes
-    every value the sync writes (type, length, NULL); refuses with one line otherwise.
+    every value the sync writes (type, length, NULL); refuses with one line otherwise. On a table
+    other users can read (``exposure.EXPOSED``) a missing column is not added: the sync leaves it out.
     Adding a nullable column without a default changes only the catalog, but locks
     public.users (ACCESS EXCLUSIVE) for that moment."""
     accepted = ACCEPTED_TYPES.get(column.sql_type, (column.sql_type,))
     name = _quote_literal(column.name)
     full = _quote_literal(f"public.users.{column.name}")
     return ADD_OR_ADOPT_COLUMN.format(
-        name=name, ident=_ident(column.name), sql_type=column.sql_type,
+        exposed=exposure.EXPOSED, name=name, ident=_ident(column.name), sql_type=column.sql_type,
         sql_type_literal=_quote_literal(column.sql_type),
         accepted="ARRAY[" + ", ".join(_quote_literal(t) for t in accepted) + "]",
         needed_length=column.max_length or 0, needed_length_text=_quote_literal(str(column.max_length or 0)),
@@ -525,14 +536,21 @@ def backfill(
     job_name: str,
     default_batch_size: int,
     default_dead_after: str,
+    writes: tuple[profile_columns.Write, ...] = (),
 ) -> JobResult | None:
     """Run a batched job: online in autocommit batches (each its own short transaction, its row-lock
     waits bounded by the batch itself: ``ghostsync.migrations.jobs``), offline as ``offline_sql``
     (``{batch_size}`` filled in). The revision passes its own statements, job name and defaults;
     ``-x batch_size`` / ``GHOSTSYNC_BATCH_SIZE`` and ``-x dead_after`` / ``GHOSTSYNC_DEAD_AFTER``
     override the defaults; ``-x lock_timeout`` / ``lock_retries`` / ``lock_backoff`` bound a batch's
-    row-lock waits, ``-x writers_wait`` how long a sweep waits for open writers of auth.users. A run
-    that cannot vouch for everything (a writer still open) ends the command with one line."""
+    row-lock waits, ``-x writers_wait`` how long a sweep waits for open writers of auth.users.
+    ``writes``: the profile columns the statements' placeholders stand for
+    (``ghostsync.migrations.profile_columns``), filled in for the table the database has.
+
+    A run that cannot vouch for everything (a writer still open) or fails ends the command with one
+    line. A ``partial`` run (every batch done, but a ghost the app's table stops, with ``RowByRow``
+    statements) does not: the upgrade goes on, since no signup should wait for the app's rule; its audit
+    row names each such row and why, a warning line says so, and ``ghostsync status`` counts them."""
     x = _x_args()
     try:
         batch_size = settings.resolve_count("batch_size", x, default=str(default_batch_size))
@@ -545,6 +563,10 @@ def backfill(
     migration = op.get_context()
     # Before autocommit_block: it commits the revision's transaction, which must hold nothing else.
     own_transaction.refuse_shared(migration)
+    if writes:  # the profile columns the job writes, for the table this database has
+        found = profile_columns.full_shape(writes) if migration.as_sql else profile_columns.table_columns(op.get_bind())
+        statements = profile_columns.render_all(statements, writes, found)
+        offline_sql = profile_columns.render(offline_sql, writes, found)
     if migration.as_sql:
         _emit(offline_sql.format(batch_size=batch_size))
         return None
@@ -562,7 +584,10 @@ def backfill(
                 f"{row_lock_budget.retries + 1} tries of {row_lock_budget.lock_timeout} (lock timeout, SQLSTATE "
                 "55P03); the profiles written so far are kept: run the upgrade again once that transaction has "
                 "ended, or raise -x lock_timeout / -x lock_retries") from None
-    if result.status != "succeeded":
+    if result.status == "partial":
+        log.warning("ghostsync: %s partial (audit row %d): %s; the upgrade goes on: see ghostsync status "
+                    "(profile_cannot_be_created)", job_name, result.run_id, result.reason)
+    elif result.status != "succeeded":
         raise CommandError(f"ghostsync: {job_name} stopped (audit row {result.run_id}): {result.reason}; "
                            "nothing of this revision is recorded as applied")
     log.info("ghostsync: %s repaired %d row(s) in %d batch(es) over %d auth user(s); longest batch %.0f ms; "
@@ -630,7 +655,9 @@ __all__ = [
     "Declares",
     "Function",
     "JobSweep",
+    "RowByRow",
     "Trigger",
+    "Write",
     "backfill",
     "check",
     "column_sql",

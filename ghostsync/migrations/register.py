@@ -16,8 +16,19 @@ import logging
 from alembic import context, op
 from sqlalchemy import text
 
+from ghostsync.migrations import exposure
+
 log = logging.getLogger("alembic.ghostsync")
 
+SYNCED = ("email", "email_verified", "deleted_at", "created_at", "updated_at")
+COLUMNS = text(
+    "SELECT " + exposure.EXPOSED + " AS exposed, "
+    "ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute AS a "
+    "      WHERE a.attrelid = pg_catalog.to_regclass(:name) AND a.attnum > 0 AND NOT a.attisdropped) AS present, "
+    "ARRAY(SELECT o.name FROM ghostsync.objects AS o "
+    "      WHERE o.kind = 'column' AND o.created AND o.name LIKE :name || '.%' "
+    "        AND o.recorded_at = pg_catalog.now()) AS added"
+)
 RECORD = text(
     "SELECT created, revision, recorded_at < pg_catalog.now() AS earlier "
     "FROM ghostsync.objects WHERE kind = 'table' AND name = :name"
@@ -46,3 +57,17 @@ def log_table(name: str, existed_before: bool | None) -> None:
     else:
         log.info("ghostsync: %s adopted: the app's existing table, its rows, columns and privileges kept as "
                  "they are", name)
+        _log_columns(name)
+
+
+def _log_columns(name: str) -> None:
+    """What an adoption did about the synced columns the app's table lacked: added them (recorded as
+    ghostsync's), or, on a table other users can read, added nothing and syncs what the table has."""
+    row = op.get_bind().execute(COLUMNS, {"name": name}).one()
+    if row.added:
+        log.info("ghostsync: %s: added column(s) %s (nullable, no default; ghostsync's, kept on downgrade)",
+                 name, ", ".join(c for c in SYNCED if f"{name}.{c}" in row.added))
+    absent = [c for c in SYNCED if c not in row.present and c != "deleted_at"]
+    if absent and row.exposed:
+        log.info("ghostsync: %s is %s: no column added, so no auth data reaches other users; ghostsync syncs "
+                 "only the synced columns it has, and leaves out %s", name, exposure.WHY, ", ".join(absent))

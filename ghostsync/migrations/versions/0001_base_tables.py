@@ -12,9 +12,17 @@ Create Date: 2026-11-24
   ``auth.users(id)`` ON DELETE CASCADE, RLS on, closed to anon, and to
   authenticated for the privileges RLS does not govern: TRUNCATE, REFERENCES,
   TRIGGER). An existing table (the usual case: the app already has its
-  profiles) is adopted after checking that it takes every value the sync
-  writes; otherwise the upgrade stops before changing anything, with one
-  line naming what is wrong. An adopted table is never rewritten and its
+  profiles) keyed by the auth id in ``id`` (uuid, a usable unique key) is
+  adopted as it is, after checking that the synced columns it has take every
+  value the sync writes; otherwise (a view, the auth id in another column, a
+  column that cannot take what the sync writes) the upgrade stops before
+  changing anything, with one line naming what is wrong. Synced columns it
+  lacks (email, email_verified, created_at, updated_at) are added, nullable
+  and without a default, and recorded as ghostsync's (kept on downgrade),
+  unless other users can read the table's rows (``ghostsync.migrations.exposure``):
+  then nothing is added and ghostsync syncs only the columns it has. The
+  app's own columns are never written; one NOT NULL without a default does
+  not stop the adoption. An adopted table is never rewritten and its
   privileges stay the app's.
 - ``public.cleanup_audit_log`` likewise; one created here is closed to the
   API roles, its identity sequence included.
@@ -25,7 +33,7 @@ deletes a profile or an audit row.
 
 from __future__ import annotations
 
-from ghostsync.migrations import kit, register
+from ghostsync.migrations import exposure, kit, register
 
 revision = "ghostsync_0001"
 down_revision = None
@@ -81,14 +89,21 @@ $ghostsync$;
 
 # Checked as PostgreSQL judges them: the key of ON CONFLICT (id) must be a valid,
 # immediate (not deferrable), non-partial unique index whose only key column is
-# id (INCLUDE columns do not count); every column the sync writes must take
-# every value it writes.
+# id (INCLUDE columns do not count); every synced column the table has must take
+# every value the sync writes. A synced column the table lacks is added (nullable,
+# no default: the catalog only, no rewrite) unless the table is readable by other
+# users (ghostsync.migrations.exposure), where ghostsync syncs only what it has. The
+# app's own columns are the app's: one NOT NULL without a default no longer stops
+# the adoption (a profile ghostsync cannot create is recorded and reported instead).
 CREATE_OR_ADOPT_PROFILES = r"""
 DO $ghostsync$
 DECLARE
   problems text[] := '{}';
+  missing text[] := '{}';
   need record;
   found record;
+  rel_kind "char";
+  auth_column text;
 BEGIN
   IF to_regclass('public.users') IS NULL THEN
     CREATE TABLE public.users (
@@ -114,6 +129,20 @@ BEGIN
     RETURN;
   END IF;
 
+  SELECT c.relkind INTO rel_kind FROM pg_class AS c WHERE c.oid = 'public.users'::regclass;
+  IF rel_kind NOT IN ('r', 'p') THEN
+    RAISE EXCEPTION 'ghostsync: public.users is a %, not a table, and ghostsync keeps its profiles in a table of '
+      'that name: it neither replaces nor writes the app''s %; %nothing was changed',
+      CASE rel_kind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' WHEN 'f' THEN 'foreign table'
+                ELSE format('relation of kind %s', rel_kind) END,
+      CASE rel_kind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' WHEN 'f' THEN 'foreign table'
+                ELSE 'relation' END,
+      CASE WHEN rel_kind IN ('v', 'm')
+           THEN 'a view over auth.users shows a row for every account, so it has no ghosts to prevent and '
+                'ghostsync is not needed beside it; '
+           ELSE '' END;
+  END IF;
+
   FOR need IN
     SELECT * FROM (VALUES
       ('id', ARRAY['uuid'], false, 0, ''),
@@ -126,13 +155,32 @@ BEGIN
     SELECT regexp_replace(format_type(a.atttypid, NULL), '^.*\.', '') AS type_name,
            CASE WHEN a.atttypid IN ('varchar'::regtype, 'bpchar'::regtype) AND a.atttypmod > 4
                 THEN a.atttypmod - 4 END AS length,
-           a.attnotnull AS not_null
+           a.attnotnull AS not_null,
+           a.attidentity <> '' AS identity
       INTO found
     FROM pg_attribute a
     WHERE a.attrelid = 'public.users'::regclass AND a.attname = need.col
       AND a.attnum > 0 AND NOT a.attisdropped;
-    IF found.type_name IS NULL THEN
-      problems := problems || format('column %s is missing (needs %s)', need.col, need.types[1]);
+    IF need.col = 'id' AND (found.type_name IS NULL OR NOT found.type_name = ANY (need.types)) THEN
+      -- The auth id kept in another column (an integer identity id beside auth_user_id uuid UNIQUE):
+      -- named, never "change the type of id" (PostgreSQL refuses it for an identity column).
+      SELECT a.attname INTO auth_column
+      FROM pg_constraint AS c JOIN pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+      WHERE c.conrelid = 'public.users'::regclass AND c.contype = 'f' AND c.confrelid = 'auth.users'::regclass
+        AND cardinality(c.conkey) = 1
+      ORDER BY a.attnum LIMIT 1;
+      IF auth_column IS NOT NULL THEN
+        problems := problems || format('column id is %s%s, and the auth id is in column %s (a foreign key to '
+          'auth.users); ghostsync keeps profiles keyed by the auth id in column id and adopts no table keyed '
+          'otherwise: keep the app''s own sync for this table', coalesce(found.type_name, 'missing'),
+          CASE WHEN found.identity THEN ' (an identity column)' ELSE '' END, auth_column);
+      ELSIF found.type_name IS NULL THEN
+        problems := problems || 'column id is missing: ghostsync keeps profiles keyed by the auth id (uuid) in column id'::text;
+      ELSE
+        problems := problems || format('column id is %s (needs uuid)', found.type_name);
+      END IF;
+    ELSIF found.type_name IS NULL THEN
+      missing := missing || need.col;
     ELSIF NOT found.type_name = ANY (need.types) THEN
       problems := problems || format('column %s is %s (needs %s)', need.col, found.type_name,
                                      array_to_string(need.types, ' or '));
@@ -144,7 +192,7 @@ BEGIN
     END IF;
   END LOOP;
 
-  IF NOT EXISTS (
+  IF cardinality(problems) = 0 AND NOT EXISTS (
     SELECT 1 FROM pg_index i
     WHERE i.indrelid = 'public.users'::regclass AND i.indisunique AND i.indisvalid AND i.indimmediate
       AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts = 1
@@ -163,15 +211,6 @@ BEGIN
     END IF;
   END IF;
 
-  problems := problems || ARRAY(
-    SELECT format('column %s is NOT NULL without a default (ghostsync cannot fill it)', a.attname)
-    FROM pg_attribute a
-    WHERE a.attrelid = 'public.users'::regclass AND a.attnum > 0 AND NOT a.attisdropped
-      AND a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = ''
-      AND a.attname NOT IN ('id', 'email', 'email_verified', 'created_at', 'updated_at')
-    ORDER BY a.attnum
-  );
-
   IF cardinality(problems) > 0 THEN
     RAISE EXCEPTION 'ghostsync: existing table public.users cannot be adopted: %; nothing was changed',
       array_to_string(problems, '; ');
@@ -179,9 +218,20 @@ BEGIN
   INSERT INTO ghostsync.objects (kind, name, created, revision, owner)
   VALUES ('table', 'public.users', false, 'ghostsync_0001', current_user)
   ON CONFLICT (kind, name) DO NOTHING;
+  -- Never a column of auth data on a table other users can read: there ghostsync syncs what it has.
+  IF cardinality(missing) > 0 AND NOT coalesce({exposed}, false) THEN
+    FOR i IN 1 .. cardinality(missing) LOOP
+      EXECUTE format('ALTER TABLE public.users ADD COLUMN %I %s', missing[i],
+                     CASE missing[i] WHEN 'email' THEN 'text' WHEN 'email_verified' THEN 'boolean'
+                                     ELSE 'timestamptz' END);
+      INSERT INTO ghostsync.objects (kind, name, created, revision, owner)
+      VALUES ('column', 'public.users.' || missing[i], true, 'ghostsync_0001', current_user)
+      ON CONFLICT (kind, name) DO NOTHING;
+    END LOOP;
+  END IF;
 END
 $ghostsync$;
-"""
+""".replace("{exposed}", exposure.EXPOSED)
 
 CREATE_OR_ADOPT_AUDIT_LOG = r"""
 DO $ghostsync$

@@ -24,9 +24,16 @@ signup trigger or a concurrent confirmation writes first wins (ON CONFLICT
 DO NOTHING); the update sync of later revisions brings a profile written
 here up to date if the account changes before this batch commits.
 
+It writes the synced columns the table has (an adopted table other users
+can read may lack some: ghostsync_0001), a ``timestamp without time zone``
+as UTC. A row that cannot be written (an app's CHECK, an app column NOT NULL
+without a default) does not stop the others: it is named in the audit row's
+``unrepairable`` and the run ends 'partial' (the migration goes on; status
+counts the ghost, ``ghostsync repair`` records it with its cause).
+
 Every run writes one cleanup_audit_log row, job_name 'backfill_ghost_users':
-status running, then succeeded (records_affected = profiles created) or
-failed (details.error), in which case the migration fails too. A run cut off
+status running, then succeeded (records_affected = profiles created), partial,
+or failed (details.error), in which case the migration fails too. A run cut off
 by a crash stays 'running' until the next run marks it 'interrupted' (its
 session gone, or no progress for a minute). A second
 run finds nothing and logs 0.
@@ -106,10 +113,9 @@ ghosts AS (
   FOR KEY SHARE OF u
 ),
 repaired AS (
-  INSERT INTO public.users (id, email, email_verified, created_at, updated_at)
-  SELECT id, email, email_confirmed_at IS NOT NULL,
-         coalesce(created_at, now()), coalesce(updated_at, created_at, now())
-  FROM ghosts
+  INSERT INTO public.users (id{columns})
+  SELECT g.id{values:g}
+  FROM ghosts AS g
   ON CONFLICT (id) DO NOTHING
   RETURNING 1
 ),
@@ -183,10 +189,9 @@ ghosts AS (
   FOR KEY SHARE OF u
 ),
 repaired AS (
-  INSERT INTO public.users (id, email, email_verified, created_at, updated_at)
-  SELECT id, email, email_confirmed_at IS NOT NULL,
-         coalesce(created_at, now()), coalesce(updated_at, created_at, now())
-  FROM ghosts
+  INSERT INTO public.users (id{columns})
+  SELECT g.id{values:g}
+  FROM ghosts AS g
   ON CONFLICT (id) DO NOTHING
   RETURNING 1
 ),
@@ -200,9 +205,66 @@ progress AS (
 SELECT (SELECT count(*) FROM repaired) AS repaired, (SELECT count(*) FROM progress) AS logged
 """
 
+# A batch that one row makes fail (an app's CHECK, an app column NOT NULL without a default,
+# an app trigger's exception) is done again by id, halved around the rows that cannot be
+# written; each such row is named in the run's audit row (ghostsync.sync_failures comes
+# with ghostsync_0004), and the run ends 'partial' while a ghost stays.
+GHOST_IDS = r"""
+SELECT u.id, (SELECT 1 FROM public.users AS p WHERE p.id = u.id) IS NULL AS is_ghost
+FROM auth.users AS u
+WHERE CAST(:after AS uuid) IS NULL OR u.id > CAST(:after AS uuid)
+ORDER BY u.id
+LIMIT :batch_size
+"""
+
+# Its ghosts locked FOR KEY SHARE as in BATCH, under the same row-lock bound (:lock_timeout).
+REPAIR_SOME = r"""
+INSERT INTO public.users (id{columns})
+SELECT u.id{values:u}
+FROM (SELECT a.* FROM auth.users AS a
+      WHERE (SELECT pg_catalog.set_config('lock_timeout', CAST(:lock_timeout AS text), true)) IS NOT NULL
+        AND a.id = ANY (CAST(:ghost_ids AS uuid[]))
+        AND NOT EXISTS (SELECT 1 FROM public.users AS p WHERE p.id = a.id)
+      FOR KEY SHARE OF a) AS u
+ON CONFLICT (id) DO NOTHING
+RETURNING id
+"""
+
+RECORD_FAILURE = r"""
+UPDATE public.cleanup_audit_log
+SET details = details || jsonb_build_object('unrepairable',
+      coalesce(details -> 'unrepairable', '[]'::jsonb)
+      || jsonb_build_array(jsonb_build_object('id', CAST(:ghost_id AS text), 'sqlstate', CAST(:failed_state AS text),
+                                              'message', CAST(:failed_message AS text))))
+WHERE id = (SELECT max(l.id) FROM public.cleanup_audit_log AS l
+            WHERE l.job_name = 'backfill_ghost_users' AND l.status = 'running'
+              AND l.details ->> 'pid' = pg_backend_pid()::text)
+"""
+
+PROGRESS = r"""
+UPDATE public.cleanup_audit_log
+SET records_affected = records_affected + CAST(:repaired AS int),
+    details = details || jsonb_strip_nulls(jsonb_build_object(
+      'batches', coalesce((details ->> 'batches')::int, 0) + 1,
+      'last_id', CAST(:last_id AS text),
+      'heartbeat_at', clock_timestamp()))
+WHERE id = :run_id
+"""
+
 STATEMENTS = kit.BackfillStatements(
     mark_interrupted=MARK_INTERRUPTED, start=START, batch=BATCH, finish=FINISH,
     sweep=kit.JobSweep(horizon=HORIZON, writers=WRITERS, writers_open=WRITERS_OPEN, repair_recent=REPAIR_RECENT),
+    row_by_row=kit.RowByRow(ghost_ids=GHOST_IDS, repair_some=REPAIR_SOME, record_failure=RECORD_FAILURE,
+                            progress=PROGRESS),
+)
+
+# What the backfill writes: the columns of ghostsync_0002's sync that the table has
+# (an adopted table other users can read may lack some), as UTC into a timestamp.
+WRITES = (
+    kit.Write("email", "{row}.email"),
+    kit.Write("email_verified", "{row}.email_confirmed_at IS NOT NULL"),
+    kit.Write("created_at", "coalesce({row}.created_at, now())"),
+    kit.Write("updated_at", "coalesce({row}.updated_at, {row}.created_at, now())"),
 )
 
 # Offline the batches run inside the database, in the migration's transaction.
@@ -222,9 +284,8 @@ BEGIN
   VALUES ('backfill_ghost_users', 'running', 0, clock_timestamp(),
           jsonb_build_object('mode', 'offline', 'pid', pg_backend_pid(), 'batches', 0))
   RETURNING id INTO run_id;
-  INSERT INTO public.users (id, email, email_verified, created_at, updated_at)
-  SELECT u.id, u.email, u.email_confirmed_at IS NOT NULL,
-         coalesce(u.created_at, now()), coalesce(u.updated_at, u.created_at, now())
+  INSERT INTO public.users (id{columns})
+  SELECT u.id{values:u}
   FROM (SELECT * FROM auth.users AS a
         WHERE a.id = after_id AND NOT EXISTS (SELECT 1 FROM public.users AS p WHERE p.id = a.id)
         FOR KEY SHARE) AS u
@@ -245,10 +306,9 @@ BEGIN
       FOR KEY SHARE OF u
     ),
     repaired AS (
-      INSERT INTO public.users (id, email, email_verified, created_at, updated_at)
-      SELECT id, email, email_confirmed_at IS NOT NULL,
-             coalesce(created_at, now()), coalesce(updated_at, created_at, now())
-      FROM ghosts
+      INSERT INTO public.users (id{columns})
+      SELECT g.id{values:g}
+      FROM ghosts AS g
       ON CONFLICT (id) DO NOTHING
       RETURNING 1
     )
@@ -273,7 +333,7 @@ DECLARES = kit.Declares(jobs=(JOB_NAME,))
 
 def upgrade() -> None:
     kit.backfill(STATEMENTS, OFFLINE_TEMPLATE, job_name=JOB_NAME, default_batch_size=DEFAULT_BATCH_SIZE,
-                 default_dead_after=DEFAULT_DEAD_AFTER)
+                 default_dead_after=DEFAULT_DEAD_AFTER, writes=WRITES)
 
 
 def downgrade() -> None:

@@ -14,7 +14,9 @@ email_verified, deleted_at) of every profile that disagrees. It locks the
 accounts of the profiles it rewrites FOR SHARE while it writes them, so an
 account changed meanwhile is written with its newest values, by this job or
 by the update sync, whichever commits last. It never creates or deletes a
-profile. A fresh install leaves no stale profile.
+profile. A fresh install leaves no stale profile. It compares and writes
+only the synced columns the table has (an adopted table other users can read
+may lack some: ghostsync_0001), a ``timestamp without time zone`` as UTC.
 
 Every run writes one cleanup_audit_log row, job_name 'resync_profiles'
 (records_affected = profiles rewritten).
@@ -77,15 +79,12 @@ stale AS (
   SELECT u.id, u.email, u.email_confirmed_at, u.deleted_at
   FROM auth.users AS u JOIN public.users AS p ON p.id = u.id
   WHERE u.id IN (SELECT b.id FROM batch AS b)
-    AND (p.email IS DISTINCT FROM u.email
-         OR p.email_verified IS DISTINCT FROM (u.email_confirmed_at IS NOT NULL)
-         OR p.deleted_at IS DISTINCT FROM u.deleted_at)
+    AND {stale:p:u}
   FOR SHARE OF u
 ),
 repaired AS (
   UPDATE public.users AS p
-  SET email = s.email, email_verified = s.email_confirmed_at IS NOT NULL, deleted_at = s.deleted_at,
-      updated_at = now()
+  SET {sets:s}
   FROM stale AS s
   WHERE p.id = s.id
   RETURNING 1
@@ -135,13 +134,10 @@ BEGIN
           jsonb_build_object('mode', 'offline', 'pid', pg_backend_pid(), 'batches', 0))
   RETURNING id INTO run_id;
   UPDATE public.users AS p
-  SET email = u.email, email_verified = u.email_confirmed_at IS NOT NULL, deleted_at = u.deleted_at,
-      updated_at = now()
+  SET {sets:u}
   FROM (SELECT * FROM auth.users AS a WHERE a.id = after_id FOR SHARE) AS u
   WHERE p.id = u.id
-    AND (p.email IS DISTINCT FROM u.email
-         OR p.email_verified IS DISTINCT FROM (u.email_confirmed_at IS NOT NULL)
-         OR p.deleted_at IS DISTINCT FROM u.deleted_at);
+    AND {stale:p:u};
   GET DIAGNOSTICS total = ROW_COUNT;
   LOOP
     WITH batch AS (
@@ -155,15 +151,12 @@ BEGIN
       SELECT u.id, u.email, u.email_confirmed_at, u.deleted_at
       FROM auth.users AS u JOIN public.users AS p ON p.id = u.id
       WHERE u.id IN (SELECT b.id FROM batch AS b)
-        AND (p.email IS DISTINCT FROM u.email
-             OR p.email_verified IS DISTINCT FROM (u.email_confirmed_at IS NOT NULL)
-             OR p.deleted_at IS DISTINCT FROM u.deleted_at)
+        AND {stale:p:u}
       FOR SHARE OF u
     ),
     repaired AS (
       UPDATE public.users AS p
-      SET email = s.email, email_verified = s.email_confirmed_at IS NOT NULL, deleted_at = s.deleted_at,
-          updated_at = now()
+      SET {sets:s}
       FROM stale AS s
       WHERE p.id = s.id
       RETURNING 1
@@ -183,12 +176,21 @@ END
 $ghostsync$;
 """
 
+# What the resync compares and rewrites: the synced columns the table has (an adopted table
+# other users can read may lack some: ghostsync_0001), as UTC into a timestamp.
+WRITES = (
+    kit.Write("email", "{row}.email", compared=True),
+    kit.Write("email_verified", "{row}.email_confirmed_at IS NOT NULL", compared=True),
+    kit.Write("deleted_at", "{row}.deleted_at", compared=True),
+    kit.Write("updated_at", "now()", on_rewrite="now()"),
+)
+
 DECLARES = kit.Declares(jobs=(JOB_NAME,))
 
 
 def upgrade() -> None:
     kit.backfill(STATEMENTS, OFFLINE_TEMPLATE, job_name=JOB_NAME, default_batch_size=DEFAULT_BATCH_SIZE,
-                 default_dead_after=DEFAULT_DEAD_AFTER)
+                 default_dead_after=DEFAULT_DEAD_AFTER, writes=WRITES)
 
 
 def downgrade() -> None:

@@ -18,8 +18,7 @@ BEGIN
           jsonb_build_object('mode', 'offline', 'pid', pg_backend_pid(), 'batches', 0))
   RETURNING id INTO run_id;
   INSERT INTO public.users (id, email, email_verified, created_at, updated_at)
-  SELECT u.id, u.email, u.email_confirmed_at IS NOT NULL,
-         coalesce(u.created_at, now()), coalesce(u.updated_at, u.created_at, now())
+  SELECT u.id, u.email, u.email_confirmed_at IS NOT NULL, coalesce(u.created_at, now()), coalesce(u.updated_at, u.created_at, now())
   FROM (SELECT * FROM auth.users AS a
         WHERE a.id = after_id AND NOT EXISTS (SELECT 1 FROM public.users AS p WHERE p.id = a.id)
         FOR KEY SHARE) AS u
@@ -41,9 +40,8 @@ BEGIN
     ),
     repaired AS (
       INSERT INTO public.users (id, email, email_verified, created_at, updated_at)
-      SELECT id, email, email_confirmed_at IS NOT NULL,
-             coalesce(created_at, now()), coalesce(updated_at, created_at, now())
-      FROM ghosts
+      SELECT g.id, g.email, g.email_confirmed_at IS NOT NULL, coalesce(g.created_at, now()), coalesce(g.updated_at, g.created_at, now())
+      FROM ghosts AS g
       ON CONFLICT (id) DO NOTHING
       RETURNING 1
     )

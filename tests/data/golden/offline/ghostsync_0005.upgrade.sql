@@ -25,6 +25,22 @@ BEGIN
         FROM pg_catalog.pg_attribute AS a
         WHERE a.attrelid = 'public.users'::regclass AND a.attname = 'deleted_at' AND a.attnum > 0 AND NOT a.attisdropped;
         IF found_type IS NULL THEN
+          -- never a column of auth data on a table other users can read (ghostsync.migrations.exposure)
+          IF coalesce((SELECT EXISTS (
+          SELECT 1 FROM (VALUES ('anon'), ('authenticated'), ('public')) AS r(name)
+          WHERE (r.name = 'public' OR pg_catalog.to_regrole(r.name) IS NOT NULL)
+            AND pg_catalog.has_any_column_privilege(r.name, c.oid, 'SELECT')
+            AND (NOT c.relrowsecurity OR EXISTS (
+              SELECT 1 FROM pg_catalog.pg_policy AS p
+              WHERE p.polrelid = c.oid AND p.polpermissive AND p.polcmd IN ('r', '*')
+                AND (0::oid = ANY (p.polroles)
+                     OR (r.name <> 'public' AND pg_catalog.to_regrole(r.name) = ANY (p.polroles)))
+                AND p.polqual IS NOT NULL
+                AND pg_catalog.pg_get_expr(p.polqual, p.polrelid) !~ 'auth\.uid\(\)')))
+        FROM pg_catalog.pg_class AS c
+        WHERE c.oid = pg_catalog.to_regclass('public.users') AND c.relkind IN ('r', 'p')), false) THEN
+            RETURN;
+          END IF;
           ALTER TABLE public.users ADD COLUMN deleted_at timestamptz;
           INSERT INTO ghostsync.objects (kind, name, created, revision, owner)
       VALUES ('column', 'public.users.deleted_at', true, 'ghostsync_0005', current_user)

@@ -16,13 +16,10 @@ BEGIN
           jsonb_build_object('mode', 'offline', 'pid', pg_backend_pid(), 'batches', 0))
   RETURNING id INTO run_id;
   UPDATE public.users AS p
-  SET email = u.email, email_verified = u.email_confirmed_at IS NOT NULL, deleted_at = u.deleted_at,
-      updated_at = now()
+  SET email = u.email, email_verified = u.email_confirmed_at IS NOT NULL, deleted_at = u.deleted_at, updated_at = now()
   FROM (SELECT * FROM auth.users AS a WHERE a.id = after_id FOR SHARE) AS u
   WHERE p.id = u.id
-    AND (p.email IS DISTINCT FROM u.email
-         OR p.email_verified IS DISTINCT FROM (u.email_confirmed_at IS NOT NULL)
-         OR p.deleted_at IS DISTINCT FROM u.deleted_at);
+    AND (p.email IS DISTINCT FROM (u.email) OR p.email_verified IS DISTINCT FROM (u.email_confirmed_at IS NOT NULL) OR p.deleted_at IS DISTINCT FROM (u.deleted_at));
   GET DIAGNOSTICS total = ROW_COUNT;
   LOOP
     WITH batch AS (
@@ -36,15 +33,12 @@ BEGIN
       SELECT u.id, u.email, u.email_confirmed_at, u.deleted_at
       FROM auth.users AS u JOIN public.users AS p ON p.id = u.id
       WHERE u.id IN (SELECT b.id FROM batch AS b)
-        AND (p.email IS DISTINCT FROM u.email
-             OR p.email_verified IS DISTINCT FROM (u.email_confirmed_at IS NOT NULL)
-             OR p.deleted_at IS DISTINCT FROM u.deleted_at)
+        AND (p.email IS DISTINCT FROM (u.email) OR p.email_verified IS DISTINCT FROM (u.email_confirmed_at IS NOT NULL) OR p.deleted_at IS DISTINCT FROM (u.deleted_at))
       FOR SHARE OF u
     ),
     repaired AS (
       UPDATE public.users AS p
-      SET email = s.email, email_verified = s.email_confirmed_at IS NOT NULL, deleted_at = s.deleted_at,
-          updated_at = now()
+      SET email = s.email, email_verified = s.email_confirmed_at IS NOT NULL, deleted_at = s.deleted_at, updated_at = now()
       FROM stale AS s
       WHERE p.id = s.id
       RETURNING 1

@@ -161,8 +161,11 @@ SELECT pg_catalog.set_config('lock_timeout', least(greatest(10, 400 / 1), (SELEC
 DO $ghostsync$
 DECLARE
   problems text[] := '{}';
+  missing text[] := '{}';
   need record;
   found record;
+  rel_kind "char";
+  auth_column text;
 BEGIN
   IF to_regclass('public.users') IS NULL THEN
     CREATE TABLE public.users (
@@ -188,6 +191,20 @@ BEGIN
     RETURN;
   END IF;
 
+  SELECT c.relkind INTO rel_kind FROM pg_class AS c WHERE c.oid = 'public.users'::regclass;
+  IF rel_kind NOT IN ('r', 'p') THEN
+    RAISE EXCEPTION 'ghostsync: public.users is a %, not a table, and ghostsync keeps its profiles in a table of '
+      'that name: it neither replaces nor writes the app''s %; %nothing was changed',
+      CASE rel_kind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' WHEN 'f' THEN 'foreign table'
+                ELSE format('relation of kind %s', rel_kind) END,
+      CASE rel_kind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' WHEN 'f' THEN 'foreign table'
+                ELSE 'relation' END,
+      CASE WHEN rel_kind IN ('v', 'm')
+           THEN 'a view over auth.users shows a row for every account, so it has no ghosts to prevent and '
+                'ghostsync is not needed beside it; '
+           ELSE '' END;
+  END IF;
+
   FOR need IN
     SELECT * FROM (VALUES
       ('id', ARRAY['uuid'], false, 0, ''),
@@ -200,13 +217,32 @@ BEGIN
     SELECT regexp_replace(format_type(a.atttypid, NULL), '^.*\.', '') AS type_name,
            CASE WHEN a.atttypid IN ('varchar'::regtype, 'bpchar'::regtype) AND a.atttypmod > 4
                 THEN a.atttypmod - 4 END AS length,
-           a.attnotnull AS not_null
+           a.attnotnull AS not_null,
+           a.attidentity <> '' AS identity
       INTO found
     FROM pg_attribute a
     WHERE a.attrelid = 'public.users'::regclass AND a.attname = need.col
       AND a.attnum > 0 AND NOT a.attisdropped;
-    IF found.type_name IS NULL THEN
-      problems := problems || format('column %s is missing (needs %s)', need.col, need.types[1]);
+    IF need.col = 'id' AND (found.type_name IS NULL OR NOT found.type_name = ANY (need.types)) THEN
+      -- The auth id kept in another column (an integer identity id beside auth_user_id uuid UNIQUE):
+      -- named, never "change the type of id" (PostgreSQL refuses it for an identity column).
+      SELECT a.attname INTO auth_column
+      FROM pg_constraint AS c JOIN pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+      WHERE c.conrelid = 'public.users'::regclass AND c.contype = 'f' AND c.confrelid = 'auth.users'::regclass
+        AND cardinality(c.conkey) = 1
+      ORDER BY a.attnum LIMIT 1;
+      IF auth_column IS NOT NULL THEN
+        problems := problems || format('column id is %s%s, and the auth id is in column %s (a foreign key to '
+          'auth.users); ghostsync keeps profiles keyed by the auth id in column id and adopts no table keyed '
+          'otherwise: keep the app''s own sync for this table', coalesce(found.type_name, 'missing'),
+          CASE WHEN found.identity THEN ' (an identity column)' ELSE '' END, auth_column);
+      ELSIF found.type_name IS NULL THEN
+        problems := problems || 'column id is missing: ghostsync keeps profiles keyed by the auth id (uuid) in column id'::text;
+      ELSE
+        problems := problems || format('column id is %s (needs uuid)', found.type_name);
+      END IF;
+    ELSIF found.type_name IS NULL THEN
+      missing := missing || need.col;
     ELSIF NOT found.type_name = ANY (need.types) THEN
       problems := problems || format('column %s is %s (needs %s)', need.col, found.type_name,
                                      array_to_string(need.types, ' or '));
@@ -218,7 +254,7 @@ BEGIN
     END IF;
   END LOOP;
 
-  IF NOT EXISTS (
+  IF cardinality(problems) = 0 AND NOT EXISTS (
     SELECT 1 FROM pg_index i
     WHERE i.indrelid = 'public.users'::regclass AND i.indisunique AND i.indisvalid AND i.indimmediate
       AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts = 1
@@ -237,15 +273,6 @@ BEGIN
     END IF;
   END IF;
 
-  problems := problems || ARRAY(
-    SELECT format('column %s is NOT NULL without a default (ghostsync cannot fill it)', a.attname)
-    FROM pg_attribute a
-    WHERE a.attrelid = 'public.users'::regclass AND a.attnum > 0 AND NOT a.attisdropped
-      AND a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = ''
-      AND a.attname NOT IN ('id', 'email', 'email_verified', 'created_at', 'updated_at')
-    ORDER BY a.attnum
-  );
-
   IF cardinality(problems) > 0 THEN
     RAISE EXCEPTION 'ghostsync: existing table public.users cannot be adopted: %; nothing was changed',
       array_to_string(problems, '; ');
@@ -253,6 +280,29 @@ BEGIN
   INSERT INTO ghostsync.objects (kind, name, created, revision, owner)
   VALUES ('table', 'public.users', false, 'ghostsync_0001', current_user)
   ON CONFLICT (kind, name) DO NOTHING;
+  -- Never a column of auth data on a table other users can read: there ghostsync syncs what it has.
+  IF cardinality(missing) > 0 AND NOT coalesce((SELECT EXISTS (
+    SELECT 1 FROM (VALUES ('anon'), ('authenticated'), ('public')) AS r(name)
+    WHERE (r.name = 'public' OR pg_catalog.to_regrole(r.name) IS NOT NULL)
+      AND pg_catalog.has_any_column_privilege(r.name, c.oid, 'SELECT')
+      AND (NOT c.relrowsecurity OR EXISTS (
+        SELECT 1 FROM pg_catalog.pg_policy AS p
+        WHERE p.polrelid = c.oid AND p.polpermissive AND p.polcmd IN ('r', '*')
+          AND (0::oid = ANY (p.polroles)
+               OR (r.name <> 'public' AND pg_catalog.to_regrole(r.name) = ANY (p.polroles)))
+          AND p.polqual IS NOT NULL
+          AND pg_catalog.pg_get_expr(p.polqual, p.polrelid) !~ 'auth\.uid\(\)')))
+  FROM pg_catalog.pg_class AS c
+  WHERE c.oid = pg_catalog.to_regclass('public.users') AND c.relkind IN ('r', 'p')), false) THEN
+    FOR i IN 1 .. cardinality(missing) LOOP
+      EXECUTE format('ALTER TABLE public.users ADD COLUMN %I %s', missing[i],
+                     CASE missing[i] WHEN 'email' THEN 'text' WHEN 'email_verified' THEN 'boolean'
+                                     ELSE 'timestamptz' END);
+      INSERT INTO ghostsync.objects (kind, name, created, revision, owner)
+      VALUES ('column', 'public.users.' || missing[i], true, 'ghostsync_0001', current_user)
+      ON CONFLICT (kind, name) DO NOTHING;
+    END LOOP;
+  END IF;
 END
 $ghostsync$;
 

@@ -2,6 +2,8 @@ SELECT pg_catalog.to_regclass('"alembic_version"') IS NOT NULL;
 
 SELECT EXISTS (SELECT 1 FROM "alembic_version" WHERE xmin::text::bigint = pg_catalog.mod(pg_catalog.pg_current_xact_id_if_assigned()::text::bigint, 4294967296));
 
+SELECT a.attname::text, pg_catalog.format_type(a.atttypid, NULL) FROM pg_catalog.pg_attribute AS a WHERE a.attrelid = pg_catalog.to_regclass('public.users') AND a.attnum > 0 AND NOT a.attisdropped;
+
 SELECT CASE WHEN c.reltuples < 0 OR (c.reltuples = 0 AND c.relpages > 0)
             THEN (SELECT count(*) FROM auth.users) ELSE c.reltuples::bigint END
 FROM pg_catalog.pg_class AS c WHERE c.oid = 'auth.users'::pg_catalog.regclass;
@@ -33,6 +35,8 @@ FROM pg_stat_activity AS a
 WHERE a.pid = pg_backend_pid()
 RETURNING id;
 
+SELECT coalesce(string_agg(format('%%s %%s', kind, name), ', ' ORDER BY kind, name), '') FROM (  SELECT 'BEFORE INSERT trigger' AS kind, t.tgname::text AS name FROM pg_catalog.pg_trigger AS t  WHERE t.tgrelid = pg_catalog.to_regclass('public.users') AND NOT t.tgisinternal AND t.tgenabled IN ('O', 'A')    AND (t.tgtype & 7) = 7  UNION ALL  SELECT 'rule', r.rulename::text FROM pg_catalog.pg_rewrite AS r  WHERE r.ev_class = pg_catalog.to_regclass('public.users') AND r.ev_type = '3' AND r.is_instead) AS s;
+
 SELECT (pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text::bigint %% 4294967296)::text AS horizon;
 
 -- params: {'lock_timeout': '400ms', 'after': None, 'batch_size': 2, 'run_id': 1}
@@ -52,9 +56,8 @@ ghosts AS (
 ),
 repaired AS (
   INSERT INTO public.users (id, email, email_verified, created_at, updated_at)
-  SELECT id, email, email_confirmed_at IS NOT NULL,
-         coalesce(created_at, now()), coalesce(updated_at, created_at, now())
-  FROM ghosts
+  SELECT g.id, g.email, g.email_confirmed_at IS NOT NULL, coalesce(g.created_at, now()), coalesce(g.updated_at, g.created_at, now())
+  FROM ghosts AS g
   ON CONFLICT (id) DO NOTHING
   RETURNING 1
 ),
@@ -90,9 +93,8 @@ ghosts AS (
 ),
 repaired AS (
   INSERT INTO public.users (id, email, email_verified, created_at, updated_at)
-  SELECT id, email, email_confirmed_at IS NOT NULL,
-         coalesce(created_at, now()), coalesce(updated_at, created_at, now())
-  FROM ghosts
+  SELECT g.id, g.email, g.email_confirmed_at IS NOT NULL, coalesce(g.created_at, now()), coalesce(g.updated_at, g.created_at, now())
+  FROM ghosts AS g
   ON CONFLICT (id) DO NOTHING
   RETURNING 1
 ),
@@ -128,9 +130,8 @@ ghosts AS (
 ),
 repaired AS (
   INSERT INTO public.users (id, email, email_verified, created_at, updated_at)
-  SELECT id, email, email_confirmed_at IS NOT NULL,
-         coalesce(created_at, now()), coalesce(updated_at, created_at, now())
-  FROM ghosts
+  SELECT g.id, g.email, g.email_confirmed_at IS NOT NULL, coalesce(g.created_at, now()), coalesce(g.updated_at, g.created_at, now())
+  FROM ghosts AS g
   ON CONFLICT (id) DO NOTHING
   RETURNING 1
 ),
@@ -166,9 +167,8 @@ ghosts AS (
 ),
 repaired AS (
   INSERT INTO public.users (id, email, email_verified, created_at, updated_at)
-  SELECT id, email, email_confirmed_at IS NOT NULL,
-         coalesce(created_at, now()), coalesce(updated_at, created_at, now())
-  FROM ghosts
+  SELECT g.id, g.email, g.email_confirmed_at IS NOT NULL, coalesce(g.created_at, now()), coalesce(g.updated_at, g.created_at, now())
+  FROM ghosts AS g
   ON CONFLICT (id) DO NOTHING
   RETURNING 1
 ),
@@ -212,9 +212,8 @@ ghosts AS (
 ),
 repaired AS (
   INSERT INTO public.users (id, email, email_verified, created_at, updated_at)
-  SELECT id, email, email_confirmed_at IS NOT NULL,
-         coalesce(created_at, now()), coalesce(updated_at, created_at, now())
-  FROM ghosts
+  SELECT g.id, g.email, g.email_confirmed_at IS NOT NULL, coalesce(g.created_at, now()), coalesce(g.updated_at, g.created_at, now())
+  FROM ghosts AS g
   ON CONFLICT (id) DO NOTHING
   RETURNING 1
 ),

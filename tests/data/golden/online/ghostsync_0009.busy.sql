@@ -2,6 +2,8 @@ SELECT pg_catalog.to_regclass('"alembic_version"') IS NOT NULL;
 
 SELECT EXISTS (SELECT 1 FROM "alembic_version" WHERE xmin::text::bigint = pg_catalog.mod(pg_catalog.pg_current_xact_id_if_assigned()::text::bigint, 4294967296));
 
+SELECT a.attname::text, pg_catalog.format_type(a.atttypid, NULL) FROM pg_catalog.pg_attribute AS a WHERE a.attrelid = pg_catalog.to_regclass('public.users') AND a.attnum > 0 AND NOT a.attisdropped;
+
 SELECT CASE WHEN c.reltuples < 0 OR (c.reltuples = 0 AND c.relpages > 0)
             THEN (SELECT count(*) FROM auth.users) ELSE c.reltuples::bigint END
 FROM pg_catalog.pg_class AS c WHERE c.oid = 'auth.users'::pg_catalog.regclass;
@@ -46,15 +48,12 @@ stale AS (
   SELECT u.id, u.email, u.email_confirmed_at, u.deleted_at
   FROM auth.users AS u JOIN public.users AS p ON p.id = u.id
   WHERE u.id IN (SELECT b.id FROM batch AS b)
-    AND (p.email IS DISTINCT FROM u.email
-         OR p.email_verified IS DISTINCT FROM (u.email_confirmed_at IS NOT NULL)
-         OR p.deleted_at IS DISTINCT FROM u.deleted_at)
+    AND (p.email IS DISTINCT FROM (u.email) OR p.email_verified IS DISTINCT FROM (u.email_confirmed_at IS NOT NULL) OR p.deleted_at IS DISTINCT FROM (u.deleted_at))
   FOR SHARE OF u
 ),
 repaired AS (
   UPDATE public.users AS p
-  SET email = s.email, email_verified = s.email_confirmed_at IS NOT NULL, deleted_at = s.deleted_at,
-      updated_at = now()
+  SET email = s.email, email_verified = s.email_confirmed_at IS NOT NULL, deleted_at = s.deleted_at, updated_at = now()
   FROM stale AS s
   WHERE p.id = s.id
   RETURNING 1
@@ -87,15 +86,12 @@ stale AS (
   SELECT u.id, u.email, u.email_confirmed_at, u.deleted_at
   FROM auth.users AS u JOIN public.users AS p ON p.id = u.id
   WHERE u.id IN (SELECT b.id FROM batch AS b)
-    AND (p.email IS DISTINCT FROM u.email
-         OR p.email_verified IS DISTINCT FROM (u.email_confirmed_at IS NOT NULL)
-         OR p.deleted_at IS DISTINCT FROM u.deleted_at)
+    AND (p.email IS DISTINCT FROM (u.email) OR p.email_verified IS DISTINCT FROM (u.email_confirmed_at IS NOT NULL) OR p.deleted_at IS DISTINCT FROM (u.deleted_at))
   FOR SHARE OF u
 ),
 repaired AS (
   UPDATE public.users AS p
-  SET email = s.email, email_verified = s.email_confirmed_at IS NOT NULL, deleted_at = s.deleted_at,
-      updated_at = now()
+  SET email = s.email, email_verified = s.email_confirmed_at IS NOT NULL, deleted_at = s.deleted_at, updated_at = now()
   FROM stale AS s
   WHERE p.id = s.id
   RETURNING 1
@@ -128,15 +124,12 @@ stale AS (
   SELECT u.id, u.email, u.email_confirmed_at, u.deleted_at
   FROM auth.users AS u JOIN public.users AS p ON p.id = u.id
   WHERE u.id IN (SELECT b.id FROM batch AS b)
-    AND (p.email IS DISTINCT FROM u.email
-         OR p.email_verified IS DISTINCT FROM (u.email_confirmed_at IS NOT NULL)
-         OR p.deleted_at IS DISTINCT FROM u.deleted_at)
+    AND (p.email IS DISTINCT FROM (u.email) OR p.email_verified IS DISTINCT FROM (u.email_confirmed_at IS NOT NULL) OR p.deleted_at IS DISTINCT FROM (u.deleted_at))
   FOR SHARE OF u
 ),
 repaired AS (
   UPDATE public.users AS p
-  SET email = s.email, email_verified = s.email_confirmed_at IS NOT NULL, deleted_at = s.deleted_at,
-      updated_at = now()
+  SET email = s.email, email_verified = s.email_confirmed_at IS NOT NULL, deleted_at = s.deleted_at, updated_at = now()
   FROM stale AS s
   WHERE p.id = s.id
   RETURNING 1
@@ -169,15 +162,12 @@ stale AS (
   SELECT u.id, u.email, u.email_confirmed_at, u.deleted_at
   FROM auth.users AS u JOIN public.users AS p ON p.id = u.id
   WHERE u.id IN (SELECT b.id FROM batch AS b)
-    AND (p.email IS DISTINCT FROM u.email
-         OR p.email_verified IS DISTINCT FROM (u.email_confirmed_at IS NOT NULL)
-         OR p.deleted_at IS DISTINCT FROM u.deleted_at)
+    AND (p.email IS DISTINCT FROM (u.email) OR p.email_verified IS DISTINCT FROM (u.email_confirmed_at IS NOT NULL) OR p.deleted_at IS DISTINCT FROM (u.deleted_at))
   FOR SHARE OF u
 ),
 repaired AS (
   UPDATE public.users AS p
-  SET email = s.email, email_verified = s.email_confirmed_at IS NOT NULL, deleted_at = s.deleted_at,
-      updated_at = now()
+  SET email = s.email, email_verified = s.email_confirmed_at IS NOT NULL, deleted_at = s.deleted_at, updated_at = now()
   FROM stale AS s
   WHERE p.id = s.id
   RETURNING 1

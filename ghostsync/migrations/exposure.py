@@ -1,0 +1,36 @@
+"""Whether public.users lets one end user read another's row: the one home of that heuristic.
+
+ghostsync never adds a column carrying auth data (an email) to a table other
+users can read. A table is taken as readable by other users ("exposed") when an
+end users' role (``anon``, ``authenticated``, or PUBLIC) may SELECT from it
+(table or column privilege) and either row level security is off, or a
+permissive SELECT (or ALL) policy for that role has a USING expression whose
+text does not mention ``auth.uid()``, i.e. does not restrict a reader to their
+own row. A heuristic: a policy that mentions ``auth.uid()`` yet lets others
+through (``auth.uid() IS NOT NULL``) counts as private; the README says so.
+
+``EXPOSED`` is a boolean SQL expression (NULL where public.users is not a
+table), used by revision 0001's adoption, by ``kit.column_sql`` (no column is
+added to an exposed table) and by ``ghostsync status``, which says why a synced
+column is absent.
+"""
+
+from __future__ import annotations
+
+EXPOSED = r"""(SELECT EXISTS (
+    SELECT 1 FROM (VALUES ('anon'), ('authenticated'), ('public')) AS r(name)
+    WHERE (r.name = 'public' OR pg_catalog.to_regrole(r.name) IS NOT NULL)
+      AND pg_catalog.has_any_column_privilege(r.name, c.oid, 'SELECT')
+      AND (NOT c.relrowsecurity OR EXISTS (
+        SELECT 1 FROM pg_catalog.pg_policy AS p
+        WHERE p.polrelid = c.oid AND p.polpermissive AND p.polcmd IN ('r', '*')
+          AND (0::oid = ANY (p.polroles)
+               OR (r.name <> 'public' AND pg_catalog.to_regrole(r.name) = ANY (p.polroles)))
+          AND p.polqual IS NOT NULL
+          AND pg_catalog.pg_get_expr(p.polqual, p.polrelid) !~ 'auth\.uid\(\)')))
+  FROM pg_catalog.pg_class AS c
+  WHERE c.oid = pg_catalog.to_regclass('public.users') AND c.relkind IN ('r', 'p'))"""
+
+WHY = ("readable by other users (row level security off with SELECT granted to anon, authenticated or PUBLIC, "
+       "or a permissive SELECT policy whose USING does not mention auth.uid())")
+"""The reason, in words, for the upgrade's log line and status."""
