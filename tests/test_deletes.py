@@ -258,6 +258,34 @@ def test_the_cleanup_succeeds_past_an_app_key_checked_at_commit(db, deferral):
     assert len(failures(db)) == 2
 
 
+def test_a_cleanup_of_100_accounts_takes_one_subtransaction_with_an_xid(db):
+    """The statement trigger deletes the cleanup's 100 profiles in one subtransaction, and its nested
+    check of the app's deferrable keys writes nothing: far from the 64-entry subtransaction cache. Counted
+    as the xids the cleanup's transaction took (its own first, then one per subtransaction that wrote;
+    a subtransaction's xid lock ends with it, and PostgreSQL 15 has no pg_stat_get_backend_subxact());
+    nothing else writes on this test's server meanwhile."""
+    db.upgrade()
+    db.sql(APP_DEFERRED_REFERENCE_SQL.format(deferral="DEFERRABLE INITIALLY DEFERRED"), user="postgres")
+    with db.auth() as auth:
+        for _ in range(100):
+            auth.signup_anonymous()
+    db.sql("UPDATE auth.users SET created_at = now() - interval '40 days'", user="supabase_auth_admin")
+    conn = psycopg2.connect(db.url(AUTH_ROLE))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET search_path = auth")
+            cur.execute(CLEANUP)
+            assert cur.rowcount == 100
+            cur.execute("SELECT pg_catalog.pg_current_xact_id()::text::bigint")
+            own = cur.fetchone()[0]
+        conn.commit()
+    finally:
+        conn.close()
+    following = db.value("SELECT pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text::bigint")
+    assert following - own == 2, "the transaction's own xid and the delete sync's one subtransaction"
+    assert db.value("SELECT count(*) FROM public.users") == 0 and failures(db) == []
+
+
 def test_a_ghostsync_setting_left_in_a_pooled_session_changes_no_delete(db):
     db.sql(APP_KEY_WITHOUT_CASCADE_SQL, user="postgres")
     db.upgrade()
