@@ -15,7 +15,9 @@ the revision the database is at (``chain.declared_at``):
 - a warning (still healthy): the database is behind head but holds exactly
   what its revision declares (``behind_head``); the last run of a job
   failed or was interrupted; an adopted table with RLS off or open
-  privileges (the app's decision).
+  privileges (the app's decision); what a hard delete does on an adopted
+  table (``ghostsync.delete_rules``: its key refuses deletes, or the app's
+  rows kept, counted there and not as orphans).
 
 Two cadences: the full check (``check="full"``) reads both tables once (one
 full join on their keys); the quick check (``check="quick"``) reads only the

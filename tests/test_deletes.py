@@ -256,6 +256,12 @@ def test_the_cleanup_succeeds_past_an_app_key_checked_at_commit(db, deferral):
     assert cleanup(db, deferral) == 1
     assert db.value("SELECT count(*) FROM public.users WHERE id = %s", (str(later),)) == 0
     assert len(failures(db)) == 2
+    # repair takes each recorded profile on its own: the one nothing references goes, the member's is named
+    proc = ghostsync_cli(db, "repair")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert str(member) in proc.stdout + proc.stderr
+    assert db.value("SELECT count(*) FROM public.users") == 1
+    assert [user_id for user_id, *_ in failures(db)] == [str(member)]
 
 
 def test_a_cleanup_of_100_accounts_takes_one_subtransaction_with_an_xid(db):

@@ -189,7 +189,8 @@ BEGIN
   -- TRUNCATE auth.users removes every account with no row a DELETE trigger sees. Only the
   -- profile table ghostsync created is ghostsync's to empty (its own key, which made
   -- TRUNCATE ... CASCADE empty it, went with ghostsync_0011). TRUNCATE is no write of the
-  -- auth service: a profile that cannot go is left to status and repair, with a WARNING.
+  -- auth service: a profile that cannot go is left to status and repair, with a WARNING
+  -- (an app's deferred key to public.users is still checked at COMMIT).
   IF NOT EXISTS (SELECT 1 FROM ghostsync.objects AS o
                  WHERE o.kind = 'table' AND o.name = 'public.users' AND o.created) THEN
     RETURN NULL;
