@@ -15,7 +15,9 @@ the revision the database is at (``chain.declared_at``):
 - a warning (still healthy): the database is behind head but holds exactly
   what its revision declares (``behind_head``); the last run of a job
   failed or was interrupted; an adopted table with RLS off or open
-  privileges (the app's decision).
+  privileges (the app's decision); what a hard delete does on an adopted
+  table (``ghostsync.delete_rules``: its key refuses deletes, or the app's
+  rows kept, counted there and not as orphans).
 
 Two cadences: the full check (``check="full"``) reads both tables once (one
 full join on their keys); the quick check (``check="quick"``) reads only the
@@ -32,7 +34,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from ghostsync import chain, drift, health, names, roads, version_table
+from ghostsync import chain, delete_rules, drift, health, names, roads, version_table
 from ghostsync.chain import Declared
 
 SCHEMA_VERSION = 2
@@ -241,6 +243,10 @@ def collect(conn: Connection, *, quick: bool = False, script: Any = None, road: 
         counts = health.full_counts(conn, declared)
         found.ghosts, found.orphans, found.stale_profiles = counts.ghosts, counts.orphans, counts.stale
         found.auth_users, found.profiles = counts.auth_users, counts.profiles
+    if delete_rules.applies(declared):  # the app's rows kept are not orphans; what the app's key does
+        key = delete_rules.read(conn)
+        found.orphans, kept = delete_rules.split_orphans(key, found.orphans)
+        found.warnings += [Finding(f.code, f.detail) for f in delete_rules.findings(key, kept)]
     inspection = drift.inspect(conn, declared)
     found.triggers = {n: s.as_dict() for n, s in inspection.triggers.items()}
     found.functions = {n: s.as_dict() for n, s in inspection.functions.items()}

@@ -146,7 +146,7 @@ BREAKAGES = {
     "column too narrow": ("ALTER TABLE public.users ALTER COLUMN email TYPE varchar(100)",
                           ["profile_table_incompatible"]),
     "behind head, objects edited": ("UPDATE public.alembic_version SET version_num = 'ghostsync_0007'",
-                                    ["function_drift", "function_drift", "function_drift"]),
+                                    ["trigger_drift", "function_drift", "function_drift", "function_drift"]),
     "job failed": ("INSERT INTO public.cleanup_audit_log (job_name, status, records_affected) "
                    "VALUES ('resync_profiles', 'failed', 0)", []),
 }
