@@ -8,8 +8,9 @@ is at (it carries what each revision declares, as the verification script does):
 - ghostsync is installed (its row in ``public.alembic_version``) and there are no
   ghosts (auth users without a profile);
 - each trigger the revision declares exists on its table and is enabled;
-- each function the revision declares matches it (text, SECURITY DEFINER,
-  ``search_path = ''``) and is executable by neither ``anon`` nor ``authenticated``;
+- each function the revision declares matches it (text, volatility, strictness and
+  language as ``ghostsync.drift`` compares them, SECURITY DEFINER, ``search_path = ''``)
+  and is executable by neither ``anon`` nor ``authenticated``;
 - a signup of each kind (email, phone, anonymous, SSO), made inside the test's
   transaction as the auth service makes it, goes through, gets its profile, and leaves
   no deferred constraint failing: ``SET CONSTRAINTS ALL IMMEDIATE`` runs before each
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ghostsync import __version__, names
+from ghostsync import __version__, drift, names
 from ghostsync.verify import declarations, embedded
 
 SIGNUP_KINDS = ("email", "phone", "anonymous", "sso")
@@ -102,7 +103,9 @@ CROSS JOIN LATERAL pg_catalog.to_regprocedure(x.f ->> 0) AS fn(oid)
 CROSS JOIN LATERAL (VALUES
   (coalesce((SELECT p.prosrc = e.bodies ->> ((x.f ->> 1)::int) AND p.prosecdef
                     AND p.proconfig = ARRAY['search_path=""']
-             FROM pg_catalog.pg_proc AS p WHERE p.oid = fn.oid), false),
+                    AND pg_catalog.cardinality({attribute_differences}) = 0
+             FROM (SELECT q.*, l.lanname FROM pg_catalog.pg_proc AS q
+                   JOIN pg_catalog.pg_language AS l ON l.oid = q.prolang) AS p WHERE p.oid = fn.oid), false),
    pg_catalog.format('function %s matches revision %s', x.f ->> 0, e.revision)),
   (NOT coalesce(pg_catalog.has_function_privilege('anon', fn.oid, 'EXECUTE'), true),
    pg_catalog.format('function %s is not executable by anon', x.f ->> 0)),
@@ -140,7 +143,8 @@ def script(config: str | Path | None = None, version_table: str = names.VERSION_
         for kind in SIGNUP_KINDS)
     return TEMPLATE.format(version=__version__, kinds=", ".join(f"('{k}')" for k in SIGNUP_KINDS),
                            declared=payload, signup_tests=len(SIGNUP_KINDS) * TESTS_PER_SIGNUP, signups=signups,
-                           version_table=version_table)
+                           version_table=version_table,
+                           attribute_differences=drift.attribute_differences_sql("p", "x.f -> 3"))
 
 
 __all__ = ["SIGNUP_KINDS", "script"]

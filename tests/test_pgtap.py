@@ -114,6 +114,12 @@ BROKEN = {
         "CREATE OR REPLACE FUNCTION ghostsync.handle_user_deleted() RETURNS trigger LANGUAGE plpgsql "
         "SECURITY DEFINER SET search_path = '' AS $$ BEGIN RETURN OLD; END $$",
         {"function ghostsync.handle_user_deleted() matches revision ghostsync_0009"}),
+    "function made STABLE": (
+        "ALTER FUNCTION ghostsync.handle_user_updated() STABLE",
+        {"function ghostsync.handle_user_updated() matches revision ghostsync_0009"}),
+    "function made STRICT": (
+        "ALTER FUNCTION ghostsync.handle_user_deleted() STRICT",
+        {"function ghostsync.handle_user_deleted() matches revision ghostsync_0009"}),
     "executable by anon": (
         "GRANT EXECUTE ON FUNCTION ghostsync.handle_new_user() TO anon",
         {"function ghostsync.handle_new_user() is not executable by anon"}),
