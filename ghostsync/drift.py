@@ -14,9 +14,10 @@ Compared with the declaration of the recorded revision (``chain.declared_at``):
   the search path: timing, events, columns, WHEN clause, function), and
   whether it fires (``tgenabled``: disabled, or replica-only, fires for no
   ordinary session);
-- each table ghostsync created: row level security on, and no privilege an
-  end user's role should not have; tables ghostsync adopted are the app's,
-  so what is open there is reported as a warning only.
+- the profile table and ghostsync's own tables: row level security, and the
+  privileges an end user's role should not have (status judges them: the
+  profile table is the app's whether ghostsync created or adopted it, so
+  what is open there is a warning; ghostsync's own tables stay closed).
 
 Triggers on auth.users and public.users that ghostsync did not create are
 listed as the app's, never judged.

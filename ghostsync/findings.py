@@ -16,8 +16,10 @@ appears in a second module of ``ghostsync/``):
   against this catalogue.
 
 Severities: ``PROBLEM`` (unhealthy, exit 1), ``WARNING`` (healthy), and ``BY_TABLE``: a warning
-on the profile table (``APP_TABLE``: whether ghostsync created or adopted it, what is open
-there is the app's decision) and a problem on ghostsync's own tables, which stay closed.
+on the app's tables, a problem on ghostsync's own, which stay closed. The profile table
+(``APP_TABLE``) is the app's whether ghostsync created or adopted it (what is open there is the
+app's decision); another table is the app's when ghostsync adopted it (an app's own
+``cleanup_audit_log``).
 
 ``ERRORS`` are the codes of a check that could not run (exit 2, ``up`` false).
 
@@ -70,18 +72,19 @@ class Code:
     def fields(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(f for _, f, _, _ in string.Formatter().parse(self.template) if f))
 
-    def severity_for(self, table: str | None = None) -> str:
-        """``problem`` or ``warning`` (for ``BY_TABLE``, of the finding on ``table``)."""
+    def severity_for(self, table: str | None = None, adopted: bool = False) -> str:
+        """``problem`` or ``warning`` (for ``BY_TABLE``, of the finding on ``table``, ``adopted`` or created
+        by ghostsync)."""
         if self.severity == BY_TABLE:
-            return WARNING if table == APP_TABLE else PROBLEM
+            return WARNING if table == APP_TABLE or adopted else PROBLEM
         return self.severity
 
     def message(self, **values: Any) -> str:
         return self.template.format(**values)
 
-    def whose_for(self, table: str) -> str:
+    def whose_for(self, table: str, adopted: bool = False) -> str:
         """The ``{whose}`` field of a ``BY_TABLE`` finding on ``table``."""
-        return self.whose[self.severity_for(table) == WARNING]
+        return self.whose[self.severity_for(table, adopted) == WARNING]
 
     def finding(self, **values: Any) -> Finding:
         return Finding(self.code, self.message(**values))
@@ -92,16 +95,17 @@ class Code:
     def sql_code(self) -> str:
         return sql_literal(self.code)
 
-    def sql_severity(self, table: str = "NULL") -> str:
-        """The severity as an SQL expression (``table``: the SQL expression of the finding's table)."""
+    def sql_severity(self, table: str = "NULL", adopted: str = "false") -> str:
+        """The severity as an SQL expression (``table``, ``adopted``: SQL expressions of the finding's table
+        and whether ghostsync adopted it)."""
         if self.severity == BY_TABLE:
-            return (f"CASE WHEN {table} = {sql_literal(APP_TABLE)} THEN {sql_literal(WARNING)} "
+            return (f"CASE WHEN {table} = {sql_literal(APP_TABLE)} OR {adopted} THEN {sql_literal(WARNING)} "
                     f"ELSE {sql_literal(PROBLEM)} END")
         return sql_literal(self.severity)
 
-    def sql_whose(self, table: str) -> str:
-        """``whose_for`` as an SQL expression (``table``: the SQL expression of the finding's table)."""
-        return (f"CASE WHEN {table} = {sql_literal(APP_TABLE)} THEN {sql_literal(self.whose[1])} "
+    def sql_whose(self, table: str, adopted: str = "false") -> str:
+        """``whose_for`` as an SQL expression."""
+        return (f"CASE WHEN {table} = {sql_literal(APP_TABLE)} OR {adopted} THEN {sql_literal(self.whose[1])} "
                 f"ELSE {sql_literal(self.whose[0])} END")
 
     def sql_message(self, **expressions: str) -> str:
@@ -168,15 +172,16 @@ FUNCTION_DRIFT = Code("function_drift", PROBLEM, "function {signature} differs f
                       "declares ({differences}): {advice}", (8, 1))
 RLS_DISABLED = Code("rls_disabled", BY_TABLE, "{table} has row level security disabled: anyone with the anon key "
                     "can read every row{whose}", (9, 1),
-                    whose=("", " (the profile table is the app's: its decision)"))
+                    whose=("", " (the app's table: its decision)"))
 OPEN_PRIVILEGES = Code("open_privileges", BY_TABLE, "{table} grants {privileges} to end users' roles (row level "
                        "security governs neither TRUNCATE, REFERENCES nor TRIGGER, and anon has no business with "
                        "ghostsync's tables){whose}", (9, 2),
-                       whose=("", "; the profile table is the app's: revoke what end users do not need"))
+                       whose=("", "; the app's table: revoke what end users do not need"))
 SYNCED_COLUMNS_READABLE = Code(
     "synced_columns_readable", WARNING,
     "{table} lets {roles} read every row's {columns} ({because}): close them with column privileges, e.g. "
-    "{close}", (9, 3), summary="end users can read the synced columns of every profile")
+    "{close} (what the app reads of them for a user's own row, such as the email, comes from the session "
+    "instead: auth.jwt() ->> 'email')", (9, 3), summary="end users can read the synced columns of every profile")
 PROFILE_TABLE_INCOMPATIBLE = Code("profile_table_incompatible", PROBLEM,
                                   "public.users cannot take what the sync writes: {reason}", (10, 0))
 BEHIND_HEAD = Code("behind_head", WARNING, "the database is at revision {revision}, head is {head}: {newer}", (11, 0))

@@ -5,7 +5,7 @@ Stamped back by mistake, the database holds what a later revision declares and s
 judge it against the older declaration without a word (drift that is no edit, advice that
 reinstalls the old objects). ``later_objects`` lists, for a revision, what each later revision
 on the way to head installs differently (a function's text, a trigger's definition); an
-installed object equal to one of those is the sign. ``stamped_behind`` names the newest such
+installed object equal to one of those is the sign. ``newest_installed`` names the newest such
 revision and its objects. ``verify-sql`` embeds ``later_objects`` per revision and applies the
 same rule in SQL; the labels are built here once.
 """
@@ -18,8 +18,9 @@ from ghostsync import chain
 
 
 def later_objects(revision: str | None, script: Any) -> list[dict[str, Any]]:
-    """What revisions after ``revision`` (up to head) declare differently from it, oldest first:
-    ``{"later", "kind" (function | trigger), "name", "table", "text", "label"}``."""
+    """What each revision after ``revision`` (up to head) installs anew, oldest first: a function's text or
+    a trigger's definition that differs from what the revision before it declares (and from what
+    ``revision`` declares): ``{"later", "kind" (function | trigger), "name", "table", "text", "label"}``."""
     if revision is None:
         return []
     ordered = [rev.revision for rev in chain.path_to(script, chain.head(script))]
@@ -27,22 +28,23 @@ def later_objects(revision: str | None, script: Any) -> list[dict[str, Any]]:
         return []
     here = chain.declared_at(revision, script)
     found: list[dict[str, Any]] = []
+    before = here
     for later in ordered[ordered.index(revision) + 1:]:
         declared = chain.declared_at(later, script)
         for signature in declared.functions:
             body = declared.body(signature)
-            if signature not in here.functions or here.body(signature) != body:
+            if all(signature not in d.functions or d.body(signature) != body for d in (here, before)):
                 found.append({"later": later, "kind": "function", "name": signature, "table": None, "text": body,
                               "label": f"function {signature}"})
         for name, trigger in declared.triggers.items():
-            mine = here.triggers.get(name)
-            if mine is None or mine.definition != trigger.definition:
+            if all(name not in d.triggers or d.triggers[name].definition != trigger.definition for d in (here, before)):
                 found.append({"later": later, "kind": "trigger", "name": name, "table": trigger.table,
                               "text": trigger.definition, "label": f"trigger {name} on {trigger.table}"})
+        before = declared
     return found
 
 
-def stamped_behind(later: list[dict[str, Any]], installed_bodies: dict[str, str | None],
+def newest_installed(later: list[dict[str, Any]], installed_bodies: dict[str, str | None],
                    installed_triggers: dict[tuple[str, str], str]) -> tuple[str, str] | None:
     """(the newest later revision whose objects are installed, their labels), or None.
 
@@ -56,4 +58,4 @@ def stamped_behind(later: list[dict[str, Any]], installed_bodies: dict[str, str 
     return newest, ", ".join(o["label"] for o in matched if o["later"] == newest)
 
 
-__all__ = ["later_objects", "stamped_behind"]
+__all__ = ["later_objects", "newest_installed"]

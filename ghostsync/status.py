@@ -3,19 +3,24 @@
 ``collect`` gathers every figure into a ``Status`` in one read-only
 transaction (so it also runs on a hot standby); ``ghostsync.report`` presents
 it as text, JSON or Prometheus metrics. The verdict reads the declaration of
-the revision the database is at (``chain.declared_at``):
+the revision the database is at (``chain.declared_at``); every finding comes
+from the catalogue (``ghostsync.findings``: codes, severities, messages), in
+its order:
 
-- a problem (exit 1): ghosts, orphans, failed syncs, stale profiles; a
-  ghostsync trigger missing, disabled, replica-only or not as declared; a
-  ghostsync function missing or not as declared (text, SECURITY DEFINER,
-  search_path, owner, EXECUTE grants); an object of ghostsync's name that
-  ghostsync did not create; a table ghostsync created with RLS off or
+- a problem (exit 1): ghosts, orphans, stale profiles, failed syncs whose
+  profile has not healed since; a setting that makes the auth service's
+  writes skip ghostsync's triggers (``replication_role``); alembic_version
+  stamped behind the installed objects (``stamped``); a ghostsync trigger
+  missing, disabled, replica-only or not as declared; a ghostsync function
+  missing or not as declared (``drift``); an object of ghostsync's name that
+  ghostsync did not create; ghostsync's own tables with RLS off or
   privileges open to end users; a profile table that cannot take what the
   sync writes;
 - a warning (still healthy): the database is behind head but holds exactly
   what its revision declares (``behind_head``); the last run of a job
-  failed or was interrupted; an adopted table with RLS off or open
-  privileges (the app's decision).
+  failed or was interrupted; what the app opened on ``public.users``, its
+  table whether ghostsync created or adopted it (RLS off, open privileges,
+  synced columns every end user can read: ``exposure``).
 
 Two cadences: the full check (``check="full"``) reads both tables once (one
 full join on their keys); the quick check (``check="quick"``) reads only the
@@ -266,7 +271,7 @@ def _stamped(conn: Connection, revision: str, script: Any) -> tuple[str, str] | 
                                            "WHERE p.oid = pg_catalog.to_regprocedure(:s)"), {"s": o["name"]}).scalar()
               for o in later if o["kind"] == "function"}
     triggers = {(r["name"], r["table_name"]): r["definition"] for r in drift.trigger_rows(conn)}
-    return stamped.stamped_behind(later, bodies, triggers)
+    return stamped.newest_installed(later, bodies, triggers)
 
 
 def monitored_jobs(declared: Declared) -> list[str]:
@@ -308,10 +313,10 @@ def reinstall_advice(declared: Declared, key: str, revision: str | None, script:
 def _judge(found: Status, declared: Declared, inspection: drift.Inspection, script: Any,
            column_problems: list[str], road: roads.Road, checked: Checked) -> None:
     """Each finding from the catalogue (``ghostsync.findings``), in its order."""
-    def add(code: findings.Code, table: str | None = None, **values: Any) -> None:
+    def add(code: findings.Code, table: str | None = None, adopted: bool = False, **values: Any) -> None:
         if code.severity == findings.BY_TABLE and table is not None:
-            values["whose"] = code.whose_for(table)
-        out = found.problems if code.severity_for(table) == findings.PROBLEM else found.warnings
+            values["whose"] = code.whose_for(table, adopted)
+        out = found.problems if code.severity_for(table, adopted) == findings.PROBLEM else found.warnings
         out.append(code.finding(table=table, **values) if table is not None else code.finding(**values))
 
     if found.ghosts:
@@ -353,10 +358,11 @@ def _judge(found: Status, declared: Declared, inspection: drift.Inspection, scri
     for table, tstate in inspection.tables.items():
         if not tstate.exists:
             continue
+        adopted = tstate.created is not True
         if not tstate.rls and table in (names.PROFILES, names.AUDIT_LOG):
-            add(findings.RLS_DISABLED, table)
+            add(findings.RLS_DISABLED, table, adopted)
         if tstate.open_privileges:
-            add(findings.OPEN_PRIVILEGES, table, privileges=", ".join(tstate.open_privileges))
+            add(findings.OPEN_PRIVILEGES, table, adopted, privileges=", ".join(tstate.open_privileges))
         if table == names.PROFILES and checked.exposed is not None:
             add(findings.SYNCED_COLUMNS_READABLE, table, **checked.exposed)
     for message in column_problems:

@@ -417,14 +417,15 @@ JOBS = ("'SELECT coalesce(pg_catalog.jsonb_object_agg(j.job, (SELECT pg_catalog.
         "FROM pg_catalog.jsonb_array_elements_text(' || pg_catalog.quote_literal((s.declared -> 'jobs')::text) "
         "|| '::jsonb) AS j(job)'")
 
-def _finding(code: findings.Code, source: str, order: str = "0", table: str | None = None, **fields: str) -> str:
+def _finding(code: findings.Code, source: str, order: str = "0", table: str | None = None,
+             adopted: str = "false", **fields: str) -> str:
     """One SELECT of the findings CTE: ``code``'s severity, rank, code and message (``fields``: each template
     field as an SQL expression over ``source``, a FROM clause; ``order``: the object's position)."""
     if table is not None:
         fields["table"] = table
         if code.severity == findings.BY_TABLE:
-            fields["whose"] = code.sql_whose(table)
-    kind = code.sql_severity(table) if table is not None else code.sql_severity()
+            fields["whose"] = code.sql_whose(table, adopted)
+    kind = code.sql_severity(table, adopted) if table is not None else code.sql_severity()
     return (f"  SELECT {kind} AS kind, {code.rank[0]} AS k1, ({order})::bigint AS k2, {code.rank[1]} AS k3, "
             f"{code.sql_code} AS code,\n    {code.sql_message(**fields)} AS message\n  {source}")
 
@@ -435,6 +436,7 @@ def _findings_sql() -> str:
     trigger = {"name": "t.name", "table": "t.tbl"}
     function = {"signature": "f.signature"}
     table_rows = "FROM tables AS t WHERE t.present"
+    adopted = "t.created IS DISTINCT FROM 'true'::jsonb"  # not recorded as created by ghostsync
     parts = [
         _finding(f.GHOSTS, "FROM counts AS c WHERE (c.c ->> 'ghosts')::bigint > 0", count="c.c ->> 'ghosts'"),
         _finding(f.ORPHANS, "FROM counts AS c WHERE (c.c ->> 'orphans')::bigint > 0", count="c.c ->> 'orphans'"),
@@ -460,9 +462,10 @@ def _findings_sql() -> str:
                  revision="s.revision", differences="pg_catalog.array_to_string(f.differences, '; ')",
                  advice="f.advice", **function),
         _finding(f.RLS_DISABLED, f"{table_rows} AND NOT t.rls AND t.name IN "
-                 f"({findings.sql_literal(names.PROFILES)}, {findings.sql_literal(names.AUDIT_LOG)})", "t.n", "t.name"),
+                 f"({findings.sql_literal(names.PROFILES)}, {findings.sql_literal(names.AUDIT_LOG)})", "t.n", "t.name",
+                 adopted),
         _finding(f.OPEN_PRIVILEGES, f"{table_rows} AND pg_catalog.cardinality(t.open_privileges) > 0", "t.n", "t.name",
-                 privileges="pg_catalog.array_to_string(t.open_privileges, ', ')"),
+                 adopted, privileges="pg_catalog.array_to_string(t.open_privileges, ', ')"),
         _finding(f.SYNCED_COLUMNS_READABLE, "FROM tables AS t CROSS JOIN exposed AS x WHERE t.present AND x.e IS NOT "
                  f"NULL AND t.name = {findings.sql_literal(names.PROFILES)}", "t.n", "t.name",
                  roles="x.e ->> 'roles'", columns="x.e ->> 'columns'", because="x.e ->> 'because'",
