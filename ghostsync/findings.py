@@ -26,8 +26,8 @@ app's decision); another table is the app's when ghostsync adopted it (an app's 
 The advice a message gives names the commands of the team's road (``ghostsync.roads``): the
 check passes the road's sentence in as a field (``advice``, ``newer``, ``install``).
 
-Issue 18's codes (``app_trigger_writes_profiles``, ``profile_cannot_be_created``,
-``app_rows_kept``) join ``FINDINGS`` here, each at the rank where its check runs.
+Issue 18's codes join ``FINDINGS`` here, each at the rank where its check runs (see the
+comment above ``FINDINGS``).
 """
 
 from __future__ import annotations
@@ -188,6 +188,11 @@ BEHIND_HEAD = Code("behind_head", WARNING, "the database is at revision {revisio
 JOB_FAILED = Code("job_failed", WARNING, "the last {job} run ended failed (audit row {id})", (12, 0))
 JOB_INTERRUPTED = Code("job_interrupted", WARNING, "the last {job} run ended interrupted (audit row {id})", (12, 0))
 
+# Issue 18's codes go here, each a Code above and an entry below at the rank of its check (the rank orders
+# status's list and verify-sql's alike; give a new group a rank between its neighbours', e.g. (2, 1)):
+#   app_rows_kept (warning or info, after orphans), app_trigger_writes_profiles (warning, after the
+#   triggers), profile_cannot_be_created (problem, beside profile_table_incompatible). status adds each
+#   with ``code.finding(...)``; verify-sql renders each with one ``_finding(...)`` in ``verify._findings_sql``.
 FINDINGS: tuple[Code, ...] = (
     GHOSTS, ORPHANS, FAILED_SYNCS, STALE_PROFILES, AUTH_WRITES_SKIP_TRIGGERS, STAMPED_BEHIND,
     TRIGGER_MISSING, TRIGGER_NOT_GHOSTSYNCS, TRIGGER_DISABLED, TRIGGER_REPLICA_ONLY, TRIGGER_DRIFT,

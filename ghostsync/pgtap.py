@@ -7,6 +7,8 @@ is at (it carries what each revision declares, as the verification script does):
 
 - ghostsync is installed (its row in ``public.alembic_version``) and there are no
   ghosts (auth users without a profile);
+- no setting of the auth role or the database makes the auth service's writes skip
+  ghostsync's triggers (``ghostsync.replication_role``, the query status runs);
 - each trigger the revision declares exists on its table and is enabled;
 - each function the revision declares matches it (text, volatility, strictness and
   language as ``ghostsync.drift`` compares them, SECURITY DEFINER, ``search_path = ''``)
@@ -24,8 +26,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ghostsync import __version__, drift, names
+from ghostsync import __version__, drift, findings, names, replication_role
 from ghostsync.verify import declarations, embedded
+
+REPLICATION_TEST = ("no setting of the auth role or the database makes the auth service's writes skip "
+                    "ghostsync's triggers")
 
 SIGNUP_KINDS = ("email", "phone", "anonymous", "sso")
 TESTS_PER_SIGNUP = 3
@@ -77,7 +82,7 @@ BEGIN
 END
 $ghostsync_test$;
 
-SELECT plan(2 + pg_catalog.jsonb_array_length(declared -> 'triggers')
+SELECT plan(3 + pg_catalog.jsonb_array_length(declared -> 'triggers')
             + 3 * pg_catalog.jsonb_array_length(declared -> 'functions') + {signup_tests})
 FROM ghostsync_expected;
 
@@ -88,6 +93,8 @@ FROM ghostsync_expected;
 SELECT is((SELECT count(*) FROM auth.users AS u
            WHERE NOT EXISTS (SELECT 1 FROM public.users AS p WHERE p.id = u.id)),
           0::bigint, 'no ghosts: every auth.users row has its public.users profile');
+
+SELECT is((SELECT q.j FROM ({replication}) AS q), '[]', {replication_test});
 
 SELECT ok(coalesce((SELECT t.tgenabled IN ('O', 'A') FROM pg_catalog.pg_trigger AS t
                     WHERE t.tgrelid = pg_catalog.to_regclass(x.t ->> 1) AND t.tgname = x.t ->> 0
@@ -144,7 +151,9 @@ def script(config: str | Path | None = None, version_table: str = names.VERSION_
     return TEMPLATE.format(version=__version__, kinds=", ".join(f"('{k}')" for k in SIGNUP_KINDS),
                            declared=payload, signup_tests=len(SIGNUP_KINDS) * TESTS_PER_SIGNUP, signups=signups,
                            version_table=version_table,
-                           attribute_differences=drift.attribute_differences_sql("p", "x.f -> 3"))
+                           attribute_differences=drift.attribute_differences_sql("p", "x.f -> 3"),
+                           replication=replication_role.QUERY,
+                           replication_test=findings.sql_literal(REPLICATION_TEST))
 
 
 __all__ = ["SIGNUP_KINDS", "script"]

@@ -18,6 +18,12 @@ are read under an empty search_path (``set_config(..., true)`` around the read, 
 caller's path again), as ``status`` reads them. The statement writes nothing; it runs
 in a read-only transaction and on a hot standby.
 
+Its findings are rendered from the catalogue (``ghostsync.findings``): each code, severity and
+message template once, each one SELECT of the ``findings`` CTE (``_findings_sql``), ordered by
+the catalogue's ranks as ``status`` orders them. The checks beyond the catalogs' drift run the
+queries ``status`` runs: ``replication_role.QUERY``, ``exposure.query``, ``health.failed_syncs_sql``
+and ``stamped.later_objects`` (embedded per revision).
+
 Where status cannot check (no auth.users, no public.users, no revision of ghostsync's
 branch in alembic_version, an unknown or doubled revision row), the row has ``up``
 false, ``healthy`` false and ``error`` = {code, message}, as ``status --json`` prints

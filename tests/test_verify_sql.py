@@ -115,6 +115,8 @@ BREAKAGES = {
                "VALUES (gen_random_uuid(), 'o@example.com')", ["orphans"]),
     "failed sync": ("INSERT INTO ghostsync.sync_failures (user_id, operation, sqlstate, message, failures) "
                     "VALUES (gen_random_uuid(), 'INSERT', '23505', 'boom', 3)", ["failed_syncs"]),
+    "failed sync healed since": ("INSERT INTO ghostsync.sync_failures (user_id, operation, sqlstate, message) "
+                                 "SELECT id, 'UPDATE', '57014', 'canceled' FROM auth.users LIMIT 1", []),
     "stale": ("SET session_replication_role = replica; UPDATE auth.users SET email = 'changed@example.com' "
               "WHERE id = (SELECT id FROM auth.users WHERE email IS NOT NULL ORDER BY id LIMIT 1)",
               ["stale_profiles"]),
