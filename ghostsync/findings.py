@@ -12,6 +12,8 @@ appears in a second module of ``ghostsync/``):
   findings by ``Code.rank`` as ``status`` does;
 - the Prometheus textfile (``ghostsync.report``) exports a series for each of
   ``PROBLEM_CODES`` and ``WARNING_CODES`` (``FULL_ONLY_CODES`` are NaN in the quick check);
+- the pgTAP file (``ghostsync.pgtap``) tests no code, but what it checks of a function and of the
+  auth role's settings is the SQL status's checks use (``drift``, ``replication_role``);
 - the alert rules in ``monitoring/`` name codes that ``tests/test_findings.py`` checks
   against this catalogue.
 
@@ -32,7 +34,6 @@ comment above ``FINDINGS``).
 
 from __future__ import annotations
 
-import re
 import string
 from dataclasses import dataclass
 from typing import Any
@@ -64,7 +65,6 @@ class Code:
     template: str
     rank: tuple[int, int]
     full_only: bool = False
-    summary: str = ""
     # BY_TABLE: what the message adds on each side (problem, warning), as its {whose} field
     whose: tuple[str, str] = ("", "")
 
@@ -131,28 +131,25 @@ def sql_literal(value: str) -> str:
 # -- the findings, in the order status reports them ------------------------------------------------
 
 GHOSTS = Code("ghosts", PROBLEM, "{count} auth user(s) have no profile (ghosts): run `ghostsync repair`",
-              (1, 0), full_only=True, summary="auth users without a profile")
+              (1, 0), full_only=True)
 ORPHANS = Code("orphans", PROBLEM, "{count} profile(s) have no auth user (orphans): run `ghostsync repair`",
-               (2, 0), full_only=True, summary="profiles without an auth user")
+               (2, 0), full_only=True)
 FAILED_SYNCS = Code("failed_syncs", PROBLEM,
                     "{count} profile write(s) failed and are recorded in ghostsync.sync_failures: fix the cause, "
-                    "then run `ghostsync repair`", (3, 0),
-                    summary="recorded profile writes that failed and have not healed since")
+                    "then run `ghostsync repair`", (3, 0))
 STALE_PROFILES = Code("stale_profiles", PROBLEM,
                       "{count} profile(s) disagree with auth.users on {columns} (stale): run `ghostsync repair`",
-                      (4, 0), full_only=True, summary="profiles that disagree with their account")
+                      (4, 0), full_only=True)
 AUTH_WRITES_SKIP_TRIGGERS = Code(
     "auth_writes_skip_triggers", PROBLEM,
     "{setting} sets session_replication_role = {value}, so the auth service's writes skip ghostsync's triggers "
     "(and foreign-key checks): every signup becomes a ghost. {reset}, then `ghostsync repair` (making the triggers "
-    "ENABLE ALWAYS is no cure: replication and restores run in replica mode on purpose)", (5, 0),
-    summary="a setting of the auth role or the database stops ghostsync's triggers firing")
+    "ENABLE ALWAYS is no cure: replication and restores run in replica mode on purpose)", (5, 0))
 STAMPED_BEHIND = Code(
     "stamped_behind", PROBLEM,
     "the database holds what revision {later} declares ({objects}), but alembic_version says {revision}: "
     "stamped back by mistake? Status judges against {revision}'s declaration; record the revision the objects "
-    "are at (`stamp {later}` with the tool that migrates this database)", (6, 0),
-    summary="alembic_version names an older revision than the installed objects")
+    "are at (`stamp {later}` with the tool that migrates this database)", (6, 0))
 TRIGGER_MISSING = Code("trigger_missing", PROBLEM, "trigger {name} on {table} is missing: {advice}", (7, 1))
 TRIGGER_NOT_GHOSTSYNCS = Code(
     "trigger_not_ghostsyncs", PROBLEM, "trigger {name} on {table} was not created by ghostsync (not in "
@@ -181,7 +178,7 @@ SYNCED_COLUMNS_READABLE = Code(
     "synced_columns_readable", WARNING,
     "{table} lets {roles} read every row's {columns} ({because}): close them with column privileges, e.g. "
     "{close} (what the app reads of them for a user's own row, such as the email, comes from the session "
-    "instead: auth.jwt() ->> 'email')", (9, 3), summary="end users can read the synced columns of every profile")
+    "instead: auth.jwt() ->> 'email')", (9, 3))
 PROFILE_TABLE_INCOMPATIBLE = Code("profile_table_incompatible", PROBLEM,
                                   "public.users cannot take what the sync writes: {reason}", (10, 0))
 BEHIND_HEAD = Code("behind_head", WARNING, "the database is at revision {revision}, head is {head}: {newer}", (11, 0))
@@ -228,20 +225,7 @@ FULL_ONLY_CODES = tuple(c.code for c in FINDINGS if c.full_only)
 CODES = tuple(dict.fromkeys([*(c.code for c in FINDINGS), *(c.code for c in ERRORS)]))
 
 
-def by_code(code: str) -> Code:
-    """The finding of ``code`` (the first of that code)."""
-    for entry in (*FINDINGS, *ERRORS):
-        if entry.code == code:
-            return entry
-    raise KeyError(code)
-
-
-def codes_in(text: str) -> set[str]:
-    """The catalogue's codes that ``text`` names as whole words."""
-    return {c for c in CODES if re.search(rf"(?<![A-Za-z0-9_]){re.escape(c)}(?![A-Za-z0-9_])", text)}
-
-
 __all__ = [
     "APP_TABLE", "BY_TABLE", "CODES", "ERRORS", "FINDINGS", "FULL_ONLY_CODES", "PROBLEM", "PROBLEM_CODES",
-    "WARNING", "WARNING_CODES", "Code", "Finding", "by_code", "codes_in", "sql_literal",
+    "WARNING", "WARNING_CODES", "Code", "Finding", "sql_literal",
 ]
