@@ -17,7 +17,7 @@ its order:
   privileges open to end users; a profile table that cannot take what the
   sync writes;
 - a warning (still healthy): the database is behind head but holds exactly
-  what its revision declares (``behind_head``); the last run of a job
+  what its revision declares; the last run of a job
   failed or was interrupted; what the app opened on ``public.users``, its
   table whether ghostsync created or adopted it (RLS off, open privileges,
   synced columns every end user can read: ``exposure``).

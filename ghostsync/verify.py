@@ -517,7 +517,7 @@ HEADER = """-- ghostsync verification script (ghostsync {version}; written by `g
 -- One row, the keys of `ghostsync status --json`: healthy (no problem found), revision, head,
 -- ghosts, orphans, stale_profiles, failed_syncs, each trigger's state, whether each function
 -- matches what the revision the database is at declares, problems and warnings (code and
--- message; a warning such as behind_head leaves it healthy). up = false: it could not check,
+-- message; a warning, such as being behind head, leaves it healthy). up = false: it could not check,
 -- and error says why.
 --
 -- It carries what each revision of ghostsync's branch declares ({members}),
