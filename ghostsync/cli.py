@@ -193,7 +193,7 @@ def _connection_for(config: Config, options: argparse.Namespace,
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ghostsync import health, report, roads, status
+    from ghostsync import findings, health, report, roads, status
     from ghostsync.database import opened, resolve_url
 
     check = "quick" if args.quick else "full"
@@ -209,7 +209,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 found = status.collect(conn, quick=args.quick, script=script,
                                        road=roads.for_config(args.alembic_config))
             except status.StatusError as exc:
-                if exc.code == "not_installed" and not args.quick:  # the quick check never counts rows
+                if exc.code == findings.NOT_INSTALLED.code and not args.quick:  # the quick check never counts rows
                     before = health.before_install(conn)
                 raise
     except Exception as exc:

@@ -3,7 +3,10 @@
 Compared with the declaration of the recorded revision (``chain.declared_at``):
 
 - each function: present, recorded as ghostsync's in ``ghostsync.objects``,
-  its text (``pg_proc.prosrc``), SECURITY DEFINER, ``search_path = ''``, its
+  its text (``pg_proc.prosrc``), its volatility, strictness and language
+  (``ALTER FUNCTION ... STABLE`` makes every profile write fail with 0A000:
+  ``attributes`` reads what the declaration says, VOLATILE, CALLED ON NULL
+  INPUT where it says nothing), SECURITY DEFINER, ``search_path = ''``, its
   owner (the role that installed it, per the register), and not executable
   by PUBLIC, anon or authenticated;
 - each trigger: present, recorded as ghostsync's, its whole definition
@@ -11,9 +14,10 @@ Compared with the declaration of the recorded revision (``chain.declared_at``):
   the search path: timing, events, columns, WHEN clause, function), and
   whether it fires (``tgenabled``: disabled, or replica-only, fires for no
   ordinary session);
-- each table ghostsync created: row level security on, and no privilege an
-  end user's role should not have; tables ghostsync adopted are the app's,
-  so what is open there is reported as a warning only.
+- the profile table and ghostsync's own tables: row level security, and the
+  privileges an end user's role should not have (status judges them: the
+  profile table is the app's whether ghostsync created or adopted it, so
+  what is open there is a warning; ghostsync's own tables stay closed).
 
 Triggers on auth.users and public.users that ghostsync did not create are
 listed as the app's, never judged.
@@ -21,6 +25,7 @@ listed as the app's, never judged.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,8 +36,59 @@ from ghostsync.chain import Declared, function_body
 
 API_ROLES = ("anon", "authenticated")
 FIRING = {"O": "enabled", "A": "enabled", "D": "disabled", "R": "replica_only"}
+VOLATILITY = {"i": "IMMUTABLE", "s": "STABLE", "v": "VOLATILE"}
 # Privileges row level security does not govern, and that no end user needs on profiles.
 UNGOVERNED = ("TRUNCATE", "REFERENCES", "TRIGGER")
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """What a function's CREATE statement says of it besides its text, as pg_proc keeps it."""
+
+    volatility: str  # IMMUTABLE | STABLE | VOLATILE
+    strict: bool
+    language: str
+
+    def differences(self, volatility: str, strict: bool, language: str) -> list[str]:
+        """How an installed function with these attributes differs from the declared ones."""
+        out = []
+        if volatility != self.volatility:
+            out.append(f"{volatility} (declared {self.volatility})")
+        if strict != self.strict:
+            out.append("STRICT (declared CALLED ON NULL INPUT)" if strict else "CALLED ON NULL INPUT (declared STRICT)")
+        if language != self.language:
+            out.append(f"LANGUAGE {language} (declared {self.language})")
+        return out
+
+    def as_list(self) -> list[Any]:
+        return [self.volatility, self.strict, self.language]
+
+
+def attribute_differences_sql(installed: str, declared: str) -> str:
+    """``Attributes.differences`` as an SQL text[] expression, for the verification script: ``installed``
+    names a row with ``provolatile``, ``proisstrict`` and ``lanname``, ``declared`` a jsonb array
+    ``Attributes.as_list()``."""
+    volatility = ("CASE " + " ".join(f"WHEN {installed}.provolatile = '{k}' THEN '{v}'" for k, v in VOLATILITY.items())
+                  + f" ELSE {installed}.provolatile::text END")
+    return (
+        "pg_catalog.array_remove(ARRAY["
+        f"CASE WHEN {volatility} <> ({declared} ->> 0) THEN pg_catalog.format('%s (declared %s)', {volatility}, "
+        f"{declared} ->> 0) END, "
+        f"CASE WHEN {installed}.proisstrict <> ({declared} ->> 1)::boolean THEN CASE WHEN {installed}.proisstrict "
+        "THEN 'STRICT (declared CALLED ON NULL INPUT)' ELSE 'CALLED ON NULL INPUT (declared STRICT)' END END, "
+        f"CASE WHEN {installed}.lanname::text <> ({declared} ->> 2) THEN pg_catalog.format("
+        f"'LANGUAGE %s (declared %s)', {installed}.lanname, {declared} ->> 2) END], NULL)"
+    )
+
+
+def attributes(create: str) -> Attributes:
+    """The volatility, strictness and language a CREATE FUNCTION statement declares (the body left out)."""
+    outside = create.replace(function_body(create), " ").upper()
+    volatility = re.search(r"\b(IMMUTABLE|STABLE|VOLATILE)\b", outside)
+    language = re.search(r"\bLANGUAGE\s+'?(\w+)", outside)
+    return Attributes(volatility.group(1) if volatility else "VOLATILE",
+                      re.search(r"\bSTRICT\b|\bRETURNS\s+NULL\s+ON\s+NULL\s+INPUT\b", outside) is not None,
+                      language.group(1).lower() if language else "sql")
 
 
 @dataclass
@@ -105,7 +161,8 @@ def inspect(conn: Connection, declared: Declared) -> Inspection:
     """Read the catalogs (read-only; safe on a hot standby) and compare them with ``declared``."""
     registered = _registered(conn)
     return Inspection(
-        functions={sig: _function(conn, sig, declared.body(sig), registered) for sig in declared.functions},
+        functions={sig: _function(conn, sig, declared.body(sig), attributes(declared.functions[sig].create),
+                                  registered) for sig in declared.functions},
         triggers=_triggers(conn, declared, registered),
         app_triggers=_app_triggers(conn, registered),
         tables=_tables(conn, registered),
@@ -113,10 +170,11 @@ def inspect(conn: Connection, declared: Declared) -> Inspection:
     )
 
 
-def _function(conn: Connection, signature: str, body: str,
+def _function(conn: Connection, signature: str, body: str, declared: Attributes,
               registered: dict[tuple[str, str], dict[str, Any]]) -> FunctionState:
     row = conn.execute(text(
         "SELECT p.prosrc, p.prosecdef, p.proconfig, pg_get_userbyid(p.proowner) AS owner,"
+        " p.provolatile, p.proisstrict, (SELECT l.lanname FROM pg_language AS l WHERE l.oid = p.prolang) AS lanname,"
         " has_function_privilege('public', p.oid, 'EXECUTE') AS public_execute,"
         " (SELECT array_agg(r.rolname ORDER BY r.rolname) FROM pg_roles AS r"
         "  WHERE r.rolname IN ('anon', 'authenticated') AND has_function_privilege(r.oid, p.oid, 'EXECUTE'))"
@@ -131,6 +189,8 @@ def _function(conn: Connection, signature: str, body: str,
     differences = []
     if row["prosrc"] != body:
         differences.append("text")
+    differences += declared.differences(VOLATILITY.get(row["provolatile"], row["provolatile"]), row["proisstrict"],
+                                        row["lanname"])
     if not row["prosecdef"]:
         differences.append("not SECURITY DEFINER")
     if list(row["proconfig"] or []) != ['search_path=""']:
@@ -144,7 +204,7 @@ def _function(conn: Connection, signature: str, body: str,
     return FunctionState(signature, "differs" if differences else "matches", differences)
 
 
-def _trigger_rows(conn: Connection) -> list[dict[str, Any]]:
+def trigger_rows(conn: Connection) -> list[dict[str, Any]]:
     # pg_get_triggerdef qualifies names by the search path: read it under an empty one,
     # then give the transaction its search path back.
     previous = conn.execute(text("SELECT current_setting('search_path')")).scalar_one()
@@ -167,7 +227,7 @@ def _trigger_rows(conn: Connection) -> list[dict[str, Any]]:
 
 def _triggers(conn: Connection, declared: Declared,
               registered: dict[tuple[str, str], dict[str, Any]]) -> dict[str, TriggerState]:
-    found = {(r["name"], r["table_name"]): r for r in _trigger_rows(conn)}
+    found = {(r["name"], r["table_name"]): r for r in trigger_rows(conn)}
     states = {}
     for name, trigger in declared.triggers.items():
         row = found.get((name, trigger.table))
@@ -185,7 +245,7 @@ def _app_triggers(conn: Connection, registered: dict[tuple[str, str], dict[str, 
     return {
         f"{r['name']} ON {r['table_name']}": AppTrigger(r["name"], r["table_name"], r["function"],
                                                          FIRING.get(r["enabled"], "disabled"))
-        for r in _trigger_rows(conn)
+        for r in trigger_rows(conn)
         if ("trigger", f"{r['name']} ON {r['table_name']}") not in registered
     }
 
@@ -225,4 +285,7 @@ def _tables(conn: Connection, registered: dict[tuple[str, str], dict[str, Any]])
     return states
 
 
-__all__ = ["AppTrigger", "FunctionState", "Inspection", "TableState", "TriggerState", "function_body", "inspect"]
+__all__ = [
+    "AppTrigger", "Attributes", "FunctionState", "Inspection", "TableState", "TriggerState",
+    "attribute_differences_sql", "attributes", "function_body", "inspect", "trigger_rows",
+]

@@ -121,9 +121,24 @@ def count_orphans(conn: Connection) -> int:
     return int(conn.execute(query).scalar_one())
 
 
-def count_failed_syncs(conn: Connection) -> int:
-    """Recorded profile writes that failed (ghostsync.sync_failures)."""
-    return int(conn.execute(select(func.count()).select_from(sync_failures)).scalar_one())
+def count_failed_syncs(conn: Connection, declared: Declared | None = None) -> int:
+    """Recorded profile writes that failed (ghostsync.sync_failures); with ``declared``, only those whose
+    profile still differs from its account (``failed_syncs_sql``)."""
+    if declared is None:
+        return int(conn.execute(select(func.count()).select_from(sync_failures)).scalar_one())
+    return int(conn.execute(text(failed_syncs_sql(declared))).scalar_one())
+
+
+def failed_syncs_sql(declared: Declared) -> str:
+    """The ledger's rows that still stand, as one row, one column ``rows``: a row whose profile now equals
+    its account (the update sync has since healed it) is not counted, so status does not stay unhealthy
+    until someone runs repair, and the signup path writes nothing more (``ghostsync verify-sql`` embeds
+    it too). The ledger is small (one row per failing user): the join costs the quick check nothing."""
+    return (
+        "SELECT count(*) AS rows FROM ghostsync.sync_failures AS f\n"
+        "WHERE NOT EXISTS (SELECT 1 FROM auth.users AS u JOIN public.users AS p ON p.id = u.id\n"
+        f"                  WHERE u.id = f.user_id AND NOT {sync.stale_condition(declared)})"
+    )
 
 
 def last_runs(conn: Connection, job_name: str, limit: int = 5) -> list[dict[str, Any]]:

@@ -10,6 +10,10 @@ from __future__ import annotations
 # where Alembic keeps its version table unless an env.py names another
 VERSION_TABLE = "public.alembic_version"
 
+# the app's profile table and the jobs' audit log, as status and verify-sql name them
+PROFILES = "public.users"
+AUDIT_LOG = "public.cleanup_audit_log"
+
 # cleanup_audit_log.job_name of the runs the command line starts
 BACKFILL_JOB = "backfill_ghost_users"
 REPAIR_JOB = "repair_failed_syncs"

@@ -7,9 +7,12 @@ is at (it carries what each revision declares, as the verification script does):
 
 - ghostsync is installed (its row in ``public.alembic_version``) and there are no
   ghosts (auth users without a profile);
+- no setting of the auth role or the database makes the auth service's writes skip
+  ghostsync's triggers (``ghostsync.replication_role``, the query status runs);
 - each trigger the revision declares exists on its table and is enabled;
-- each function the revision declares matches it (text, SECURITY DEFINER,
-  ``search_path = ''``) and is executable by neither ``anon`` nor ``authenticated``;
+- each function the revision declares matches it (text, volatility, strictness and
+  language as ``ghostsync.drift`` compares them, SECURITY DEFINER, ``search_path = ''``)
+  and is executable by neither ``anon`` nor ``authenticated``;
 - a signup of each kind (email, phone, anonymous, SSO), made inside the test's
   transaction as the auth service makes it, goes through, gets its profile, and leaves
   no deferred constraint failing: ``SET CONSTRAINTS ALL IMMEDIATE`` runs before each
@@ -23,8 +26,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ghostsync import __version__, names
+from ghostsync import __version__, drift, findings, names, replication_role
 from ghostsync.verify import declarations, embedded
+
+REPLICATION_TEST = ("no setting of the auth role or the database makes the auth service's writes skip "
+                    "ghostsync's triggers")
 
 SIGNUP_KINDS = ("email", "phone", "anonymous", "sso")
 TESTS_PER_SIGNUP = 3
@@ -76,7 +82,7 @@ BEGIN
 END
 $ghostsync_test$;
 
-SELECT plan(2 + pg_catalog.jsonb_array_length(declared -> 'triggers')
+SELECT plan(3 + pg_catalog.jsonb_array_length(declared -> 'triggers')
             + 3 * pg_catalog.jsonb_array_length(declared -> 'functions') + {signup_tests})
 FROM ghostsync_expected;
 
@@ -87,6 +93,8 @@ FROM ghostsync_expected;
 SELECT is((SELECT count(*) FROM auth.users AS u
            WHERE NOT EXISTS (SELECT 1 FROM public.users AS p WHERE p.id = u.id)),
           0::bigint, 'no ghosts: every auth.users row has its public.users profile');
+
+SELECT is((SELECT q.j FROM ({replication}) AS q), '[]', {replication_test});
 
 SELECT ok(coalesce((SELECT t.tgenabled IN ('O', 'A') FROM pg_catalog.pg_trigger AS t
                     WHERE t.tgrelid = pg_catalog.to_regclass(x.t ->> 1) AND t.tgname = x.t ->> 0
@@ -102,7 +110,9 @@ CROSS JOIN LATERAL pg_catalog.to_regprocedure(x.f ->> 0) AS fn(oid)
 CROSS JOIN LATERAL (VALUES
   (coalesce((SELECT p.prosrc = e.bodies ->> ((x.f ->> 1)::int) AND p.prosecdef
                     AND p.proconfig = ARRAY['search_path=""']
-             FROM pg_catalog.pg_proc AS p WHERE p.oid = fn.oid), false),
+                    AND pg_catalog.cardinality({attribute_differences}) = 0
+             FROM (SELECT q.*, l.lanname FROM pg_catalog.pg_proc AS q
+                   JOIN pg_catalog.pg_language AS l ON l.oid = q.prolang) AS p WHERE p.oid = fn.oid), false),
    pg_catalog.format('function %s matches revision %s', x.f ->> 0, e.revision)),
   (NOT coalesce(pg_catalog.has_function_privilege('anon', fn.oid, 'EXECUTE'), true),
    pg_catalog.format('function %s is not executable by anon', x.f ->> 0)),
@@ -140,7 +150,10 @@ def script(config: str | Path | None = None, version_table: str = names.VERSION_
         for kind in SIGNUP_KINDS)
     return TEMPLATE.format(version=__version__, kinds=", ".join(f"('{k}')" for k in SIGNUP_KINDS),
                            declared=payload, signup_tests=len(SIGNUP_KINDS) * TESTS_PER_SIGNUP, signups=signups,
-                           version_table=version_table)
+                           version_table=version_table,
+                           attribute_differences=drift.attribute_differences_sql("p", "x.f -> 3"),
+                           replication=replication_role.QUERY,
+                           replication_test=findings.sql_literal(REPLICATION_TEST))
 
 
 __all__ = ["SIGNUP_KINDS", "script"]

@@ -9,7 +9,9 @@ In order, each a job of its own in ``cleanup_audit_log``:
 2. ``repair_stale_profiles``: profiles whose synced columns disagree with
    their accounts are rewritten, in keyset batches;
 3. ``repair_orphans``: profiles whose account is gone are deleted, as the
-   delete sync would have done; their ids are logged in the audit row;
+   delete sync would have done; their ids are logged in the audit row; on
+   an adopted table without a key on id those rows are the app's and stay
+   (``ghostsync.delete_rules``);
 4. ``backfill_ghost_users``: the batched backfill creates every missing profile.
 
 What is synced comes from the declaration of the revision the database is
@@ -40,7 +42,7 @@ from sqlalchemy import delete, select, text, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from ghostsync import backfill, health, names, sync
+from ghostsync import backfill, delete_rules, health, names, sync
 from ghostsync.audit import finish_run, start_run
 from ghostsync.chain import Declared
 from ghostsync.errors import describe
@@ -255,10 +257,21 @@ def repair(engine: Engine, autocommit_engine: Engine, declared: Declared, *, bat
         failed = guarded(names.REPAIR_JOB, lambda: repair_failed_syncs(conn, declared, lock_timeout=lock_timeout))
         stale = guarded(names.STALE_JOB, lambda: fix_stale_profiles(conn, declared, batch_size,
                                                                    lock_timeout=lock_timeout))
-        orphans = guarded(names.ORPHAN_JOB, lambda: remove_orphans(conn, batch_size, lock_timeout=lock_timeout))
+        orphans = (StepResult(names.ORPHAN_JOB) if keeps_app_rows(conn, declared) else
+                   guarded(names.ORPHAN_JOB, lambda: remove_orphans(conn, batch_size, lock_timeout=lock_timeout)))
     with autocommit_engine.connect() as conn:
         ghosts = guarded(names.BACKFILL_JOB, lambda: backfill_ghosts(conn, declared, batch_size))
     return RepairReport(failed, stale, orphans, ghosts)
+
+
+def keeps_app_rows(conn: Connection, declared: Declared) -> bool:
+    """Whether a profile without an account is the app's row to keep, not an orphan to delete."""
+    if not delete_rules.applies(declared):
+        return False
+    if conn.in_transaction():
+        return delete_rules.read(conn).keeps_app_rows
+    with conn.begin():
+        return delete_rules.read(conn).keeps_app_rows
 
 
 @dataclass(frozen=True)
@@ -274,5 +287,5 @@ class Plan:
 def plan(conn: Connection, declared: Declared) -> Plan:
     """Count what each step would take on, reading only (the stale, orphan and ghost counts of status)."""
     counts = health.full_counts(conn, declared)
-    return Plan(failed_syncs=health.count_failed_syncs(conn), stale=counts.stale, orphans=counts.orphans,
-                ghosts=counts.ghosts)
+    return Plan(failed_syncs=health.count_failed_syncs(conn), stale=counts.stale,
+                orphans=0 if keeps_app_rows(conn, declared) else counts.orphans, ghosts=counts.ghosts)

@@ -50,21 +50,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ghostsync import findings
 from ghostsync.errors import GhostsyncError
 from ghostsync.status import Status
 
 PROMETHEUS_EXTRA = "the --prometheus option needs the prometheus extra: pip install 'ghostsync[prometheus]'"
 
-# Every code status reports (ghostsync/status.py); a code not listed here is still exported when it occurs.
-PROBLEM_CODES = (
-    "not_installed", "ghosts", "orphans", "failed_syncs", "stale_profiles",
-    "trigger_missing", "trigger_not_ghostsyncs", "trigger_disabled", "trigger_replica_only", "trigger_drift",
-    "function_missing", "function_not_ghostsyncs", "function_drift",
-    "rls_disabled", "open_privileges", "profile_table_incompatible",
-)
-WARNING_CODES = ("behind_head", "job_failed", "job_interrupted", "rls_disabled", "open_privileges")
+# Every code status reports, from the catalogue (a code not listed is still exported when it occurs).
+PROBLEM_CODES = findings.PROBLEM_CODES
+WARNING_CODES = findings.WARNING_CODES
 # what only the full check can see: NaN, not 0, in the quick check's textfile
-FULL_ONLY_CODES = ("ghosts", "orphans", "stale_profiles")
+FULL_ONLY_CODES = findings.FULL_ONLY_CODES
 
 
 def to_json(status: Status) -> str:

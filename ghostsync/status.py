@@ -3,20 +3,27 @@
 ``collect`` gathers every figure into a ``Status`` in one read-only
 transaction (so it also runs on a hot standby); ``ghostsync.report`` presents
 it as text, JSON or Prometheus metrics. The verdict reads the declaration of
-the revision the database is at (``chain.declared_at``):
+the revision the database is at (``chain.declared_at``); every finding comes
+from the catalogue (``ghostsync.findings``: codes, severities, messages), in
+its order:
 
-- a problem (exit 1): ghosts, orphans, failed syncs, stale profiles; a
-  ghostsync trigger missing, disabled, replica-only or not as declared; a
-  ghostsync function missing or not as declared (text, SECURITY DEFINER,
-  search_path, owner, EXECUTE grants); an object of ghostsync's name that
-  ghostsync did not create; a table ghostsync created with RLS off or
+- a problem (exit 1): ghosts, orphans, stale profiles, failed syncs whose
+  profile has not healed since; a setting that makes the auth service's
+  writes skip ghostsync's triggers (``replication_role``); alembic_version
+  stamped behind the installed objects (``stamped``); a ghostsync trigger
+  missing, disabled, replica-only or not as declared; a ghostsync function
+  missing or not as declared (``drift``); an object of ghostsync's name that
+  ghostsync did not create; ghostsync's own tables with RLS off or
   privileges open to end users; a profile table that cannot take what the
   sync writes; profiles the app's table stops ghostsync from creating, per
   cause (``adoption_checks``);
 - a warning (still healthy): the database is behind head but holds exactly
   what its revision declares (``behind_head``); the last run of a job
-  failed or was interrupted; an adopted table with RLS off or open
-  privileges (the app's decision); synced columns an adopted table lacks,
+  failed or was interrupted; what the app opened on ``public.users``, its
+  table whether ghostsync created or adopted it (RLS off, open privileges,
+  synced columns every end user can read: ``exposure``); what a hard delete
+  does on an adopted table (``ghostsync.delete_rules``: its key refuses
+  deletes, or the app's rows kept, counted there and not as orphans); synced columns an adopted table lacks,
   which ghostsync leaves out. Counts and comparisons use only the synced
   columns the table has (``profile_shape.fit``).
 
@@ -35,8 +42,23 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from ghostsync import adoption_checks, chain, drift, health, names, profile_shape, roads, version_table
+from ghostsync import (
+    adoption_checks,
+    chain,
+    delete_rules,
+    drift,
+    exposure,
+    findings,
+    health,
+    names,
+    profile_shape,
+    replication_role,
+    roads,
+    stamped,
+    version_table,
+)
 from ghostsync.chain import Declared
+from ghostsync.findings import Finding
 
 SCHEMA_VERSION = 2
 
@@ -47,15 +69,6 @@ class StatusError(RuntimeError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-@dataclass(frozen=True)
-class Finding:
-    code: str
-    message: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"code": self.code, "message": self.message}
 
 
 @dataclass
@@ -115,6 +128,10 @@ class Status:
         }
 
 
+def _error(code: findings.Code, **values: Any) -> StatusError:
+    return StatusError(code.code, code.message(**values))
+
+
 def failure_dict(code: str, message: str, check: str = "full") -> dict[str, Any]:
     """The JSON of a check that could not run (exit 2)."""
     return {"schema_version": SCHEMA_VERSION, "up": False, "check": check, "healthy": False,
@@ -136,26 +153,22 @@ def recorded_revision(conn: Connection, script: Any) -> str | None:
     try:
         table = version_table.find(conn, members)  # in whichever schema the host's env.py keeps it
     except version_table.AmbiguousVersionTable as exc:
-        raise StatusError("revision_unknown", str(exc)) from None
+        raise StatusError(findings.REVISION_UNKNOWN.code, str(exc)) from None
     if table is None:
         return None
     rows = list(table.rows)
     # no row of the branch: a host's row can hold one of its revisions through depends_on
     ours = [r for r in rows if r in members] or chain.standing(script, rows)
     if len(ours) > 1:
-        raise StatusError("revision_unknown", f"alembic_version holds {len(ours)} rows of ghostsync's branch "
-                          f"({', '.join(ours)}): merge the heads and upgrade")
+        raise _error(findings.REVISION_ROWS, count=len(ours), rows=", ".join(ours))
     if ours:
         return ours[0]
     unknown = [r for r in rows if r.startswith("ghostsync_")]
     if unknown:
-        raise StatusError("revision_unknown",
-                          f"the database is at revision {unknown[0]}, which this ghostsync does not know: upgrade "
-                          "ghostsync (or point --alembic-config at the configuration that knows it)")
+        raise _error(findings.REVISION_UNKNOWN, revision=unknown[0])
     if any(not chain.knows(script, r) for r in rows) and \
             conn.execute(text("SELECT to_regclass('ghostsync.objects')")).scalar() is not None:
-        raise StatusError("revision_unknown", f"alembic_version holds {', '.join(rows)}, none of which this "
-                          "configuration knows as ghostsync's: pass the host project's --alembic-config")
+        raise _error(findings.REVISION_FOREIGN, rows=", ".join(rows))
     return None
 
 
@@ -164,10 +177,9 @@ def _require(conn: Connection, road: roads.Road) -> None:
         "SELECT to_regclass('auth.users') IS NOT NULL, to_regclass('public.users') IS NOT NULL"
     )).one()
     if not checks[0]:
-        raise StatusError("no_auth_schema", "no auth.users in this database: is DATABASE_URL a Supabase database?")
+        raise _error(findings.NO_AUTH_SCHEMA)
     if not checks[1]:
-        raise StatusError("not_installed",
-                          f"public.users does not exist: ghostsync is not installed; {road.install}")
+        raise _error(findings.NOT_INSTALLED, install=road.install)
 
 
 def _last_run(conn: Connection, job: str) -> dict[str, Any] | None:
@@ -232,19 +244,22 @@ def collect(conn: Connection, *, quick: bool = False, script: Any = None, road: 
     _require(conn, road)
     revision = recorded_revision(conn, script)
     if revision is None:
-        raise StatusError("not_installed", "ghostsync is not installed here (no revision of its branch in "
-                          f"alembic_version): {road.install}")
+        raise _error(findings.NOT_RECORDED, install=road.install)
     head = chain.head(script)
     full = chain.declared_at(revision, script)
     declared = profile_shape.fit(conn, full)  # the synced columns the table has (an adopted table may lack some)
     standby = bool(conn.execute(text("SELECT pg_is_in_recovery()")).scalar())
     found = Status(check="quick" if quick else "full", revision=revision, head=head, standby=standby)
     if conn.execute(text("SELECT to_regclass('ghostsync.sync_failures')")).scalar() is not None:
-        found.failed_syncs = health.count_failed_syncs(conn)
+        found.failed_syncs = health.count_failed_syncs(conn, declared)
     if not quick:
         counts = health.full_counts(conn, declared)
         found.ghosts, found.orphans, found.stale_profiles = counts.ghosts, counts.orphans, counts.stale
         found.auth_users, found.profiles = counts.auth_users, counts.profiles
+    if delete_rules.applies(declared):  # the app's rows kept are not orphans; what the app's key does
+        key = delete_rules.read(conn)
+        found.orphans, kept = delete_rules.split_orphans(key, found.orphans)
+        found.warnings += [Finding(f.code, f.detail) for f in delete_rules.findings(key, kept)]
     inspection = drift.inspect(conn, declared)
     found.triggers = {n: s.as_dict() for n, s in inspection.triggers.items()}
     found.functions = {n: s.as_dict() for n, s in inspection.functions.items()}
@@ -253,10 +268,36 @@ def collect(conn: Connection, *, quick: bool = False, script: Any = None, road: 
     for job in monitored_jobs(declared):
         found.jobs[job] = _last_run(conn, job)
     found.counters = _counters(conn, standby)
-    _judge(found, declared, inspection, script, _column_problems(conn, declared), road)
+    checked = Checked(
+        skipping=replication_role.skipping_settings(conn),
+        stamped=_stamped(conn, revision, script),
+        exposed=exposure.exposed(conn, list(declared.columns)),
+    )
+    _judge(found, declared, inspection, script, _column_problems(conn, declared), road, checked)
     for check in adoption_checks.profiles_cannot_be_created(conn) + adoption_checks.synced_columns_absent(conn, full):
         (found.problems if check.severity == "problem" else found.warnings).append(Finding(check.code, check.detail))
     return found
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What the checks beyond drift found: settings that skip the triggers (``replication_role``), a
+    stamp behind the installed objects (``stamped``), synced columns end users can read (``exposure``)."""
+
+    skipping: list[dict[str, Any]]
+    stamped: tuple[str, str] | None
+    exposed: dict[str, Any] | None
+
+
+def _stamped(conn: Connection, revision: str, script: Any) -> tuple[str, str] | None:
+    later = stamped.later_objects(revision, script)
+    if not later:
+        return None
+    bodies = {o["name"]: conn.execute(text("SELECT p.prosrc FROM pg_catalog.pg_proc AS p "
+                                           "WHERE p.oid = pg_catalog.to_regprocedure(:s)"), {"s": o["name"]}).scalar()
+              for o in later if o["kind"] == "function"}
+    triggers = {(r["name"], r["table_name"]): r["definition"] for r in drift.trigger_rows(conn)}
+    return stamped.newest_installed(later, bodies, triggers)
 
 
 def monitored_jobs(declared: Declared) -> list[str]:
@@ -296,73 +337,67 @@ def reinstall_advice(declared: Declared, key: str, revision: str | None, script:
 
 
 def _judge(found: Status, declared: Declared, inspection: drift.Inspection, script: Any,
-           column_problems: list[str], road: roads.Road) -> None:
-    problem, warn = found.problems.append, found.warnings.append
+           column_problems: list[str], road: roads.Road, checked: Checked) -> None:
+    """Each finding from the catalogue (``ghostsync.findings``), in its order."""
+    def add(code: findings.Code, table: str | None = None, adopted: bool = False, **values: Any) -> None:
+        if code.severity == findings.BY_TABLE and table is not None:
+            values["whose"] = code.whose_for(table, adopted)
+        out = found.problems if code.severity_for(table, adopted) == findings.PROBLEM else found.warnings
+        out.append(code.finding(table=table, **values) if table is not None else code.finding(**values))
+
     if found.ghosts:
-        problem(Finding("ghosts", f"{found.ghosts} auth user(s) have no profile (ghosts): run `ghostsync repair`"))
+        add(findings.GHOSTS, count=found.ghosts)
     if found.orphans:
-        problem(Finding("orphans", f"{found.orphans} profile(s) have no auth user (orphans): run `ghostsync repair`"))
+        add(findings.ORPHANS, count=found.orphans)
     if found.failed_syncs:
-        problem(Finding("failed_syncs", f"{found.failed_syncs} profile write(s) failed and are recorded in "
-                        "ghostsync.sync_failures: fix the cause, then run `ghostsync repair`"))
+        add(findings.FAILED_SYNCS, count=found.failed_syncs)
     if found.stale_profiles:
-        columns = ", ".join(c.name for c in declared.synced_columns)
-        problem(Finding("stale_profiles", f"{found.stale_profiles} profile(s) disagree with auth.users on "
-                        f"{columns} (stale): run `ghostsync repair`"))
+        add(findings.STALE_PROFILES, count=found.stale_profiles,
+            columns=", ".join(c.name for c in declared.synced_columns))
+    for setting in checked.skipping:
+        add(findings.AUTH_WRITES_SKIP_TRIGGERS, setting=setting["setting"], value=setting["value"],
+            reset=setting["reset"])
+    if checked.stamped is not None:
+        add(findings.STAMPED_BEHIND, later=checked.stamped[0], objects=checked.stamped[1], revision=found.revision)
     for name, state in inspection.triggers.items():
-        table = state.table
+        advice = reinstall_advice(declared, name, found.revision, script, road)
         if state.state == "missing":
-            problem(Finding("trigger_missing", f"trigger {name} on {table} is missing: "
-                            + reinstall_advice(declared, name, found.revision, script, road)))
+            add(findings.TRIGGER_MISSING, name=name, table=state.table, advice=advice)
         elif state.state == "not_ghostsyncs":
-            problem(Finding("trigger_not_ghostsyncs", f"trigger {name} on {table} was not created by ghostsync "
-                            "(not in ghostsync.objects): a trigger of that name replaced ghostsync's"))
+            add(findings.TRIGGER_NOT_GHOSTSYNCS, name=name, table=state.table)
         else:
             if state.state == "disabled":
-                problem(Finding("trigger_disabled", f"trigger {name} on {table} is disabled: "
-                                f"ALTER TABLE {table} ENABLE TRIGGER {name} (as the table's owner), then "
-                                "`ghostsync repair` for the writes it missed"))
+                add(findings.TRIGGER_DISABLED, name=name, table=state.table)
             elif state.state == "replica_only":
-                problem(Finding("trigger_replica_only", f"trigger {name} on {table} fires only in replica mode "
-                                "(ENABLE REPLICA), so never for the auth service: ALTER TABLE "
-                                f"{table} ENABLE TRIGGER {name}, then `ghostsync repair`"))
+                add(findings.TRIGGER_REPLICA_ONLY, name=name, table=state.table)
             if not state.matches:
-                problem(Finding("trigger_drift", f"trigger {name} on {table} differs from what revision "
-                                f"{found.revision} declares (edited by hand?): "
-                                + reinstall_advice(declared, name, found.revision, script, road)))
+                add(findings.TRIGGER_DRIFT, name=name, table=state.table, revision=found.revision, advice=advice)
     for signature, fstate in inspection.functions.items():
+        advice = reinstall_advice(declared, signature, found.revision, script, road)
         if fstate.state == "missing":
-            problem(Finding("function_missing", f"function {signature} is missing: "
-                            + reinstall_advice(declared, signature, found.revision, script, road)))
+            add(findings.FUNCTION_MISSING, signature=signature, advice=advice)
         elif fstate.state == "not_ghostsyncs":
-            problem(Finding("function_not_ghostsyncs", f"function {signature} was not created by ghostsync "
-                            "(not in ghostsync.objects)"))
+            add(findings.FUNCTION_NOT_GHOSTSYNCS, signature=signature)
         elif fstate.state == "differs":
-            problem(Finding("function_drift", f"function {signature} differs from what revision {found.revision} "
-                            f"declares ({'; '.join(fstate.differences)}): "
-                            + reinstall_advice(declared, signature, found.revision, script, road)))
+            add(findings.FUNCTION_DRIFT, signature=signature, revision=found.revision,
+                differences="; ".join(fstate.differences), advice=advice)
     for table, tstate in inspection.tables.items():
         if not tstate.exists:
             continue
-        ours = tstate.created is True
-        if not tstate.rls and table in ("public.users", "public.cleanup_audit_log"):
-            (problem if ours else warn)(Finding(
-                "rls_disabled", f"{table} has row level security disabled: anyone with the anon key can "
-                "read every row" + ("" if ours else " (an adopted table: the app's decision)")))
+        adopted = tstate.created is not True
+        if not tstate.rls and table in (names.PROFILES, names.AUDIT_LOG):
+            add(findings.RLS_DISABLED, table, adopted)
         if tstate.open_privileges:
-            (problem if ours else warn)(Finding(
-                "open_privileges", f"{table} grants {', '.join(tstate.open_privileges)} to end users' roles "
-                "(row level security governs neither TRUNCATE, REFERENCES nor TRIGGER, and anon has no business "
-                "with ghostsync's tables)" + ("" if ours else "; an adopted table: revoke what end users do not "
-                                                              "need")))
+            add(findings.OPEN_PRIVILEGES, table, adopted, privileges=", ".join(tstate.open_privileges))
+        if table == names.PROFILES and checked.exposed is not None:
+            add(findings.SYNCED_COLUMNS_READABLE, table, **checked.exposed)
     for message in column_problems:
-        problem(Finding("profile_table_incompatible", f"public.users cannot take what the sync writes: {message}"))
+        add(findings.PROFILE_TABLE_INCOMPATIBLE, reason=message)
     if found.revision is not None and found.head is not None and not found.at_head:
-        warn(Finding("behind_head", f"the database is at revision {found.revision}, head is {found.head}: "
-                     f"{road.newer}"))
+        add(findings.BEHIND_HEAD, revision=found.revision, head=found.head, newer=road.newer)
     for job, run in found.jobs.items():
-        if run and run["status"] in ("failed", "interrupted"):
-            warn(Finding(f"job_{run['status']}", f"the last {job} run ended {run['status']} (audit row {run['id']})"))
+        if run and run["status"] in findings.JOB_ENDED:
+            add(findings.JOB_ENDED[run["status"]], job=job, id=run["id"])
 
 
 __all__ = ["SCHEMA_VERSION", "Finding", "Status", "StatusError", "collect", "failure_dict", "recorded_revision"]

@@ -18,6 +18,12 @@ are read under an empty search_path (``set_config(..., true)`` around the read, 
 caller's path again), as ``status`` reads them. The statement writes nothing; it runs
 in a read-only transaction and on a hot standby.
 
+Its findings are rendered from the catalogue (``ghostsync.findings``): each code, severity and
+message template once, each one SELECT of the ``findings`` CTE (``_findings_sql``), ordered by
+the catalogue's ranks as ``status`` orders them. The checks beyond the catalogs' drift run the
+queries ``status`` runs: ``replication_role.QUERY``, ``exposure.query``, ``health.failed_syncs_sql``
+and ``stamped.later_objects`` (embedded per revision).
+
 Where status cannot check (no auth.users, no public.users, no revision of ghostsync's
 branch in alembic_version, an unknown or doubled revision row), the row has ``up``
 false, ``healthy`` false and ``error`` = {code, message}, as ``status --json`` prints
@@ -30,7 +36,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ghostsync import __version__, chain, drift, health, names, roads
+from ghostsync import __version__, chain, drift, exposure, findings, health, names, replication_role, roads, stamped
 from ghostsync.chain import Declared
 
 # The columns of the row, in the order of Status.as_dict().
@@ -42,6 +48,11 @@ COLUMNS = ("schema_version", "up", "check", "healthy", "revision", "head", "at_h
 def counts_sql(declared: Declared) -> str:
     """``health.full_counts`` for ``declared``, as one row with one text column ``j`` (jsonb)."""
     return f"SELECT pg_catalog.to_jsonb(c)::text AS j FROM ({health.full_counts_sql(declared)}) AS c"
+
+
+def failures_sql(declared: Declared) -> str:
+    """``health.failed_syncs_sql`` for ``declared``, as one row with one text column ``j`` (jsonb)."""
+    return f"SELECT pg_catalog.to_jsonb(c)::text AS j FROM ({health.failed_syncs_sql(declared)}) AS c"
 
 
 def declarations(config: str | Path | None = None, road: roads.Road = roads.SUPABASE_CLI) -> dict[str, Any]:
@@ -64,13 +75,18 @@ def declarations(config: str | Path | None = None, road: roads.Road = roads.SUPA
         declared = chain.declared_at(revision, script)
         revisions[revision or ""] = {
             "functions": [[signature, body_index(declared.body(signature)),
-                           status.reinstall_advice(declared, signature, revision, script, road)]
-                          for signature in declared.functions],
+                           status.reinstall_advice(declared, signature, revision, script, road),
+                           drift.attributes(function.create).as_list()]
+                          for signature, function in declared.functions.items()],
             "triggers": [[name, trigger.table, trigger.definition,
                           status.reinstall_advice(declared, name, revision, script, road)]
                          for name, trigger in declared.triggers.items()],
             "columns": [[c.name, c.max_length, c.nullable] for c in declared.columns.values()],
             "synced": ", ".join(c.name for c in declared.synced_columns),
+            "written": list(declared.columns),
+            "failures": failures_sql(declared),
+            "later": [[o["later"], o["kind"], o["name"], o["table"], body_index(o["text"]), o["label"]]
+                      for o in stamped.later_objects(revision, script)],
             "jobs": status.monitored_jobs(declared),
             "counts": counts_sql(declared),
         }
@@ -153,20 +169,11 @@ ours AS MATERIALIZED (
 state AS MATERIALIZED (
   SELECT e.*, d.d ->> 'head' AS head, d.d -> 'bodies' AS bodies,
     CASE
-      WHEN NOT e.has_auth THEN pg_catalog.jsonb_build_object('code', 'no_auth_schema', 'message',
-        'no auth.users in this database: is DATABASE_URL a Supabase database?')
-      WHEN NOT e.has_profiles THEN pg_catalog.jsonb_build_object('code', 'not_installed', 'message',
-        'public.users does not exist: ghostsync is not installed; ' || (d.d -> 'advice' ->> 'install'))
-      WHEN pg_catalog.cardinality(o.ours) > 1 THEN pg_catalog.jsonb_build_object('code', 'revision_unknown',
-        'message', pg_catalog.format('alembic_version holds %s rows of ghostsync''s branch (%s): merge the heads '
-        'and upgrade', pg_catalog.cardinality(o.ours), pg_catalog.array_to_string(o.ours, ', ')))
-      WHEN pg_catalog.cardinality(o.ours) = 0 AND pg_catalog.cardinality(o.prefixed) > 0 THEN
-        pg_catalog.jsonb_build_object('code', 'revision_unknown', 'message', pg_catalog.format(
-        'the database is at revision %s, which this ghostsync does not know: upgrade ghostsync (or point '
-        '--alembic-config at the configuration that knows it)', o.prefixed[1]))
-      WHEN pg_catalog.cardinality(o.ours) = 0 THEN pg_catalog.jsonb_build_object('code', 'not_installed', 'message',
-        'ghostsync is not installed here (no revision of its branch in alembic_version): '
-        || (d.d -> 'advice' ->> 'install'))
+      WHEN NOT e.has_auth THEN {error_no_auth}
+      WHEN NOT e.has_profiles THEN {error_not_installed}
+      WHEN pg_catalog.cardinality(o.ours) > 1 THEN {error_rows}
+      WHEN pg_catalog.cardinality(o.ours) = 0 AND pg_catalog.cardinality(o.prefixed) > 0 THEN {error_unknown}
+      WHEN pg_catalog.cardinality(o.ours) = 0 THEN {error_not_recorded}
     END AS error,
     o.ours[1] AS recorded
   FROM env AS e, ours AS o, decl AS d
@@ -185,6 +192,16 @@ counts AS MATERIALIZED (
 ),
 failures AS MATERIALIZED (
   SELECT CASE WHEN s.error IS NULL AND s.has_failures THEN {failures} END AS f FROM status AS s
+),
+skipping AS MATERIALIZED (
+  -- settings of the auth role or the database that make its writes skip ghostsync's triggers
+  SELECT x.v AS setting, x.n
+  FROM status AS s
+  CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(({replication})::jsonb) WITH ORDINALITY AS x(v, n)
+  WHERE s.error IS NULL
+),
+exposed AS MATERIALIZED (
+  SELECT CASE WHEN s.error IS NULL THEN ({exposure})::jsonb END AS e FROM status AS s
 ),
 jobs AS MATERIALIZED (
   SELECT CASE WHEN s.error IS NULL AND s.has_audit THEN {jobs}
@@ -208,6 +225,22 @@ trigger_rows AS MATERIALIZED (
   WHERE t.tgrelid IN (pg_catalog.to_regclass('auth.users'), pg_catalog.to_regclass('public.users'))
     AND NOT t.tgisinternal
 ),
+stamp_rows AS MATERIALIZED (
+  -- what a later revision installs and the database holds (ghostsync.stamped)
+  SELECT x.n, x.o ->> 0 AS later, x.o ->> 5 AS label
+  FROM status AS s
+  CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(s.declared -> 'later') WITH ORDINALITY AS x(o, n)
+  WHERE s.error IS NULL AND CASE WHEN x.o ->> 1 = 'function' THEN
+      (SELECT p.prosrc FROM pg_catalog.pg_proc AS p WHERE p.oid = pg_catalog.to_regprocedure(x.o ->> 2))
+        IS NOT DISTINCT FROM s.bodies ->> ((x.o ->> 4)::int)
+    ELSE EXISTS (SELECT 1 FROM trigger_rows AS r WHERE r.name = x.o ->> 2 AND r.table_name = x.o ->> 3
+                   AND r.definition = s.bodies ->> ((x.o ->> 4)::int)) END
+),
+stamped AS MATERIALIZED (
+  SELECT r.later, pg_catalog.string_agg(r.label, ', ' ORDER BY r.n) AS objects
+  FROM stamp_rows AS r WHERE r.later = (SELECT l.later FROM stamp_rows AS l ORDER BY l.n DESC LIMIT 1)
+  GROUP BY r.later
+),
 triggers AS MATERIALIZED (
   SELECT x.n, x.t ->> 0 AS name, x.t ->> 1 AS tbl, x.t ->> 3 AS advice, r.function,
     CASE WHEN r.name IS NULL THEN 'missing'
@@ -223,12 +256,15 @@ triggers AS MATERIALIZED (
 ),
 function_rows AS MATERIALIZED (
   SELECT x.n, x.f ->> 0 AS signature, x.f ->> 2 AS advice, s.bodies ->> ((x.f ->> 1)::int) AS body,
+         x.f -> 3 AS attributes,
          g.r -> ('function ' || (x.f ->> 0)) AS record, p.*
   FROM status AS s
   CROSS JOIN registered AS g
   CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(s.declared -> 'functions') WITH ORDINALITY AS x(f, n)
   LEFT JOIN LATERAL (
     SELECT true AS present, p.prosrc, p.prosecdef, p.proconfig, pg_catalog.pg_get_userbyid(p.proowner)::text AS owner,
+           p.provolatile, p.proisstrict,
+           (SELECT l.lanname FROM pg_catalog.pg_language AS l WHERE l.oid = p.prolang) AS lanname,
            pg_catalog.has_function_privilege('public', p.oid, 'EXECUTE') AS public_execute,
            ARRAY(SELECT r.rolname::text FROM pg_catalog.pg_roles AS r
                  WHERE r.rolname IN ('anon', 'authenticated')
@@ -248,7 +284,8 @@ functions AS MATERIALIZED (
          ELSE f.differences END AS differences
   FROM (
     SELECT fr.*, pg_catalog.array_remove(ARRAY[
-        CASE WHEN fr.prosrc IS DISTINCT FROM fr.body THEN 'text' END,
+        CASE WHEN fr.prosrc IS DISTINCT FROM fr.body THEN 'text' END], NULL)
+      || {attribute_differences} || pg_catalog.array_remove(ARRAY[
         CASE WHEN NOT fr.prosecdef THEN 'not SECURITY DEFINER' END,
         CASE WHEN coalesce(fr.proconfig, ARRAY[]::text[]) <> ARRAY['search_path=""'] THEN
           'search_path not pinned to ''''' END,
@@ -310,98 +347,7 @@ columns AS MATERIALIZED (
   WHERE s.error IS NULL AND s.revision IS NOT NULL
 ),
 findings AS (
-  SELECT 'problem' AS kind, 2 AS k1, 0::bigint AS k2, 0 AS k3, 'ghosts' AS code,
-    pg_catalog.format('%s auth user(s) have no profile (ghosts): run `ghostsync repair`', c.c ->> 'ghosts')
-      AS message
-  FROM counts AS c WHERE (c.c ->> 'ghosts')::bigint > 0
-  UNION ALL
-  SELECT 'problem', 3, 0, 0, 'orphans',
-    pg_catalog.format('%s profile(s) have no auth user (orphans): run `ghostsync repair`', c.c ->> 'orphans')
-  FROM counts AS c WHERE (c.c ->> 'orphans')::bigint > 0
-  UNION ALL
-  SELECT 'problem', 4, 0, 0, 'failed_syncs',
-    pg_catalog.format('%s profile write(s) failed and are recorded in ghostsync.sync_failures: fix the cause, '
-                      'then run `ghostsync repair`', f.f ->> 'rows')
-  FROM failures AS f WHERE (f.f ->> 'rows')::bigint > 0
-  UNION ALL
-  SELECT 'problem', 5, 0, 0, 'stale_profiles',
-    pg_catalog.format('%s profile(s) disagree with auth.users on %s (stale): run `ghostsync repair`',
-                      c.c ->> 'stale', s.declared ->> 'synced')
-  FROM counts AS c, status AS s WHERE (c.c ->> 'stale')::bigint > 0
-  UNION ALL
-  SELECT 'problem', 6, t.n, 1, 'trigger_missing',
-    pg_catalog.format('trigger %s on %s is missing: %s', t.name, t.tbl, t.advice)
-  FROM triggers AS t WHERE t.state = 'missing'
-  UNION ALL
-  SELECT 'problem', 6, t.n, 1, 'trigger_not_ghostsyncs',
-    pg_catalog.format('trigger %s on %s was not created by ghostsync (not in ghostsync.objects): a trigger of that '
-                      'name replaced ghostsync''s', t.name, t.tbl)
-  FROM triggers AS t WHERE t.state = 'not_ghostsyncs'
-  UNION ALL
-  SELECT 'problem', 6, t.n, 2, 'trigger_disabled',
-    pg_catalog.format('trigger %s on %s is disabled: ALTER TABLE %s ENABLE TRIGGER %s (as the table''s owner), '
-                      'then `ghostsync repair` for the writes it missed', t.name, t.tbl, t.tbl, t.name)
-  FROM triggers AS t WHERE t.state = 'disabled'
-  UNION ALL
-  SELECT 'problem', 6, t.n, 2, 'trigger_replica_only',
-    pg_catalog.format('trigger %s on %s fires only in replica mode (ENABLE REPLICA), so never for the auth '
-                      'service: ALTER TABLE %s ENABLE TRIGGER %s, then `ghostsync repair`', t.name, t.tbl, t.tbl,
-                      t.name)
-  FROM triggers AS t WHERE t.state = 'replica_only'
-  UNION ALL
-  SELECT 'problem', 6, t.n, 3, 'trigger_drift',
-    pg_catalog.format('trigger %s on %s differs from what revision %s declares (edited by hand?): %s', t.name,
-                      t.tbl, s.revision, t.advice)
-  FROM triggers AS t, status AS s WHERE t.state NOT IN ('missing', 'not_ghostsyncs') AND NOT t.matches
-  UNION ALL
-  SELECT 'problem', 7, f.n, 1, 'function_missing',
-    pg_catalog.format('function %s is missing: %s', f.signature, f.advice)
-  FROM functions AS f WHERE f.state = 'missing'
-  UNION ALL
-  SELECT 'problem', 7, f.n, 1, 'function_not_ghostsyncs',
-    pg_catalog.format('function %s was not created by ghostsync (not in ghostsync.objects)', f.signature)
-  FROM functions AS f WHERE f.state = 'not_ghostsyncs'
-  UNION ALL
-  SELECT 'problem', 7, f.n, 1, 'function_drift',
-    pg_catalog.format('function %s differs from what revision %s declares (%s): %s', f.signature, s.revision,
-                      pg_catalog.array_to_string(f.differences, '; '), f.advice)
-  FROM functions AS f, status AS s WHERE f.state = 'differs'
-  UNION ALL
-  SELECT CASE WHEN t.created = 'true'::jsonb THEN 'problem' ELSE 'warning' END, 8, t.n, 1, 'rls_disabled',
-    t.name || ' has row level security disabled: anyone with the anon key can read every row'
-      || CASE WHEN t.created = 'true'::jsonb THEN '' ELSE ' (an adopted table: the app''s decision)' END
-  FROM tables AS t WHERE t.present AND NOT t.rls AND t.name IN ('public.users', 'public.cleanup_audit_log')
-  UNION ALL
-  SELECT CASE WHEN t.created = 'true'::jsonb THEN 'problem' ELSE 'warning' END, 8, t.n, 2, 'open_privileges',
-    t.name || ' grants ' || pg_catalog.array_to_string(t.open_privileges, ', ')
-      || ' to end users'' roles (row level security governs neither TRUNCATE, REFERENCES nor TRIGGER, and anon '
-      || 'has no business with ghostsync''s tables)'
-      || CASE WHEN t.created = 'true'::jsonb THEN '' ELSE '; an adopted table: revoke what end users do not need'
-         END
-  FROM tables AS t WHERE t.present AND pg_catalog.cardinality(t.open_privileges) > 0
-  UNION ALL
-  SELECT 'problem', 9, c.n, 0, 'profile_table_incompatible',
-    'public.users cannot take what the sync writes: ' || CASE
-      WHEN c.present IS NULL THEN pg_catalog.format('column %s is missing', c.name)
-      WHEN c.length IS NOT NULL AND c.max_length IS NOT NULL AND c.length < c.max_length THEN
-        pg_catalog.format('column %s is %s(%s), the sync writes up to %s characters', c.name, c.type_name,
-                          c.length, c.max_length)
-      ELSE pg_catalog.format('column %s is NOT NULL, the sync writes NULL for some users', c.name) END
-  FROM columns AS c
-  WHERE c.present IS NULL OR (c.length IS NOT NULL AND c.max_length IS NOT NULL AND c.length < c.max_length)
-     OR (c.attnotnull AND c.nullable)
-  UNION ALL
-  SELECT 'warning', 10, 0, 0, 'behind_head',
-    pg_catalog.format('the database is at revision %s, head is %s: %s', s.revision, s.head,
-                      d.d -> 'advice' ->> 'newer')
-  FROM status AS s, decl AS d WHERE s.revision IS NOT NULL AND s.head IS NOT NULL AND s.revision <> s.head
-  UNION ALL
-  SELECT 'warning', 11, j.n, 0, 'job_' || (j.run ->> 'status'),
-    pg_catalog.format('the last %s run ended %s (audit row %s)', j.job, j.run ->> 'status', j.run ->> 'id')
-  FROM (SELECT x.job, x.n, jb.j -> x.job AS run
-        FROM status AS s, jobs AS jb,
-             pg_catalog.jsonb_array_elements_text(s.declared -> 'jobs') WITH ORDINALITY AS x(job, n)) AS j
-  WHERE j.run ->> 'status' IN ('failed', 'interrupted')
+{findings}
 )
 SELECT
   2 AS schema_version,
@@ -470,13 +416,99 @@ VERSIONS = ("'SELECT coalesce(pg_catalog.jsonb_agg(v.version_num::text ORDER BY 
             "FROM {table} AS v'")
 REGISTERED = ("'SELECT coalesce(pg_catalog.jsonb_object_agg(o.kind || '' '' || o.name, pg_catalog.jsonb_build_object("
               "''created'', o.created, ''owner'', o.owner::text)), ''{}'')::text AS j FROM ghostsync.objects AS o'")
-FAILURES = "'SELECT pg_catalog.jsonb_build_object(''rows'', count(*))::text AS j FROM ghostsync.sync_failures AS f'"
 JOBS = ("'SELECT coalesce(pg_catalog.jsonb_object_agg(j.job, (SELECT pg_catalog.jsonb_build_object(''id'', l.id, "
         "''status'', l.status, ''records_affected'', l.records_affected, ''started_at'', " + _iso("l.started_at")
         + ", ''finished_at'', " + _iso("l.finished_at") + ") FROM public.cleanup_audit_log AS l "
         "WHERE l.job_name = j.job AND l.status <> ''dry_run'' ORDER BY l.id DESC LIMIT 1)), ''{}'')::text AS j "
         "FROM pg_catalog.jsonb_array_elements_text(' || pg_catalog.quote_literal((s.declared -> 'jobs')::text) "
         "|| '::jsonb) AS j(job)'")
+
+def _finding(code: findings.Code, source: str, order: str = "0", table: str | None = None,
+             adopted: str = "false", **fields: str) -> str:
+    """One SELECT of the findings CTE: ``code``'s severity, rank, code and message (``fields``: each template
+    field as an SQL expression over ``source``, a FROM clause; ``order``: the object's position)."""
+    if table is not None:
+        fields["table"] = table
+        if code.severity == findings.BY_TABLE:
+            fields["whose"] = code.sql_whose(table, adopted)
+    kind = code.sql_severity(table, adopted) if table is not None else code.sql_severity()
+    return (f"  SELECT {kind} AS kind, {code.rank[0]} AS k1, ({order})::bigint AS k2, {code.rank[1]} AS k3, "
+            f"{code.sql_code} AS code,\n    {code.sql_message(**fields)} AS message\n  {source}")
+
+
+def _findings_sql() -> str:
+    """The findings CTE, rendered from the catalogue in status's order (by k1, k2, k3)."""
+    f = findings
+    trigger = {"name": "t.name", "table": "t.tbl"}
+    function = {"signature": "f.signature"}
+    table_rows = "FROM tables AS t WHERE t.present"
+    adopted = "t.created IS DISTINCT FROM 'true'::jsonb"  # not recorded as created by ghostsync
+    parts = [
+        _finding(f.GHOSTS, "FROM counts AS c WHERE (c.c ->> 'ghosts')::bigint > 0", count="c.c ->> 'ghosts'"),
+        _finding(f.ORPHANS, "FROM counts AS c WHERE (c.c ->> 'orphans')::bigint > 0", count="c.c ->> 'orphans'"),
+        _finding(f.FAILED_SYNCS, "FROM failures AS f WHERE (f.f ->> 'rows')::bigint > 0", count="f.f ->> 'rows'"),
+        _finding(f.STALE_PROFILES, "FROM counts AS c, status AS s WHERE (c.c ->> 'stale')::bigint > 0",
+                 count="c.c ->> 'stale'", columns="s.declared ->> 'synced'"),
+        _finding(f.AUTH_WRITES_SKIP_TRIGGERS, "FROM skipping AS k", "k.n", setting="k.setting ->> 'setting'",
+                 value="k.setting ->> 'value'", reset="k.setting ->> 'reset'"),
+        _finding(f.STAMPED_BEHIND, "FROM stamped AS m, status AS s", later="m.later", objects="m.objects",
+                 revision="s.revision"),
+        _finding(f.TRIGGER_MISSING, "FROM triggers AS t WHERE t.state = 'missing'", "t.n", advice="t.advice",
+                 **trigger),
+        _finding(f.TRIGGER_NOT_GHOSTSYNCS, "FROM triggers AS t WHERE t.state = 'not_ghostsyncs'", "t.n", **trigger),
+        _finding(f.TRIGGER_DISABLED, "FROM triggers AS t WHERE t.state = 'disabled'", "t.n", **trigger),
+        _finding(f.TRIGGER_REPLICA_ONLY, "FROM triggers AS t WHERE t.state = 'replica_only'", "t.n", **trigger),
+        _finding(f.TRIGGER_DRIFT, "FROM triggers AS t, status AS s WHERE t.state NOT IN ('missing', 'not_ghostsyncs') "
+                 "AND NOT t.matches", "t.n", revision="s.revision", advice="t.advice", **trigger),
+        _finding(f.FUNCTION_MISSING, "FROM functions AS f WHERE f.state = 'missing'", "f.n", advice="f.advice",
+                 **function),
+        _finding(f.FUNCTION_NOT_GHOSTSYNCS, "FROM functions AS f WHERE f.state = 'not_ghostsyncs'", "f.n",
+                 **function),
+        _finding(f.FUNCTION_DRIFT, "FROM functions AS f, status AS s WHERE f.state = 'differs'", "f.n",
+                 revision="s.revision", differences="pg_catalog.array_to_string(f.differences, '; ')",
+                 advice="f.advice", **function),
+        _finding(f.RLS_DISABLED, f"{table_rows} AND NOT t.rls AND t.name IN "
+                 f"({findings.sql_literal(names.PROFILES)}, {findings.sql_literal(names.AUDIT_LOG)})", "t.n", "t.name",
+                 adopted),
+        _finding(f.OPEN_PRIVILEGES, f"{table_rows} AND pg_catalog.cardinality(t.open_privileges) > 0", "t.n", "t.name",
+                 adopted, privileges="pg_catalog.array_to_string(t.open_privileges, ', ')"),
+        _finding(f.SYNCED_COLUMNS_READABLE, "FROM tables AS t CROSS JOIN exposed AS x WHERE t.present AND x.e IS NOT "
+                 f"NULL AND t.name = {findings.sql_literal(names.PROFILES)}", "t.n", "t.name",
+                 roles="x.e ->> 'roles'", columns="x.e ->> 'columns'", because="x.e ->> 'because'",
+                 close="x.e ->> 'close'"),
+        _finding(f.PROFILE_TABLE_INCOMPATIBLE, "FROM columns AS c WHERE c.present IS NULL OR (c.length IS NOT NULL "
+                 "AND c.max_length IS NOT NULL AND c.length < c.max_length) OR (c.attnotnull AND c.nullable)", "c.n",
+                 reason="CASE WHEN c.present IS NULL THEN pg_catalog.format('column %s is missing', c.name) "
+                 "WHEN c.length IS NOT NULL AND c.max_length IS NOT NULL AND c.length < c.max_length THEN "
+                 "pg_catalog.format('column %s is %s(%s), the sync writes up to %s characters', c.name, c.type_name, "
+                 "c.length, c.max_length) ELSE pg_catalog.format('column %s is NOT NULL, the sync writes NULL for "
+                 "some users', c.name) END"),
+        _finding(f.BEHIND_HEAD, "FROM status AS s, decl AS d WHERE s.revision IS NOT NULL AND s.head IS NOT NULL "
+                 "AND s.revision <> s.head", revision="s.revision", head="s.head", newer="d.d -> 'advice' ->> 'newer'"),
+        *(_finding(code, "FROM (SELECT x.job, x.n, jb.j -> x.job AS run FROM status AS s, jobs AS jb, "
+                   "pg_catalog.jsonb_array_elements_text(s.declared -> 'jobs') WITH ORDINALITY AS x(job, n)) AS j "
+                   f"WHERE j.run ->> 'status' = {findings.sql_literal(ended)}", "j.n", job="j.job",
+                   id="j.run ->> 'id'") for ended, code in findings.JOB_ENDED.items()),
+    ]
+    return "\n  UNION ALL\n".join(parts)
+
+
+def _error(code: findings.Code, **fields: str) -> str:
+    """The ``error`` column of a check that could not run: ``code``'s code and message."""
+    return f"pg_catalog.jsonb_build_object('code', {code.sql_code}, 'message', {code.sql_message(**fields)})"
+
+
+FINDINGS_SQL = _findings_sql()
+_INSTALL = "d.d -> 'advice' ->> 'install'"
+ERRORS_SQL = {
+    "error_no_auth": _error(findings.NO_AUTH_SCHEMA),
+    "error_not_installed": _error(findings.NOT_INSTALLED, install=_INSTALL),
+    "error_rows": _error(findings.REVISION_ROWS, count="pg_catalog.cardinality(o.ours)",
+                         rows="pg_catalog.array_to_string(o.ours, ', ')"),
+    "error_unknown": _error(findings.REVISION_UNKNOWN, revision="o.prefixed[1]"),
+    "error_not_recorded": _error(findings.NOT_RECORDED, install=_INSTALL),
+}
+
 
 HEADER = """-- ghostsync verification script (ghostsync {version}; written by `ghostsync verify-sql` and
 -- `ghostsync export-supabase`). Read-only: run it after `supabase db push`, in the SQL editor
@@ -485,7 +517,7 @@ HEADER = """-- ghostsync verification script (ghostsync {version}; written by `g
 -- One row, the keys of `ghostsync status --json`: healthy (no problem found), revision, head,
 -- ghosts, orphans, stale_profiles, failed_syncs, each trigger's state, whether each function
 -- matches what the revision the database is at declares, problems and warnings (code and
--- message; a warning such as behind_head leaves it healthy). up = false: it could not check,
+-- message; a warning, such as being behind head, leaves it healthy). up = false: it could not check,
 -- and error says why.
 --
 -- It carries what each revision of ghostsync's branch declares ({members}),
@@ -502,8 +534,12 @@ def script(config: str | Path | None = None, road: roads.Road = roads.SUPABASE_C
     payload = embedded(declared)
     return HEADER.format(version=__version__, members=", ".join(declared["members"])) + QUERY.format(
         declared=payload, versions=_dynamic(VERSIONS.format(table=version_table)), registered=_dynamic(REGISTERED),
-        counts=_dynamic("s.declared ->> 'counts'"), failures=_dynamic(FAILURES), jobs=_dynamic(JOBS),
-        firing_r=FIRING, version_table=version_table,
+        counts=_dynamic("s.declared ->> 'counts'"), failures=_dynamic("s.declared ->> 'failures'"), jobs=_dynamic(JOBS),
+        firing_r=FIRING, version_table=version_table, findings=FINDINGS_SQL, **ERRORS_SQL,
+        attribute_differences=drift.attribute_differences_sql("fr", "fr.attributes"),
+        replication=f"SELECT q.j FROM ({replication_role.QUERY}) AS q",
+        exposure="SELECT q.j FROM (" + exposure.query(
+            "ARRAY(SELECT pg_catalog.jsonb_array_elements_text(s.declared -> 'written'))") + ") AS q",
     )
 
 

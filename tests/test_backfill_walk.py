@@ -22,7 +22,6 @@ from sqlalchemy import create_engine, text
 
 from ghostsync import backfill, chain
 from ghostsync.testing.authservice import AUTH_ROLE, AuthService
-from ghostsync.testing.supabase import APP_PROFILES_WITHOUT_FK_SQL
 from ghostsync.urls import normalize
 from tests.interleave import ROW_LOCK, Waiting, url_named, wait_for_lock
 from tests.seeding import ghost_count
@@ -237,9 +236,9 @@ def test_members_among_the_ghosts_turn_probing_on_and_nothing_is_written_twice(g
 
 
 def test_without_a_foreign_key_the_walk_locks_the_ghosts_it_repairs(db):
-    """An adopted profile table without a foreign key: nothing but the walk's own lock keeps a
-    hard delete from landing between the read and the commit (the profile would outlive the account)."""
-    db.sql(APP_PROFILES_WITHOUT_FK_SQL, user="postgres")
+    """ghostsync's profile table, without a foreign key since ghostsync_0011: nothing but the walk's own
+    lock keeps a hard delete from landing between the read and the commit (the profile would outlive the
+    account)."""
     db.upgrade()
     db.sql(BULK_GHOSTS, (500,))
     db.sql("VACUUM (ANALYZE) auth.users")

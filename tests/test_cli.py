@@ -85,9 +85,10 @@ BREAKAGES = {
                                     "function_drift", "EXECUTE granted to anon"),
     "function owner changed": ("ALTER FUNCTION ghostsync.handle_user_deleted() OWNER TO supabase_admin",
                                "function_drift", "owner supabase_admin (installed by postgres)"),
-    "rls off": ("ALTER TABLE public.users DISABLE ROW LEVEL SECURITY", "rls_disabled",
-                "public.users has row level security disabled"),
-    "anon may truncate": ("GRANT TRUNCATE ON public.users TO anon", "open_privileges", "TRUNCATE to anon"),
+    "rls off on the audit log": ("ALTER TABLE public.cleanup_audit_log DISABLE ROW LEVEL SECURITY", "rls_disabled",
+                                 "public.cleanup_audit_log has row level security disabled"),
+    "anon may truncate the ledger": ("GRANT TRUNCATE ON ghostsync.sync_failures TO anon", "open_privileges",
+                                     "TRUNCATE to anon"),
 }
 
 

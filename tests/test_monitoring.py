@@ -506,9 +506,15 @@ def test_alerts_and_dashboard_on_a_real_prometheus(db, stack, tmp_path):
     watch.alert("GhostsyncFunctionDrift")
     assert watch.evaluate_rule("GhostsyncFunctionDrift")
     db.sql(source, user="postgres")
+    # the auth service's sessions in replica mode (a setting of its role in this database)
+    db.sql(f"ALTER ROLE supabase_auth_admin IN DATABASE {db.name} SET session_replication_role = replica")
+    watch.run("quick")
+    watch.alert("GhostsyncAuthSkipsTriggers")
+    assert watch.evaluate_rule("GhostsyncAuthSkipsTriggers")
+    db.sql(f"ALTER ROLE supabase_auth_admin IN DATABASE {db.name} RESET session_replication_role")
     watch.run("quick", "full")
     for name in ("GhostsyncTriggerDisabled", "GhostsyncTriggerMissing", "GhostsyncTriggerDrift",
-                 "GhostsyncFunctionDrift"):
+                 "GhostsyncFunctionDrift", "GhostsyncAuthSkipsTriggers"):
         watch.gone(name)
 
     # an orphan profile (its auth user deleted with triggers off)

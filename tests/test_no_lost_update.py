@@ -17,7 +17,6 @@ from sqlalchemy import create_engine, text
 
 from ghostsync import backfill, chain, repair
 from ghostsync.testing.authservice import AUTH_ROLE, AuthService
-from ghostsync.testing.supabase import APP_PROFILES_WITHOUT_FK_SQL
 from ghostsync.urls import normalize
 from tests.interleave import ROW_LOCK, Waiting, url_named, wait_for_lock
 from tests.seeding import ghost_count
@@ -101,8 +100,7 @@ def test_confirmation_while_a_backfill_batch_writes_the_profile(db, revision):
 
 @pytest.mark.parametrize("order", ["backfill first", "delete first"])
 def test_no_orphan_when_an_account_is_deleted_while_the_backfill_repairs_it(db, order):
-    db.sql(APP_PROFILES_WITHOUT_FK_SQL, user="postgres")  # no foreign key: nothing else would remove the profile
-    db.upgrade()
+    db.upgrade()  # ghostsync's public.users has no foreign key: nothing but ghostsync removes the profile
     uid = make_ghost(db, "leaving@example.com")
     with AuthService(url_named(db.url(AUTH_ROLE), "deleting")) as auth:
         if order == "backfill first":

@@ -23,12 +23,15 @@ from ghostsync import pgtap
 from ghostsync.export import export_supabase
 from ghostsync.testing.fixtures import SupabaseDatabase
 from ghostsync.testing.pgtap import install_extension
-from tests.seeding import seed_ghosts
+from tests.seeding import head_revision, seed_ghosts
 
 pytestmark = pytest.mark.pgtap
 
 RESULT = re.compile(r"^(not ok|ok) (\d+) - (.*)$", re.MULTILINE)
-HEAD_TESTS = 2 + 4 + 3 * 4 + 3 * 4  # installed + no ghosts, 4 triggers, 4 functions x 3, 4 signups x 3
+HEAD = head_revision()
+HEAD_TESTS = 3 + 4 + 3 * 4 + 3 * 4  # installed, no ghosts, no replica-mode setting; 4 triggers, 4 functions x 3,
+# 4 signups x 3
+SKIPPING = pgtap.REPLICATION_TEST
 
 
 def _not_available(reason: str) -> None:
@@ -87,7 +90,7 @@ def test_healthy_database_passes_and_is_left_as_it_was(head, prove):
     assert code == 0, output
     assert "All tests successful" in output
     assert len(results) == HEAD_TESTS and not failing(results), output
-    assert "ghostsync is installed: ghostsync_0009" in results
+    assert f"ghostsync is installed: {HEAD}" in results
     assert {"the email signup got its profile", "the phone signup got its profile",
             "the anonymous signup got its profile", "the sso signup got its profile"} <= set(results)
     assert footprint(head) == before
@@ -98,7 +101,7 @@ def test_revision_behind_head_checks_what_it_declares(db, prove):
     code, results, output = prove()
     assert code == 0, output
     assert "function ghostsync.handle_new_user() matches revision ghostsync_0006" in results
-    assert len(results) == 2 + 1 + 3 * 1 + 3 * 4
+    assert len(results) == 3 + 1 + 3 * 1 + 3 * 4
 
 
 BROKEN = {
@@ -111,9 +114,19 @@ BROKEN = {
         "DROP TRIGGER ghostsync_on_auth_user_updated ON auth.users",
         {"trigger ghostsync_on_auth_user_updated on auth.users exists and is enabled"}),
     "function edited": (
-        "CREATE OR REPLACE FUNCTION ghostsync.handle_user_deleted() RETURNS trigger LANGUAGE plpgsql "
-        "SECURITY DEFINER SET search_path = '' AS $$ BEGIN RETURN OLD; END $$",
-        {"function ghostsync.handle_user_deleted() matches revision ghostsync_0009"}),
+        "CREATE OR REPLACE FUNCTION ghostsync.handle_users_deleted() RETURNS trigger LANGUAGE plpgsql "
+        "SECURITY DEFINER SET search_path = '' AS $$ BEGIN RETURN NULL; END $$",
+        {f"function ghostsync.handle_users_deleted() matches revision {HEAD}"}),
+    "function made STABLE": (
+        "ALTER FUNCTION ghostsync.handle_user_updated() STABLE",
+        {f"function ghostsync.handle_user_updated() matches revision {HEAD}"}),
+    "function made STRICT": (
+        "ALTER FUNCTION ghostsync.handle_users_deleted() STRICT",
+        {f"function ghostsync.handle_users_deleted() matches revision {HEAD}"}),
+    "the auth role in replica mode here": (
+        "DO $$ BEGIN EXECUTE format('ALTER ROLE supabase_auth_admin IN DATABASE %I SET session_replication_role "
+        "= replica', current_database()); END $$",
+        {SKIPPING}),
     "executable by anon": (
         "GRANT EXECUTE ON FUNCTION ghostsync.handle_new_user() TO anon",
         {"function ghostsync.handle_new_user() is not executable by anon"}),

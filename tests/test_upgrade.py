@@ -31,11 +31,9 @@ def test_upgrade_on_empty_auth_schema(db):
     assert version(db) == HEAD
     assert db.value("SELECT relrowsecurity FROM pg_class WHERE oid = 'public.users'::regclass") is True
     assert db.value("SELECT relowner::regrole::text FROM pg_class WHERE oid = 'public.users'::regclass") == "postgres"
-    fk = db.value(
-        "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
-        "WHERE conrelid = 'public.users'::regclass AND contype = 'f'"
-    )
-    assert fk == "FOREIGN KEY (id) REFERENCES auth.users(id) ON DELETE CASCADE"
+    # ghostsync_0011 took its own key away: its statement trigger deletes the profiles (ghostsync.delete_rules)
+    assert db.value("SELECT count(*) FROM pg_constraint "
+                    "WHERE conrelid = 'public.users'::regclass AND contype = 'f'") == 0
     assert triggers_on_auth_users(db) == dict.fromkeys(GHOSTSYNC_TRIGGERS, "O")
     [(status, affected, finished, details)] = audit_rows(db)
     assert (status, affected, finished) == ("succeeded", 0, True)

@@ -115,6 +115,8 @@ BREAKAGES = {
                "VALUES (gen_random_uuid(), 'o@example.com')", ["orphans"]),
     "failed sync": ("INSERT INTO ghostsync.sync_failures (user_id, operation, sqlstate, message, failures) "
                     "VALUES (gen_random_uuid(), 'INSERT', '23505', 'boom', 3)", ["failed_syncs"]),
+    "failed sync healed since": ("INSERT INTO ghostsync.sync_failures (user_id, operation, sqlstate, message) "
+                                 "SELECT id, 'UPDATE', '57014', 'canceled' FROM auth.users LIMIT 1", []),
     "stale": ("SET session_replication_role = replica; UPDATE auth.users SET email = 'changed@example.com' "
               "WHERE id = (SELECT id FROM auth.users WHERE email IS NOT NULL ORDER BY id LIMIT 1)",
               ["stale_profiles"]),
@@ -139,14 +141,25 @@ BREAKAGES = {
         "ALTER FUNCTION ghostsync.handle_user_updated() SECURITY INVOKER RESET search_path", ["function_drift"]),
     "function missing": ("DROP FUNCTION ghostsync.handle_users_deleted() CASCADE",
                          ["trigger_missing", "function_missing"]),
-    "rls off on public.users": ("ALTER TABLE public.users DISABLE ROW LEVEL SECURITY", ["rls_disabled"]),
+    "rls off on the audit log": ("ALTER TABLE public.cleanup_audit_log DISABLE ROW LEVEL SECURITY",
+                                 ["rls_disabled"]),
     "open privileges": ("GRANT TRUNCATE ON public.users TO authenticated; GRANT SELECT ON public.cleanup_audit_log "
-                        "TO anon; GRANT USAGE ON SEQUENCE public.cleanup_audit_log_id_seq TO authenticated",
+                        "TO anon; GRANT USAGE ON SEQUENCE public.cleanup_audit_log_id_seq TO authenticated; "
+                        "GRANT SELECT ON ghostsync.sync_failures TO authenticated",
                         ["open_privileges", "open_privileges"]),
+    "auth role in replica mode in this database": (
+        lambda db: db.sql(f"ALTER ROLE supabase_auth_admin IN DATABASE {db.name} SET session_replication_role = "
+                          "replica"), ["auth_writes_skip_triggers"]),
+    "database in replica mode": (lambda db: db.sql(f"ALTER DATABASE {db.name} SET session_replication_role = "
+                                                   "replica"), ["auth_writes_skip_triggers"]),
+    "function made STABLE and STRICT": ("ALTER FUNCTION ghostsync.handle_new_user() STABLE STRICT",
+                                        ["function_drift"]),
+    "stamped back": ("UPDATE public.alembic_version SET version_num = 'ghostsync_0006'",
+                     ["stamped_behind", "function_drift"]),
     "column too narrow": ("ALTER TABLE public.users ALTER COLUMN email TYPE varchar(100)",
                           ["profile_table_incompatible"]),
-    "behind head, objects edited": ("UPDATE public.alembic_version SET version_num = 'ghostsync_0007'",
-                                    ["function_drift", "function_drift", "function_drift"]),
+    "stamped back to 0007": ("UPDATE public.alembic_version SET version_num = 'ghostsync_0007'",
+                             ["stamped_behind", "trigger_drift", "function_drift", "function_drift", "function_drift"]),
     "job failed": ("INSERT INTO public.cleanup_audit_log (job_name, status, records_affected) "
                    "VALUES ('resync_profiles', 'failed', 0)", []),
 }
@@ -162,6 +175,32 @@ def test_unhealthy(head, breakage):
     found = agree(head)
     assert codes(found) == expected
     assert found["healthy"] is (not expected)
+
+
+def test_auth_role_in_replica_mode(head):
+    """A role's setting is the server's, not the database's: set for this test only."""
+    head.sql("ALTER ROLE supabase_auth_admin SET session_replication_role = replica")
+    try:
+        found = agree(head)
+    finally:
+        head.sql("ALTER ROLE supabase_auth_admin RESET session_replication_role")
+    assert codes(found) == ["auth_writes_skip_triggers"]
+    assert "ALTER ROLE supabase_auth_admin RESET session_replication_role" in found["problems"][0]["message"]
+
+
+def test_the_profile_table_opened_by_the_app_warns(head):
+    """Supabase's starter: a "viewable by everyone" policy and SELECT for anon; an identity column whose
+    sequence the default privileges open. The app's decision: warnings naming the synced columns."""
+    head.sql("""CREATE POLICY "Public profiles are viewable by everyone" ON public.users FOR SELECT USING (true);
+                GRANT SELECT ON public.users TO anon, authenticated;
+                ALTER TABLE public.users ADD COLUMN handle text, ADD COLUMN n bigint GENERATED ALWAYS AS IDENTITY;
+                GRANT USAGE ON SEQUENCE public.users_n_seq TO anon""")
+    found = agree(head)
+    assert found["healthy"] and codes(found) == []
+    assert codes(found, "warnings") == ["open_privileges", "synced_columns_readable"]
+    readable = found["warnings"][1]["message"]
+    assert "anon, authenticated read every row's" in readable and "email" in readable
+    assert "REVOKE SELECT ON public.users FROM anon; GRANT SELECT (id, handle, n) ON public.users TO anon;" in readable
 
 
 def test_warnings(head):

@@ -3,11 +3,12 @@
 Three databases, clones of the same seeded users (5% anonymous, almost all
 older than 30 days): ``none`` (ghostsync_0001: the profile table and its
 cascading foreign key, no trigger), ``control`` (a second copy of ``none``:
-the A/A control), ``head`` (every ghostsync trigger: the BEFORE DELETE row
-trigger, the AFTER DELETE statement trigger with its transition table) and
-``row_sync`` (head with ghostsync_0007's delete sync put back: the profile
-deleted by the row trigger inside an exception block, one subtransaction a row;
-context: what the statement trigger replaced). Every
+the A/A control), ``head`` (every ghostsync trigger: since ghostsync_0011 the
+profiles of the table ghostsync created are deleted by the AFTER DELETE
+statement trigger over its transition table alone, with no foreign key) and
+``row_sync`` (head with ghostsync_0007's delete sync put back: the BEFORE
+DELETE row trigger deleting the profile inside an exception block, one
+subtransaction a row; context: what the statement trigger replaced). Every
 round, each database runs ``cleanups`` cleanups through the test harness's
 ``AuthService.cleanup_anonymous_users()`` (GoTrue's ``models.Cleanup``
 statement: ``delete from users where id in (select id ... is_anonymous is true
@@ -143,7 +144,8 @@ def _row_sync_function() -> str:
     from ghostsync import chain
 
     module = chain.script_directory().get_revision("ghostsync_0008").module
-    return str(module.PREVIOUS_HANDLE_USER_DELETED.create)
+    # 0008's BEFORE DELETE row trigger too: ghostsync_0011 made that trigger AFTER TRUNCATE
+    return str(module.PREVIOUS_HANDLE_USER_DELETED.create) + "\n" + module.ON_AUTH_USER_DELETED.create
 
 
 def _ratio(a: list[float], b: list[float]) -> float | None:

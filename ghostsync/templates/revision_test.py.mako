@@ -21,7 +21,7 @@ from alembic.script import ScriptDirectory
 % if own:
 
 % endif
-from ghostsync import chain, status
+from ghostsync import chain, findings, status
 from ghostsync.testing.fixtures import SupabaseDatabase
 
 REVISION = ${revision_literal}
@@ -60,7 +60,7 @@ def collect(db: SupabaseDatabase) -> status.Status:
 
 def healthy(found: status.Status) -> None:
     assert not found.problems, [p.message for p in found.problems]
-    assert {w.code for w in found.warnings} <= {"behind_head"}, [w.message for w in found.warnings]
+    assert {w.code for w in found.warnings} <= {findings.BEHIND_HEAD.code}, [w.message for w in found.warnings]
 
 
 def signups_never_fail(db: SupabaseDatabase) -> None:
@@ -177,7 +177,7 @@ def test_upgrade_installs_what_it_declares_and_downgrade_restores_the_previous_t
     found = collect(database)
     assert found.revision == previous()
     healthy(found)
-    assert [w.code for w in found.warnings] == ["behind_head"]
+    assert [w.code for w in found.warnings] == [findings.BEHIND_HEAD.code]
 
     upgrade(database, REVISION)
     assert catalog(database, signatures, triggers) == declared(REVISION, signatures, triggers)
