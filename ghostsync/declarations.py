@@ -64,8 +64,17 @@ class Trigger:
 
     @property
     def create(self) -> str:
+        """The statement(s) that put this trigger in place, replacing one of the same name.
+
+        A constraint trigger cannot be created OR REPLACE (nor can a plain trigger be
+        replaced by one): it is dropped first, in the same step.
+        """
+        if self.definition.startswith("CREATE CONSTRAINT TRIGGER "):
+            schema, _, table = self.table.partition(".")
+            return f'DROP TRIGGER IF EXISTS "{self.name}" ON "{schema}"."{table}";\n{self.definition};'
         if not self.definition.startswith("CREATE TRIGGER "):
-            raise ValueError(f"trigger {self.name}: the definition must start with 'CREATE TRIGGER '")
+            raise ValueError(f"trigger {self.name}: the definition must start with 'CREATE TRIGGER ' "
+                             "or 'CREATE CONSTRAINT TRIGGER '")
         return "CREATE OR REPLACE TRIGGER " + self.definition.removeprefix("CREATE TRIGGER ") + ";"
 
 
