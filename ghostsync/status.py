@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from ghostsync import chain, drift, health, names, roads, version_table
+from ghostsync import app_triggers, chain, drift, health, names, roads, version_table
 from ghostsync.chain import Declared
 
 SCHEMA_VERSION = 2
@@ -250,6 +250,7 @@ def collect(conn: Connection, *, quick: bool = False, script: Any = None, road: 
         found.jobs[job] = _last_run(conn, job)
     found.counters = _counters(conn, standby)
     _judge(found, declared, inspection, script, _column_problems(conn, declared) if revision else [], road)
+    found.warnings += [Finding(f.code, f.detail) for f in app_triggers.find(conn)]
     return found
 
 
