@@ -307,3 +307,25 @@ def test_a_constraint_the_caller_made_immediate_stays_immediate(db):
     finally:
         conn.close()
     assert failures(db) == [] and ghost_count(db) == 0
+
+
+@pytest.mark.parametrize("app_trigger", [False, True], ids=["alone", "beside_app_trigger"])
+def test_a_table_without_some_synced_columns_gets_the_ones_it_has(db, app_trigger):
+    """An adopted public.users may lack synced columns (shared contract: where the table lets one user read
+    another's row nothing is added). The static fast path fails with undefined_column; the fallback writes
+    the synced columns the table has, and nothing else."""
+    if app_trigger:
+        install_app(db, name=NAMES["sorts_last"])
+    else:
+        db.upgrade()
+    db.sql("ALTER TABLE public.users DROP COLUMN email_verified, DROP COLUMN updated_at", user="postgres")
+    with db.auth() as auth:
+        uid = auth.signup(email="partial@example.com", user_meta=META)
+        confirmed = auth.signup(email="partial2@example.com", confirmed=True, user_meta=META)
+        auth.confirm_email(uid)
+        auth.change_email(uid, "partial3@example.com")
+    rows = dict(db.sql("SELECT id::text, email FROM public.users"))
+    assert rows == {str(uid): "partial3@example.com", str(confirmed): "partial2@example.com"}
+    if app_trigger:
+        assert db.value("SELECT count(*) FROM public.users WHERE full_name = 'Ada Lovelace'") == 2
+    assert failures(db) == [] and ghost_count(db) == 0
