@@ -106,26 +106,34 @@ DECLARE
   first_state text;
   failed_state text;
   failed_message text;
+  has_deferrable boolean;
   deferrable_constraint record;
 BEGIN
   -- Fired at COMMIT (a deferred constraint trigger), after every immediate trigger: the
   -- app's own profile row, if its trigger writes one, is there by now. NEW is the row as
   -- inserted; the account may have been confirmed or deleted since, so it is read again.
   BEGIN
-    -- The fast path: a plain INSERT of the full shape, no speculative insertion.
+    -- The fast path: a plain INSERT of the full shape, no speculative insertion. Whether
+    -- the profile table has a deferrable constraint is read with it, on every call (no
+    -- cache: a constraint added in this transaction counts).
     INSERT INTO public.users (id, email, email_verified, deleted_at, created_at, updated_at)
     SELECT u.id, u.email, u.email_confirmed_at IS NOT NULL, u.deleted_at,
            coalesce(u.created_at, pg_catalog.now()), coalesce(u.updated_at, u.created_at, pg_catalog.now())
     FROM auth.users AS u
-    WHERE u.id = NEW.id;
-    -- A deferrable constraint of the profile table would be checked after this function,
-    -- outside its exception block, and fail the COMMIT: it is checked here instead.
-    FOR deferrable_constraint IN
-      SELECT c.conname FROM pg_catalog.pg_constraint AS c
-      WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferrable
-    LOOP
-      EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I IMMEDIATE', deferrable_constraint.conname);
-    END LOOP;
+    WHERE u.id = NEW.id
+    RETURNING EXISTS (SELECT 1 FROM pg_catalog.pg_constraint AS c
+                      WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferrable)
+    INTO has_deferrable;
+    -- Such a constraint would be checked after this function, outside its exception
+    -- block, and fail the COMMIT: it is checked here instead.
+    IF has_deferrable THEN
+      FOR deferrable_constraint IN
+        SELECT c.conname FROM pg_catalog.pg_constraint AS c
+        WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferrable
+      LOOP
+        EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I IMMEDIATE', deferrable_constraint.conname);
+      END LOOP;
+    END IF;
   EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS first_state = RETURNED_SQLSTATE, failed_state = RETURNED_SQLSTATE,
                             failed_message = MESSAGE_TEXT;
@@ -169,35 +177,51 @@ DECLARE
   first_state text;
   failed_state text;
   failed_message text;
+  missing boolean;
+  differs boolean;
+  has_deferrable boolean;
   deferrable_constraint record;
 BEGIN
   -- Fired at COMMIT, once per UPDATE that changed a synced value. The account is read
   -- again (a later UPDATE of the transaction, or a delete, may have followed) and only a
   -- profile that differs from it is written: in an autoconfirmed signup the insert sync,
-  -- queued first, has written the confirmed profile already.
+  -- queued first, has written the confirmed profile already, and this one only reads.
   BEGIN
-    UPDATE public.users AS p
-    SET email = u.email,
-        email_verified = u.email_confirmed_at IS NOT NULL,
-        deleted_at = u.deleted_at,
-        updated_at = pg_catalog.now()
-    FROM auth.users AS u
-    WHERE u.id = NEW.id AND p.id = u.id
-      AND (p.email IS DISTINCT FROM u.email
-           OR p.email_verified IS DISTINCT FROM (u.email_confirmed_at IS NOT NULL)
-           OR p.deleted_at IS DISTINCT FROM u.deleted_at);
-    IF NOT FOUND AND NOT EXISTS (SELECT 1 FROM public.users AS p WHERE p.id = NEW.id) THEN
+    SELECT p.id IS NULL,
+           p.email IS DISTINCT FROM u.email
+             OR p.email_verified IS DISTINCT FROM (u.email_confirmed_at IS NOT NULL)
+             OR p.deleted_at IS DISTINCT FROM u.deleted_at
+      INTO missing, differs
+    FROM auth.users AS u LEFT JOIN public.users AS p ON p.id = u.id
+    WHERE u.id = NEW.id;
+    IF missing THEN
       -- No profile (a ghost), or one another transaction is writing right now (a backfill
       -- batch that read the account before this change): create it, waiting for that one
-      -- and writing this account's newest values over it.
+      -- and writing this account's newest values over it (write_profile checks the
+      -- deferrable constraints itself).
       PERFORM ghostsync.write_profile(NEW.id, false);
+    ELSIF differs THEN
+      UPDATE public.users AS p
+      SET email = u.email,
+          email_verified = u.email_confirmed_at IS NOT NULL,
+          deleted_at = u.deleted_at,
+          updated_at = pg_catalog.now()
+      FROM auth.users AS u
+      WHERE u.id = NEW.id AND p.id = u.id
+      RETURNING EXISTS (SELECT 1 FROM pg_catalog.pg_constraint AS c
+                        WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferrable)
+      INTO has_deferrable;
+      -- Such a constraint would be checked after this function, outside its exception
+      -- block, and fail the COMMIT: it is checked here instead.
+      IF has_deferrable THEN
+        FOR deferrable_constraint IN
+          SELECT c.conname FROM pg_catalog.pg_constraint AS c
+          WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferrable
+        LOOP
+          EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I IMMEDIATE', deferrable_constraint.conname);
+        END LOOP;
+      END IF;
     END IF;
-    FOR deferrable_constraint IN
-      SELECT c.conname FROM pg_catalog.pg_constraint AS c
-      WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferrable
-    LOOP
-      EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I IMMEDIATE', deferrable_constraint.conname);
-    END LOOP;
   EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS first_state = RETURNED_SQLSTATE, failed_state = RETURNED_SQLSTATE,
                             failed_message = MESSAGE_TEXT;
