@@ -23,12 +23,13 @@ from ghostsync import pgtap
 from ghostsync.export import export_supabase
 from ghostsync.testing.fixtures import SupabaseDatabase
 from ghostsync.testing.pgtap import install_extension
-from tests.seeding import seed_ghosts
+from tests.seeding import head_revision, seed_ghosts
 
 pytestmark = pytest.mark.pgtap
 
 RESULT = re.compile(r"^(not ok|ok) (\d+) - (.*)$", re.MULTILINE)
-HEAD_TESTS = 2 + 4 + 3 * 4 + 3 * 4  # installed + no ghosts, 4 triggers, 4 functions x 3, 4 signups x 3
+HEAD = head_revision()
+HEAD_TESTS = 2 + 4 + 3 * 5 + 3 * 4  # installed + no ghosts, 4 triggers, 5 functions x 3, 4 signups x 3
 
 
 def _not_available(reason: str) -> None:
@@ -87,7 +88,7 @@ def test_healthy_database_passes_and_is_left_as_it_was(head, prove):
     assert code == 0, output
     assert "All tests successful" in output
     assert len(results) == HEAD_TESTS and not failing(results), output
-    assert "ghostsync is installed: ghostsync_0009" in results
+    assert f"ghostsync is installed: {HEAD}" in results
     assert {"the email signup got its profile", "the phone signup got its profile",
             "the anonymous signup got its profile", "the sso signup got its profile"} <= set(results)
     assert footprint(head) == before
@@ -113,7 +114,7 @@ BROKEN = {
     "function edited": (
         "CREATE OR REPLACE FUNCTION ghostsync.handle_user_deleted() RETURNS trigger LANGUAGE plpgsql "
         "SECURITY DEFINER SET search_path = '' AS $$ BEGIN RETURN OLD; END $$",
-        {"function ghostsync.handle_user_deleted() matches revision ghostsync_0009"}),
+        {f"function ghostsync.handle_user_deleted() matches revision {HEAD}"}),
     "executable by anon": (
         "GRANT EXECUTE ON FUNCTION ghostsync.handle_new_user() TO anon",
         {"function ghostsync.handle_new_user() is not executable by anon"}),
