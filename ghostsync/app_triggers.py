@@ -1,7 +1,8 @@
 """The status warning ``app_trigger_writes_profiles``: app triggers on auth.users that write public.users.
 
 One finding per trigger on ``auth.users`` that ghostsync did not create (not
-recorded in ``ghostsync.objects``) whose function's text writes
+recorded in ``ghostsync.objects``, calling no function of the ``ghostsync``
+schema: drift judges those) whose function's text writes
 ``public.users``. This is a heuristic on the text (``pg_proc.prosrc``):
 ``INSERT INTO`` or ``UPDATE`` followed by ``public.users`` or a bare
 ``users`` (quoted or not, any case); a write built with dynamic SQL is not
@@ -28,6 +29,7 @@ QUERY = text("""
 SELECT t.tgname::text, p.oid::regprocedure::text
 FROM pg_catalog.pg_trigger AS t JOIN pg_catalog.pg_proc AS p ON p.oid = t.tgfoid
 WHERE t.tgrelid = 'auth.users'::regclass AND NOT t.tgisinternal
+  AND p.pronamespace <> 'ghostsync'::regnamespace
   AND p.prosrc ~* :pattern
   AND (pg_catalog.to_regclass('ghostsync.objects') IS NULL OR NOT EXISTS (
     SELECT 1 FROM ghostsync.objects AS o WHERE o.kind = 'trigger' AND o.name = t.tgname || ' ON auth.users'))

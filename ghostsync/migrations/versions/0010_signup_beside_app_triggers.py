@@ -54,6 +54,7 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
 AS $function$
+<<profile>>
 DECLARE
   target_columns text;
   source_values text;
@@ -66,9 +67,10 @@ BEGIN
   -- records what fails here.
   SELECT pg_catalog.string_agg(pg_catalog.quote_ident(s.name), ', ' ORDER BY s.n),
          pg_catalog.string_agg(s.source, ', ' ORDER BY s.n),
-         pg_catalog.string_agg(pg_catalog.format('%I = EXCLUDED.%I', s.name, s.name), ', ' ORDER BY s.n)
-           FILTER (WHERE s.name <> 'id' AND (creating OR s.name <> 'created_at'))
-    INTO target_columns, source_values, updates
+         pg_catalog.string_agg(CASE WHEN s.name <> 'id' AND (creating OR s.name <> 'created_at')
+                                    THEN pg_catalog.format('%I = EXCLUDED.%I', s.name, s.name) END,
+                               ', ' ORDER BY s.n)
+    INTO profile.target_columns, profile.source_values, profile.updates
   FROM (VALUES
     (1, 'id', 'u.id'),
     (2, 'email', 'u.email'),
@@ -91,7 +93,7 @@ BEGIN
   LOOP
     EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I IMMEDIATE', deferrable_constraint.conname);
   END LOOP;
-END
+END profile
 $function$;
 """)
 
@@ -102,6 +104,7 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
 AS $function$
+<<sync>>
 DECLARE
   first_state text;
   failed_state text;
@@ -123,7 +126,7 @@ BEGIN
     WHERE u.id = NEW.id
     RETURNING EXISTS (SELECT 1 FROM pg_catalog.pg_constraint AS c
                       WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferrable)
-    INTO has_deferrable;
+    INTO sync.has_deferrable;
     -- Such a constraint would be checked after this function, outside its exception
     -- block, and fail the COMMIT: it is checked here instead.
     IF has_deferrable THEN
@@ -161,8 +164,8 @@ BEGIN
         NEW.id, failed_state, failed_message, SQLERRM;
     END;
   END IF;
-  RETURN NULL;
-END
+  RETURN NEW;
+END sync
 $function$;
 """)
 
@@ -173,6 +176,7 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
 AS $function$
+<<sync>>
 DECLARE
   first_state text;
   failed_state text;
@@ -191,7 +195,7 @@ BEGIN
            p.email IS DISTINCT FROM u.email
              OR p.email_verified IS DISTINCT FROM (u.email_confirmed_at IS NOT NULL)
              OR p.deleted_at IS DISTINCT FROM u.deleted_at
-      INTO missing, differs
+      INTO sync.missing, sync.differs
     FROM auth.users AS u LEFT JOIN public.users AS p ON p.id = u.id
     WHERE u.id = NEW.id;
     IF missing THEN
@@ -210,7 +214,7 @@ BEGIN
       WHERE u.id = NEW.id AND p.id = u.id
       RETURNING EXISTS (SELECT 1 FROM pg_catalog.pg_constraint AS c
                         WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferrable)
-      INTO has_deferrable;
+      INTO sync.has_deferrable;
       -- Such a constraint would be checked after this function, outside its exception
       -- block, and fail the COMMIT: it is checked here instead.
       IF has_deferrable THEN
@@ -248,7 +252,7 @@ BEGIN
     END;
   END IF;
   RETURN NULL;
-END
+END sync
 $function$;
 """)
 
@@ -446,11 +450,34 @@ def upgrade() -> None:
     kit.install_triggers(DECLARES.triggers, revision)
 
 
+# After ghostsync's constraint trigger is dropped (only if the register says it is ghostsync's), the
+# previous trigger is created unless a trigger of that name is there still: one that is not
+# ghostsync's (made by hand, its register entry gone) is left as it is, as every downgrade leaves it.
+RESTORE_TRIGGER = """DO $ghostsync_restore$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger
+                 WHERE tgrelid = 'auth.users'::pg_catalog.regclass AND tgname = {name} AND NOT tgisinternal) THEN
+    EXECUTE {create};
+    {register}
+  END IF;
+END
+$ghostsync_restore$;"""
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def restore_trigger_sql(trigger: kit.Trigger) -> str:
+    return kit.drop_trigger_sql(trigger.name, trigger.table) + "\n" + RESTORE_TRIGGER.format(
+        name=_literal(trigger.name), create=_literal(trigger.definition),
+        register=kit.record("trigger", f"{trigger.name} ON {trigger.table}", created=True, revision="ghostsync_0008"))
+
+
 def downgrade() -> None:
     kit.install_function(PREVIOUS_HANDLE_NEW_USER, "ghostsync_0008")
     kit.install_function(PREVIOUS_HANDLE_USER_UPDATED, "ghostsync_0008")
-    kit.step("\n".join(kit.drop_trigger_sql(t.name, t.table) + "\n" + kit.trigger_sql(t, "ghostsync_0008")
-                       for t in (PREVIOUS_ON_AUTH_USER_CREATED, PREVIOUS_ON_AUTH_USER_UPDATED)),
+    kit.step("\n".join(restore_trigger_sql(t) for t in (PREVIOUS_ON_AUTH_USER_CREATED, PREVIOUS_ON_AUTH_USER_UPDATED)),
              "restore ghostsync_0008's triggers on auth.users",
              locks=kit.SUPAUTILS_DROP_LOCKS.format(table="'auth.users'"))
     kit.drop_function("ghostsync.write_profile(uuid,boolean)")
