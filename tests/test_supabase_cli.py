@@ -31,9 +31,11 @@ from ghostsync.export import export_supabase
 from ghostsync.testing import supabase_cli
 from ghostsync.testing.fixtures import SupabaseDatabase
 from ghostsync.testing.supabase import grant_database_privileges
-from tests.seeding import seed_app_with_profiles, seed_bulk_ghosts, seed_ghosts
+from tests.seeding import revisions_base_to_head, seed_app_with_profiles, seed_bulk_ghosts, seed_ghosts
 
 T0 = datetime(2026, 11, 25, 9, 30, tzinfo=timezone.utc)
+REVISIONS = revisions_base_to_head()  # the packaged chain, oldest first
+HEAD, PREVIOUS = REVISIONS[-1], REVISIONS[-2]
 APP_NEWER = "20261201080000_app_add_avatars.sql"  # a team migration newer than every ghostsync Create Date
 
 
@@ -286,7 +288,7 @@ def test_db_push_takes_the_files_after_the_teams_newer_migration(db, tmp_path):
     export_supabase(migrations, now=T0)
     result = pushed(db, migrations)
     assert result.files[0].migration.name == "ghostsync_0001_base_tables"
-    assert len(history(db)) == 10 and status_of(db).healthy
+    assert len(history(db)) == 1 + len(REVISIONS) and status_of(db).healthy
 
 
 # -- the folder applied CLI-style ends as the online upgrade --------------------------------------------
@@ -301,8 +303,8 @@ def test_cli_push_ends_like_online_upgrade(db, tmp_path):
         reports = {3: ["NOTICE (00000): ghostsync: backfill_ghost_users repaired 5 ghost user(s) (audit row 1)"],
                    9: ["NOTICE (00000): ghostsync: resync_profiles rewrote 0 stale profile(s) (audit row 2)"]}
         assert [str(n) for n in result.notices] == [
-            line for n in range(1, 10)
-            for line in [*reports.get(n, []), f"NOTICE (00000): ghostsync: upgraded to ghostsync_000{n}"]]
+            line for n in range(1, len(REVISIONS) + 1)
+            for line in [*reports.get(n, []), f"NOTICE (00000): ghostsync: upgraded to {REVISIONS[n - 1]}"]]
         assert state(db) == state(online)
     assert ghosts(db) == 0
     assert status_of(db).healthy
@@ -316,9 +318,9 @@ def test_db_reset_on_a_fresh_project_creates_the_version_table(db, tmp_path):
     with clone(db) as online:
         online.upgrade()
         result = supabase_cli.reset(db.url(), migrations)  # every file, no history compared
-        assert result.ok and not result.warnings and len(result.files) == 9, result.text
+        assert result.ok and not result.warnings and len(result.files) == len(REVISIONS), result.text
         assert state(db) == state(online)
-        assert db.sql("SELECT version_num FROM public.alembic_version") == [("ghostsync_0009",)]
+        assert db.sql("SELECT version_num FROM public.alembic_version") == [(HEAD,)]
 
 
 def test_version_table_of_a_host_project_is_shared(db, tmp_path):
@@ -327,7 +329,7 @@ def test_version_table_of_a_host_project_is_shared(db, tmp_path):
            "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)); "
            "INSERT INTO public.alembic_version VALUES ('app_0042')", user="postgres")
     pushed(db, folder(tmp_path))
-    assert db.sql("SELECT version_num FROM public.alembic_version ORDER BY 1") == [("app_0042",), ("ghostsync_0009",)]
+    assert db.sql("SELECT version_num FROM public.alembic_version ORDER BY 1") == [("app_0042",), (HEAD,)]
 
 
 # -- applied again, or on an Alembic install: nothing changes ---------------------------------------------
@@ -339,7 +341,7 @@ def test_each_file_changes_nothing_when_applied_again(db, tmp_path):
     before = state(db, with_times=True)
     db.sql("DELETE FROM supabase_migrations.schema_migrations")  # as `migration repair --status reverted`
     again = pushed(db, migrations)
-    assert len(again.files) == 9
+    assert len(again.files) == len(REVISIONS)
     assert all("is already applied: this migration changes nothing" in str(f.notices) for f in again.files)
     assert state(db, with_times=True) == before
 
@@ -349,7 +351,7 @@ def test_files_change_nothing_on_a_database_alembic_installed(db, tmp_path):
     db.upgrade()
     before = state(db, with_times=True)
     result = pushed(db, folder(tmp_path))
-    assert len(result.files) == 9 and len(history(db)) == 9
+    assert len(result.files) == len(REVISIONS) and len(history(db)) == len(REVISIONS)
     assert state(db, with_times=True) == before
     # and an older revision's file on a database that went on past it puts nothing older back
     db.sql("DELETE FROM supabase_migrations.schema_migrations WHERE name LIKE '%0006%'")
@@ -573,16 +575,16 @@ def test_after_a_rollback_export_writes_the_way_forward_that_every_replay_takes(
         pushed(db, migrations)
         written = export_supabase(migrations, now=T0 + timedelta(days=2))
         forward = [p for p in written if p.parent == migrations]
-        assert [p.name for p in forward] == ["20261127093000_ghostsync_forward_to_ghostsync_0009.sql"]
+        assert [p.name for p in forward] == [f"20261127093000_ghostsync_forward_to_{HEAD}.sql"]
         up = pushed(db, migrations)  # the newest file: no --include-all
         assert [f.migration.path for f in up.files] == forward
         assert [str(n) for n in up.notices] == [
             "NOTICE (00000): ghostsync: resync_profiles rewrote 0 stale profile(s) (audit row 3)",
-            "NOTICE (00000): ghostsync: upgraded from ghostsync_0006 to ghostsync_0009"]
-        assert db.sql("SELECT version_num FROM public.alembic_version") == [("ghostsync_0009",)]
+            f"NOTICE (00000): ghostsync: upgraded from ghostsync_0006 to {HEAD}"]
+        assert db.sql("SELECT version_num FROM public.alembic_version") == [(HEAD,)]
         # the folder replayed from scratch (db reset, a preview branch, a new project) ends where production is
         result = supabase_cli.reset(replay.url(), migrations)
-        assert result.ok and not result.warnings and len(result.files) == 11, result.text
+        assert result.ok and not result.warnings and len(result.files) == len(REVISIONS) + 2, result.text
         assert state(replay) == state(db)
         assert status_of(replay).healthy and status_of(replay).at_head
     # exported again: nothing new, every migration the same bytes
@@ -602,7 +604,7 @@ def test_forward_file_changes_nothing_where_ghostsync_is_at_its_target(db, tmp_p
     before = state(db, with_times=True)
     result = pushed(db, only(migrations, lambda n: n == forward.name, tmp_path / "forward"))
     assert [str(n) for n in result.notices] == [
-        "NOTICE (00000): ghostsync: ghostsync_0009 is installed, so ghostsync_0009 is already reached: this "
+        f"NOTICE (00000): ghostsync: {HEAD} is installed, so {HEAD} is already reached: this "
         "migration changes nothing"]
     assert state(db, with_times=True) == before
 
@@ -615,13 +617,13 @@ def test_forward_from_base_backfills_the_ghosts_made_meanwhile_and_says_how_many
     seed_ghosts(db, "while_out")  # no trigger: five ghosts
     assert ghosts(db) == 5
     [forward, *_] = export_supabase(migrations, now=T0 + timedelta(days=2))
-    assert forward.name.endswith("_ghostsync_forward_to_ghostsync_0009.sql")
+    assert forward.name.endswith(f"_ghostsync_forward_to_{HEAD}.sql")
     up = pushed(db, migrations)
     # (the tables stayed: PostgreSQL's own "already exists, skipping" notices come too)
     assert [str(n) for n in up.notices if "ghostsync:" in n.message] == [
         "NOTICE (00000): ghostsync: backfill_ghost_users repaired 5 ghost user(s) (audit row 3)",
         "NOTICE (00000): ghostsync: resync_profiles rewrote 0 stale profile(s) (audit row 4)",
-        "NOTICE (00000): ghostsync: upgraded from no ghostsync revision to ghostsync_0009"]
+        f"NOTICE (00000): ghostsync: upgraded from no ghostsync revision to {HEAD}"]
     assert ghosts(db) == 0 and status_of(db).healthy
 
 
@@ -630,18 +632,18 @@ def test_replayed_follows_rollbacks_and_forwards(tmp_path):
 
     script = chain.script_directory()
     migrations = folder(tmp_path)
-    assert replayed(migrations, script) == "ghostsync_0009"
+    assert replayed(migrations, script) == HEAD
     export_supabase(migrations, rollback_to="ghostsync_0006", now=T0 + timedelta(days=1))
     assert replayed(migrations, script) == "ghostsync_0006"
     export_supabase(migrations, rollback_to="ghostsync_0007", now=T0 + timedelta(days=2))  # not below 0006
     assert replayed(migrations, script) == "ghostsync_0006"
     export_supabase(migrations, now=T0 + timedelta(days=3))
-    assert replayed(migrations, script) == "ghostsync_0009"
+    assert replayed(migrations, script) == HEAD
     export_supabase(migrations, rollback_to="ghostsync@base", now=T0 + timedelta(days=4))
     assert replayed(migrations, script) is None
     written = export_supabase(migrations, now=T0 + timedelta(days=5))
-    assert [p.name[15:] for p in written[:-2]] == ["ghostsync_forward_to_ghostsync_0009.sql"]
-    assert replayed(migrations, script) == "ghostsync_0009"
+    assert [p.name[15:] for p in written[:-2]] == [f"ghostsync_forward_to_{HEAD}.sql"]
+    assert replayed(migrations, script) == HEAD
 
 
 def test_a_new_revision_after_a_rollback_comes_after_the_forward_file(tmp_path):
@@ -651,13 +653,13 @@ def test_a_new_revision_after_a_rollback_comes_after_the_forward_file(tmp_path):
 
     script = chain.script_directory()
     migrations = folder(tmp_path)
-    newest = sorted(migrations.glob("*_ghostsync_0009_*.sql"))[-1]
+    newest = sorted(migrations.glob(f"*_{HEAD}_*.sql"))[-1]
     newest.unlink()
     export_supabase(migrations, rollback_to="ghostsync_0006", now=T0 + timedelta(days=1))
     written = export_supabase(migrations, now=T0 + timedelta(days=2))
-    assert [p.name for p in written[:-2]] == ["20261127093000_ghostsync_forward_to_ghostsync_0008.sql",
+    assert [p.name for p in written[:-2]] == [f"20261127093000_ghostsync_forward_to_{PREVIOUS}.sql",
                                               "20261127093001" + newest.name[14:]]
-    assert replayed(migrations, script) == "ghostsync_0009"
+    assert replayed(migrations, script) == HEAD
 
 
 def test_export_command_line(tmp_path):
@@ -666,5 +668,5 @@ def test_export_command_line(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.split()
-    assert len(lines) == 11 and lines[-2].endswith("verify-trigger.sql")
+    assert len(lines) == len(REVISIONS) + 2 and lines[-2].endswith("verify-trigger.sql")
     assert sorted(p.name for p in target.iterdir()) == [Path(line).name for line in lines[:-2]]

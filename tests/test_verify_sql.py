@@ -123,7 +123,8 @@ BREAKAGES = {
                          ["trigger_disabled"]),
     "trigger replica-only": ("ALTER TABLE auth.users ENABLE REPLICA TRIGGER ghostsync_on_auth_user_deleted",
                              ["trigger_replica_only"]),
-    "trigger redefined": ("CREATE OR REPLACE TRIGGER ghostsync_on_auth_user_updated AFTER UPDATE ON auth.users "
+    "trigger redefined": ("DROP TRIGGER ghostsync_on_auth_user_updated ON auth.users; "
+                          "CREATE TRIGGER ghostsync_on_auth_user_updated AFTER UPDATE ON auth.users "
                           "FOR EACH ROW EXECUTE FUNCTION ghostsync.handle_user_updated()", ["trigger_drift"]),
     "trigger not ghostsync's": ("DELETE FROM ghostsync.objects WHERE name LIKE 'ghostsync_on_auth_user_created %'",
                                 ["trigger_not_ghostsyncs"]),
@@ -146,7 +147,8 @@ BREAKAGES = {
     "column too narrow": ("ALTER TABLE public.users ALTER COLUMN email TYPE varchar(100)",
                           ["profile_table_incompatible"]),
     "behind head, objects edited": ("UPDATE public.alembic_version SET version_num = 'ghostsync_0007'",
-                                    ["function_drift", "function_drift", "function_drift"]),
+                                    ["trigger_drift", "trigger_drift",
+                                     "function_drift", "function_drift", "function_drift"]),
     "job failed": ("INSERT INTO public.cleanup_audit_log (job_name, status, records_affected) "
                    "VALUES ('resync_profiles', 'failed', 0)", []),
 }
