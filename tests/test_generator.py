@@ -109,6 +109,11 @@ def _delete(source: str, name: str) -> str:
                   count=1, flags=re.MULTILINE)
 
 
+# write_profile's lists of the synced columns and of their values, where display_name joins them
+SYNCED_NAMES = "  synced text[] := ARRAY['id', 'email', 'email_verified', 'deleted_at',\n"
+SYNCED_SOURCES = "  sources text[] := ARRAY['u.id', 'u.email', 'u.email_confirmed_at IS NOT NULL', 'u.deleted_at',\n"
+
+
 def fill_in_display_name(source: str) -> str:
     """The edits a developer makes to the generated skeleton to sync display_name."""
     source = re.sub(r"TODO: say what this revision changes.*?leaves in place\.", DESCRIPTION, source,
@@ -119,8 +124,8 @@ def fill_in_display_name(source: str) -> str:
               "INSERT INTO public.users (id, email, email_verified, deleted_at, display_name, created_at, updated_at)")
     source = _edit_block(source, "HANDLE_NEW_USER", insert,
                          ("    SELECT u.id, u.email, u.email_confirmed_at IS NOT NULL, u.deleted_at,\n",
-                          "    SELECT u.id, u.email, u.email_confirmed_at IS NOT NULL, u.deleted_at, "
-                          f"{DISPLAY_NAME_VALUE},\n"))
+                          "    SELECT u.id, u.email, u.email_confirmed_at IS NOT NULL, u.deleted_at,\n"
+                          f"           {DISPLAY_NAME_VALUE},\n"))
     source = _edit_block(
         source, "HANDLE_USER_UPDATED",
         ("             OR p.deleted_at IS DISTINCT FROM u.deleted_at\n",
@@ -131,9 +136,9 @@ def fill_in_display_name(source: str) -> str:
     )
     # the slow path (a profile the app wrote first, a table without some synced column) writes it too
     source = _edit_block(source, "WRITE_PROFILE",
-                         ("    (4, 'deleted_at', 'u.deleted_at'),\n",
-                          "    (4, 'deleted_at', 'u.deleted_at'),\n"
-                          "    (7, 'display_name', " + "'" + DISPLAY_NAME_VALUE.replace("'", "''") + "'),\n"))
+                         (SYNCED_NAMES, SYNCED_NAMES.replace("'deleted_at',", "'deleted_at', 'display_name',")),
+                         (SYNCED_SOURCES, SYNCED_SOURCES + "                          '"
+                          + DISPLAY_NAME_VALUE.replace("'", "''") + "',\n"))
     match = _block("ON_AUTH_USER_UPDATED").search(source)
     assert match
     new_trigger = Trigger("ghostsync_on_auth_user_updated", "auth.users", UPDATED_TRIGGER)
@@ -341,7 +346,8 @@ def test_the_filled_in_follow_up_and_its_data_revision_pass_lint(project: Projec
     follow_up, data = load(project.files[0]), load(project.files[2])
     assert [c.name for c in follow_up.DECLARES.columns] == ["display_name"]
     assert {f.signature for f in follow_up.DECLARES.functions} == {"ghostsync.handle_new_user()",
-                                                                   "ghostsync.handle_user_updated()"}
+                                                                   "ghostsync.handle_user_updated()",
+                                                                   "ghostsync.write_profile(uuid,boolean)"}
     assert [t.name for t in follow_up.DECLARES.triggers] == ["ghostsync_on_auth_user_updated"]
     assert data.down_revision == project.follow_up and data.DECLARES.jobs == (DATA_JOB,)
     assert "display_name" in data.BATCH and "display_name" in data.OFFLINE_TEMPLATE

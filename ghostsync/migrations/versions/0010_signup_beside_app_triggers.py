@@ -56,6 +56,13 @@ SET search_path = ''
 AS $function$
 <<profile>>
 DECLARE
+  -- the synced columns, and the value each takes from the account (u), in the same order
+  synced text[] := ARRAY['id', 'email', 'email_verified', 'deleted_at',
+                         'created_at', 'updated_at'];
+  sources text[] := ARRAY['u.id', 'u.email', 'u.email_confirmed_at IS NOT NULL', 'u.deleted_at',
+                          'coalesce(u.created_at, pg_catalog.now())',
+                          CASE WHEN creating THEN 'coalesce(u.updated_at, u.created_at, pg_catalog.now())'
+                               ELSE 'pg_catalog.now()' END];
   target_columns text;
   source_values text;
   updates text;
@@ -66,20 +73,12 @@ BEGIN
   -- has, from the account as it is now, and nothing else. The caller's exception block
   -- records what fails here.
   SELECT pg_catalog.string_agg(pg_catalog.quote_ident(s.name), ', ' ORDER BY s.n),
-         pg_catalog.string_agg(s.source, ', ' ORDER BY s.n),
+         pg_catalog.string_agg(profile.sources[s.n], ', ' ORDER BY s.n),
          pg_catalog.string_agg(CASE WHEN s.name <> 'id' AND (creating OR s.name <> 'created_at')
                                     THEN pg_catalog.format('%I = EXCLUDED.%I', s.name, s.name) END,
                                ', ' ORDER BY s.n)
     INTO profile.target_columns, profile.source_values, profile.updates
-  FROM (VALUES
-    (1, 'id', 'u.id'),
-    (2, 'email', 'u.email'),
-    (3, 'email_verified', 'u.email_confirmed_at IS NOT NULL'),
-    (4, 'deleted_at', 'u.deleted_at'),
-    (5, 'created_at', 'coalesce(u.created_at, pg_catalog.now())'),
-    (6, 'updated_at', CASE WHEN creating THEN 'coalesce(u.updated_at, u.created_at, pg_catalog.now())'
-                           ELSE 'pg_catalog.now()' END)
-  ) AS s(n, name, source)
+  FROM pg_catalog.unnest(profile.synced) WITH ORDINALITY AS s(name, n)
   WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_attribute AS a
                 WHERE a.attrelid = 'public.users'::pg_catalog.regclass AND a.attname = s.name
                   AND a.attnum > 0 AND NOT a.attisdropped);
@@ -193,7 +192,7 @@ BEGIN
   BEGIN
     SELECT p.id IS NULL,
            p.email IS DISTINCT FROM u.email
-             OR p.email_verified IS DISTINCT FROM (u.email_confirmed_at IS NOT NULL)
+             OR (u.email_confirmed_at IS NOT NULL) IS DISTINCT FROM p.email_verified
              OR p.deleted_at IS DISTINCT FROM u.deleted_at
       INTO sync.missing, sync.differs
     FROM auth.users AS u LEFT JOIN public.users AS p ON p.id = u.id
