@@ -444,9 +444,11 @@ PREVIOUS_ON_AUTH_USER_UPDATED = kit.Trigger(
 def upgrade() -> None:
     for function in DECLARES.functions:
         kit.install_function(function, revision)
-    # A trigger cannot become a constraint trigger in place: each is dropped and created anew
-    # in one step (Trigger.create), under one lock of auth.users.
-    kit.install_triggers(DECLARES.triggers, revision)
+    # A trigger cannot become a constraint trigger in place: each is dropped and created anew in
+    # one step (Trigger.create). The drop locks what supautils locks too: the budget counts it.
+    kit.step("\n".join(kit.trigger_sql(trigger, revision) for trigger in DECLARES.triggers),
+             "create the deferred triggers on auth.users",
+             locks=kit.SUPAUTILS_DROP_LOCKS.format(table="'auth.users'"))
 
 
 # After ghostsync's constraint trigger is dropped (only if the register says it is ghostsync's), the
