@@ -16,7 +16,11 @@ is at (it carries what each revision declares, as the verification script does):
 - a signup of each kind (email, phone, anonymous, SSO), made inside the test's
   transaction as the auth service makes it, goes through, gets its profile, and leaves
   no deferred constraint failing: ``SET CONSTRAINTS ALL IMMEDIATE`` runs before each
-  signup and again after it, so nothing can hide behind the final rollback.
+  signup and again after it, so nothing can hide behind the final rollback. ghostsync's
+  own syncs (constraint triggers from ghostsync_0010) are put back to DEFERRED in
+  between: they run at that second SET, after the app's own triggers, as they run at
+  COMMIT in production (ALL IMMEDIATE would run them in trigger-name order, before an
+  app trigger whose name sorts after theirs).
 
 Everything runs in one transaction that ends with ROLLBACK: the test leaves nothing
 behind.
@@ -127,6 +131,18 @@ ROLLBACK;
 SIGNUP = """
 -- {what}
 SET CONSTRAINTS ALL IMMEDIATE;
+DO $ghostsync_deferred$
+DECLARE
+  sync record;
+BEGIN
+  FOR sync IN SELECT c.conname FROM pg_catalog.pg_constraint AS c
+              WHERE c.conrelid = 'auth.users'::pg_catalog.regclass AND c.contype = 't'
+                AND c.conname::text LIKE 'ghostsync\\_%' AND c.condeferrable
+  LOOP
+    EXECUTE pg_catalog.format('SET CONSTRAINTS auth.%I DEFERRED', sync.conname);
+  END LOOP;
+END
+$ghostsync_deferred$;
 SELECT lives_ok(pg_catalog.format($ghostsync_signup$
   INSERT INTO auth.users (instance_id, id, aud, role, {columns}, confirmation_token, recovery_token,
                           email_change_token_new, email_change, raw_user_meta_data, created_at, updated_at)

@@ -44,6 +44,7 @@ from sqlalchemy.engine import Connection
 
 from ghostsync import (
     adoption_checks,
+    app_triggers,
     chain,
     delete_rules,
     drift,
@@ -276,6 +277,7 @@ def collect(conn: Connection, *, quick: bool = False, script: Any = None, road: 
     _judge(found, declared, inspection, script, _column_problems(conn, declared), road, checked)
     for check in adoption_checks.profiles_cannot_be_created(conn) + adoption_checks.synced_columns_absent(conn, full):
         (found.problems if check.severity == "problem" else found.warnings).append(Finding(check.code, check.detail))
+    found.warnings += [Finding(f.code, f.detail) for f in app_triggers.find(conn)]
     return found
 
 

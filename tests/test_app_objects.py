@@ -139,4 +139,4 @@ def test_status_on_a_database_whose_app_functions_share_the_reports_names_is_not
     code, found = status(db)
     assert code == 0 and set(found["functions"]) == {
         "ghostsync.handle_new_user()", "ghostsync.handle_user_updated()", "ghostsync.handle_user_deleted()",
-        "ghostsync.handle_users_deleted()"}
+        "ghostsync.handle_users_deleted()", "ghostsync.write_profile(uuid,boolean)"}

@@ -77,7 +77,8 @@ BREAKAGES = {
                              "trigger_replica_only", "fires only in replica mode"),
     "trigger missing": ("DROP TRIGGER ghostsync_on_auth_user_created ON auth.users",
                         "trigger_missing", "trigger ghostsync_on_auth_user_created on auth.users is missing"),
-    "trigger redefined": ("CREATE OR REPLACE TRIGGER ghostsync_on_auth_user_updated AFTER UPDATE OF email "
+    "trigger redefined": ("DROP TRIGGER ghostsync_on_auth_user_updated ON auth.users; "
+                          "CREATE TRIGGER ghostsync_on_auth_user_updated AFTER UPDATE OF email "
                           "ON auth.users FOR EACH ROW EXECUTE FUNCTION ghostsync.handle_user_updated()",
                           "trigger_drift", "differs from what revision"),
     "function edited": (None, "function_drift", "function ghostsync.handle_new_user() differs from what revision"),

@@ -45,7 +45,8 @@ DATA_JOB = "backfill_display_name"
 
 # -- the developer's edits ------------------------------------------------------------------------
 
-DISPLAY_NAME_VALUE = "pg_catalog.left(NEW.raw_user_meta_data ->> 'full_name', 100)"
+# the syncs read the account again at COMMIT, as u
+DISPLAY_NAME_VALUE = "pg_catalog.left(u.raw_user_meta_data ->> 'full_name', 100)"
 DISPLAY_NAME_COLUMN = '''DISPLAY_NAME = kit.Column(
     "display_name", "pg_catalog.left({row}.raw_user_meta_data ->> 'full_name', 100)", "text",
     nullable=True, max_length=100,
@@ -55,8 +56,8 @@ COLUMNS: tuple[kit.Column, ...] = (DISPLAY_NAME,)
 # What pg_get_triggerdef prints (under search_path '') for the update trigger with
 # raw_user_meta_data added to its columns and its WHEN clause, on PostgreSQL 15 and 17.
 UPDATED_TRIGGER = (
-    "CREATE TRIGGER ghostsync_on_auth_user_updated AFTER UPDATE OF email, email_confirmed_at, deleted_at, "
-    "raw_user_meta_data ON auth.users FOR EACH ROW WHEN ((((old.email)::text IS DISTINCT FROM (new.email)::text) "
+    "CREATE CONSTRAINT TRIGGER ghostsync_on_auth_user_updated AFTER UPDATE ON auth.users "
+    "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN ((((old.email)::text IS DISTINCT FROM (new.email)::text) "
     "OR ((old.email_confirmed_at IS NULL) IS DISTINCT FROM (new.email_confirmed_at IS NULL)) "
     "OR (old.deleted_at IS DISTINCT FROM new.deleted_at) "
     "OR ((old.raw_user_meta_data ->> 'full_name'::text) IS DISTINCT FROM "
@@ -108,6 +109,11 @@ def _delete(source: str, name: str) -> str:
                   count=1, flags=re.MULTILINE)
 
 
+# write_profile's lists of the synced columns and of their values, where display_name joins them
+SYNCED_NAMES = "  synced text[] := ARRAY['id', 'email', 'email_verified', 'deleted_at',\n"
+SYNCED_SOURCES = "  sources text[] := ARRAY['u.id', 'u.email', 'u.email_confirmed_at IS NOT NULL', 'u.deleted_at',\n"
+
+
 def fill_in_display_name(source: str) -> str:
     """The edits a developer makes to the generated skeleton to sync display_name."""
     source = re.sub(r"TODO: say what this revision changes.*?leaves in place\.", DESCRIPTION, source,
@@ -117,16 +123,22 @@ def fill_in_display_name(source: str) -> str:
     insert = ("INSERT INTO public.users (id, email, email_verified, deleted_at, created_at, updated_at)",
               "INSERT INTO public.users (id, email, email_verified, deleted_at, display_name, created_at, updated_at)")
     source = _edit_block(source, "HANDLE_NEW_USER", insert,
-                         ("      NEW.deleted_at,\n", f"      NEW.deleted_at,\n      {DISPLAY_NAME_VALUE},\n"))
+                         ("    SELECT u.id, u.email, u.email_confirmed_at IS NOT NULL, u.deleted_at,\n",
+                          "    SELECT u.id, u.email, u.email_confirmed_at IS NOT NULL, u.deleted_at,\n"
+                          f"           {DISPLAY_NAME_VALUE},\n"))
     source = _edit_block(
         source, "HANDLE_USER_UPDATED",
-        ("        deleted_at = NEW.deleted_at,\n",
-         f"        deleted_at = NEW.deleted_at,\n        display_name = {DISPLAY_NAME_VALUE},\n"),
-        insert,
-        ("        NEW.deleted_at,\n", f"        NEW.deleted_at,\n        {DISPLAY_NAME_VALUE},\n"),
-        ("            deleted_at = EXCLUDED.deleted_at,\n",
-         "            deleted_at = EXCLUDED.deleted_at,\n            display_name = EXCLUDED.display_name,\n"),
+        ("             OR p.deleted_at IS DISTINCT FROM u.deleted_at\n",
+         f"             OR p.deleted_at IS DISTINCT FROM u.deleted_at\n"
+         f"             OR p.display_name IS DISTINCT FROM {DISPLAY_NAME_VALUE}\n"),
+        ("          deleted_at = u.deleted_at,\n",
+         f"          deleted_at = u.deleted_at,\n          display_name = {DISPLAY_NAME_VALUE},\n"),
     )
+    # the slow path (a profile the app wrote first, a table without some synced column) writes it too
+    source = _edit_block(source, "WRITE_PROFILE",
+                         (SYNCED_NAMES, SYNCED_NAMES.replace("'deleted_at',", "'deleted_at', 'display_name',")),
+                         (SYNCED_SOURCES, SYNCED_SOURCES + "                          '"
+                          + DISPLAY_NAME_VALUE.replace("'", "''") + "',\n"))
     match = _block("ON_AUTH_USER_UPDATED").search(source)
     assert match
     new_trigger = Trigger("ghostsync_on_auth_user_updated", "auth.users", UPDATED_TRIGGER)
@@ -334,7 +346,8 @@ def test_the_filled_in_follow_up_and_its_data_revision_pass_lint(project: Projec
     follow_up, data = load(project.files[0]), load(project.files[2])
     assert [c.name for c in follow_up.DECLARES.columns] == ["display_name"]
     assert {f.signature for f in follow_up.DECLARES.functions} == {"ghostsync.handle_new_user()",
-                                                                   "ghostsync.handle_user_updated()"}
+                                                                   "ghostsync.handle_user_updated()",
+                                                                   "ghostsync.write_profile(uuid,boolean)"}
     assert [t.name for t in follow_up.DECLARES.triggers] == ["ghostsync_on_auth_user_updated"]
     assert data.down_revision == project.follow_up and data.DECLARES.jobs == (DATA_JOB,)
     assert "display_name" in data.BATCH and "display_name" in data.OFFLINE_TEMPLATE
@@ -666,7 +679,7 @@ def test_export_and_offline_sql_carry_the_follow_up_and_keep_ddl_and_backfill_ap
     transactions = [t for t in proc.stdout.split("COMMIT;") if "version_num" in t]
     assert len(transactions) == 2
     ddl, job = transactions
-    assert "ADD COLUMN display_name text" in ddl and "CREATE OR REPLACE TRIGGER ghostsync_on_auth_user_updated" in ddl
+    assert "ADD COLUMN display_name text" in ddl and "CREATE CONSTRAINT TRIGGER ghostsync_on_auth_user_updated" in ddl
     assert "cleanup_audit_log" not in ddl and f"'{DATA_JOB}'" in job
     assert "ALTER TABLE" not in job and "TRIGGER" not in job
     assert "$ghostsync_step$" in ddl, "the lock step retries offline too"

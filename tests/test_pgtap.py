@@ -29,7 +29,7 @@ pytestmark = pytest.mark.pgtap
 
 RESULT = re.compile(r"^(not ok|ok) (\d+) - (.*)$", re.MULTILINE)
 HEAD = head_revision()
-HEAD_TESTS = 3 + 4 + 3 * 4 + 3 * 4  # installed, no ghosts, no replica-mode setting; 4 triggers, 4 functions x 3,
+HEAD_TESTS = 3 + 4 + 3 * 5 + 3 * 4  # installed, no ghosts, no replica-mode setting; 4 triggers, 5 functions x 3,
 # 4 signups x 3
 SKIPPING = pgtap.REPLICATION_TEST
 
@@ -164,3 +164,15 @@ def test_the_right_test_fails(head, prove, breakage):
 def test_exported_file_is_the_module_script(tmp_path):
     export_supabase(tmp_path / "supabase" / "migrations")
     assert (tmp_path / "supabase" / "tests" / "database" / "ghostsync.test.sql").read_text() == pgtap.script()
+
+
+def test_an_app_trigger_that_inserts_the_profile_plainly_passes(db, prove):
+    """The subscription starter's shape: an app trigger named on_auth_user_created (sorting after ghostsync's)
+    INSERTs public.users plainly. The file's SET CONSTRAINTS ALL IMMEDIATE must not make ghostsync's sync
+    write first, where the app's INSERT would then collide: every signup goes through."""
+    from tests.test_signup_beside_app_triggers import install_app
+
+    install_app(db)  # upgrades to head
+    code, results, output = prove()
+    assert code == 0, output
+    assert len(results) == HEAD_TESTS and not failing(results), output

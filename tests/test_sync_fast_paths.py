@@ -27,7 +27,9 @@ def test_a_profile_already_there_is_the_signup_syncs_success(db):
     with db.auth() as auth:
         auth.signup_email("signed.up@example.com", user_id=uid, session=False)
     assert failures(db) == []
-    assert db.value("SELECT email FROM public.users WHERE id = %s", (str(uid),)) == "from-the-app@example.com"
+    # ghostsync's synced columns follow the account (issue 18 §2: a profile already there gets them written,
+    # it is no longer left stale); the row itself stays the one the app wrote
+    assert db.value("SELECT email FROM public.users WHERE id = %s", (str(uid),)) == "signed.up@example.com"
     assert ghost_count(db) == 0
 
 

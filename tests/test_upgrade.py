@@ -44,6 +44,7 @@ def test_upgrade_on_empty_auth_schema(db):
         "table ghostsync.sync_failures": True, "column public.users.deleted_at": True,
         **{f"function ghostsync.{f}()": True for f in ("handle_new_user", "handle_user_updated",
                                                         "handle_user_deleted", "handle_users_deleted")},
+        "function ghostsync.write_profile(uuid,boolean)": True,
         **{f"trigger {t} ON auth.users": True for t in GHOSTSYNC_TRIGGERS},
     }
 

@@ -125,7 +125,8 @@ BREAKAGES = {
                          ["trigger_disabled"]),
     "trigger replica-only": ("ALTER TABLE auth.users ENABLE REPLICA TRIGGER ghostsync_on_auth_user_deleted",
                              ["trigger_replica_only"]),
-    "trigger redefined": ("CREATE OR REPLACE TRIGGER ghostsync_on_auth_user_updated AFTER UPDATE ON auth.users "
+    "trigger redefined": ("DROP TRIGGER ghostsync_on_auth_user_updated ON auth.users; "
+                          "CREATE TRIGGER ghostsync_on_auth_user_updated AFTER UPDATE ON auth.users "
                           "FOR EACH ROW EXECUTE FUNCTION ghostsync.handle_user_updated()", ["trigger_drift"]),
     "trigger not ghostsync's": ("DELETE FROM ghostsync.objects WHERE name LIKE 'ghostsync_on_auth_user_created %'",
                                 ["trigger_not_ghostsyncs"]),

@@ -1,7 +1,7 @@
 """Profiles carry display_name, from raw_user_meta_data ->> 'full_name'
 
 Revision ID: example_display_name
-Revises: ghostsync_0009
+Revises: ghostsync_0010
 Create Date: 2026-11-25 12:00:00
 
 Profiles carry display_name: the user's full name as the app's signup form
@@ -30,7 +30,7 @@ metadata themselves: the column is display text, never used for authorization.
 - raw_user_meta_data is written by end users: copy it as display text only,
   bounded in length, never for authorization.
 
-Downgrade restores ghostsync_0009's function texts and trigger definitions exactly;
+Downgrade restores ghostsync_0010's function texts and trigger definitions exactly;
 the columns this revision adds keep their values.
 """
 
@@ -39,16 +39,16 @@ from __future__ import annotations
 from ghostsync.migrations import kit
 
 revision = "example_display_name"
-down_revision = "ghostsync_0009"
+down_revision = "ghostsync_0010"
 branch_labels = None
 depends_on = None
 
-# -- what ghostsync_0009 leaves in place, verbatim (chain.declared_at('ghostsync_0009')) --
+# -- what ghostsync_0010 leaves in place, verbatim (chain.declared_at('ghostsync_0010')) --
 # downgrade() puts these back exactly. Never edit them, never import them from another revision.
 # When this revision leaves a function or trigger unchanged, delete its PREVIOUS_ text, its new
 # copy below, and its lines in DECLARES and downgrade().
 
-# declared by ghostsync_0008
+# declared by ghostsync_0010
 PREVIOUS_HANDLE_NEW_USER = kit.Function("ghostsync.handle_new_user()", r"""
 CREATE OR REPLACE FUNCTION ghostsync.handle_new_user()
 RETURNS trigger
@@ -58,70 +58,70 @@ SET search_path = ''
 AS $function$
 <<sync>>
 DECLARE
+  first_state text;
   failed_state text;
   failed_message text;
-  deferred record;
-  has_deferred boolean;
-  remembered text;
-  already boolean;
+  has_deferrable boolean;
+  deferrable_constraint record;
 BEGIN
+  -- Fired at COMMIT (a deferred constraint trigger), after every immediate trigger: the
+  -- app's own profile row, if its trigger writes one, is there by now. NEW is the row as
+  -- inserted; the account may have been confirmed or deleted since, so it is read again.
   BEGIN
-    -- A plain INSERT: a profile already there (the app's, a backfill's) is a unique
-    -- violation, taken below for the success it is; no speculative insertion.
+    -- The fast path: a plain INSERT of the full shape, no speculative insertion. Whether
+    -- the profile table has a deferrable constraint is read with it, on every call (no
+    -- cache: a constraint added in this transaction counts).
     INSERT INTO public.users (id, email, email_verified, deleted_at, created_at, updated_at)
-    VALUES (
-      NEW.id,
-      NEW.email,
-      NEW.email_confirmed_at IS NOT NULL,
-      NEW.deleted_at,
-      coalesce(NEW.created_at, pg_catalog.now()),
-      coalesce(NEW.updated_at, NEW.created_at, pg_catalog.now())
-    )
-    -- A deferred constraint of the app's profile table would be checked at COMMIT,
-    -- outside this block, and fail the auth service's write: it is checked here
-    -- instead. Whether the table has one is read with the insert, and remembered for
-    -- the rest of the transaction: from the insert on, the transaction holds a lock
-    -- on public.users under which no constraint of it can be added or dropped.
+    SELECT u.id, u.email, u.email_confirmed_at IS NOT NULL, u.deleted_at,
+           coalesce(u.created_at, pg_catalog.now()), coalesce(u.updated_at, u.created_at, pg_catalog.now())
+    FROM auth.users AS u
+    WHERE u.id = NEW.id
     RETURNING EXISTS (SELECT 1 FROM pg_catalog.pg_constraint AS c
-                      WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferred)
-    INTO sync.has_deferred;
-    IF has_deferred THEN
-      FOR deferred IN
+                      WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferrable)
+    INTO sync.has_deferrable;
+    -- Such a constraint would be checked after this function, outside its exception
+    -- block, and fail the COMMIT: it is checked here instead.
+    IF has_deferrable THEN
+      FOR deferrable_constraint IN
         SELECT c.conname FROM pg_catalog.pg_constraint AS c
-        WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferred
+        WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferrable
       LOOP
-        EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I IMMEDIATE', deferred.conname);
-        EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I DEFERRED', deferred.conname);
+        EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I IMMEDIATE', deferrable_constraint.conname);
       END LOOP;
     END IF;
-    IF has_deferred IS NOT NULL THEN
-      remembered := pg_catalog.set_config('ghostsync.deferred_profile_constraints', has_deferred::text, true);
-    END IF;
   EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT;
-    IF failed_state = '23505' THEN
-      -- this account's profile already there (the app's, a backfill's): nothing failed
-      already := EXISTS (SELECT 1 FROM public.users AS p WHERE p.id = NEW.id);
-    END IF;
-    IF NOT coalesce(already, false) THEN
-      BEGIN
-        INSERT INTO ghostsync.sync_failures AS f (user_id, operation, sqlstate, message)
-        VALUES (NEW.id, TG_OP, failed_state, failed_message)
-        ON CONFLICT (user_id) DO UPDATE
-          SET operation = EXCLUDED.operation, sqlstate = EXCLUDED.sqlstate, message = EXCLUDED.message,
-              last_failed_at = pg_catalog.now(), failures = f.failures + 1;
-      EXCEPTION WHEN OTHERS THEN
-        RAISE WARNING 'ghostsync: profile write for % failed (% %) and could not be recorded: %',
-          NEW.id, failed_state, failed_message, SQLERRM;
-      END;
-    END IF;
+    GET STACKED DIAGNOSTICS first_state = RETURNED_SQLSTATE, failed_state = RETURNED_SQLSTATE,
+                            failed_message = MESSAGE_TEXT;
   END;
+  -- unique_violation: the app's trigger wrote the profile first (or a backfill did);
+  -- undefined_column: an adopted table without some synced column. Either way ghostsync
+  -- writes the synced columns the table has, and only those.
+  IF first_state IN ('23505', '42703') THEN
+    BEGIN
+      PERFORM ghostsync.write_profile(NEW.id, true);
+      failed_state := NULL;
+    EXCEPTION WHEN OTHERS THEN
+      GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT;
+    END;
+  END IF;
+  IF failed_state IS NOT NULL THEN
+    BEGIN
+      INSERT INTO ghostsync.sync_failures AS f (user_id, operation, sqlstate, message)
+      VALUES (NEW.id, TG_OP, failed_state, failed_message)
+      ON CONFLICT (user_id) DO UPDATE
+        SET operation = EXCLUDED.operation, sqlstate = EXCLUDED.sqlstate, message = EXCLUDED.message,
+            last_failed_at = pg_catalog.now(), failures = f.failures + 1;
+    EXCEPTION WHEN OTHERS THEN
+      RAISE WARNING 'ghostsync: profile write for % failed (% %) and could not be recorded: %',
+        NEW.id, failed_state, failed_message, SQLERRM;
+    END;
+  END IF;
   RETURN NEW;
 END sync
 $function$;
 """)
 
-# declared by ghostsync_0008
+# declared by ghostsync_0010
 PREVIOUS_HANDLE_USER_UPDATED = kit.Function("ghostsync.handle_user_updated()", r"""
 CREATE OR REPLACE FUNCTION ghostsync.handle_user_updated()
 RETURNS trigger
@@ -129,63 +129,70 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
 AS $function$
+<<sync>>
 DECLARE
+  first_state text;
   failed_state text;
   failed_message text;
-  deferred record;
-  has_deferred boolean;
-  remembered text;
+  missing boolean;
+  differs boolean;
+  has_deferrable boolean;
+  deferrable_constraint record;
 BEGIN
+  -- Fired at COMMIT, once per UPDATE that changed a synced value. The account is read
+  -- again (a later UPDATE of the transaction, or a delete, may have followed) and only a
+  -- profile that differs from it is written: in an autoconfirmed signup the insert sync,
+  -- queued first, has written the confirmed profile already, and this one only reads.
   BEGIN
-    UPDATE public.users
-    SET email = NEW.email,
-        email_verified = NEW.email_confirmed_at IS NOT NULL,
-        deleted_at = NEW.deleted_at,
-        updated_at = pg_catalog.now()
-    WHERE id = NEW.id;
-    IF NOT FOUND THEN
-      -- The profile may be being written right now by another transaction (a
-      -- backfill batch that read this account before this change): wait for it,
-      -- then write this row's values over it. The newest auth row always wins.
-      INSERT INTO public.users (id, email, email_verified, deleted_at, created_at, updated_at)
-      VALUES (
-        NEW.id,
-        NEW.email,
-        NEW.email_confirmed_at IS NOT NULL,
-        NEW.deleted_at,
-        coalesce(NEW.created_at, pg_catalog.now()),
-        pg_catalog.now()
-      )
-      ON CONFLICT (id) DO UPDATE
-        SET email = EXCLUDED.email,
-            email_verified = EXCLUDED.email_verified,
-            deleted_at = EXCLUDED.deleted_at,
-            updated_at = EXCLUDED.updated_at;
-    END IF;
-    -- A deferred constraint of the app's profile table would be checked at COMMIT,
-    -- outside this block, and fail the auth service's write: it is checked here
-    -- instead. Whether the table has one is read once a transaction (the signup's
-    -- insert sync may have read it already): the statement above locked public.users,
-    -- and no constraint of it can be added or dropped until the transaction ends.
-    remembered := pg_catalog.current_setting('ghostsync.deferred_profile_constraints', true);
-    IF remembered IS NULL OR remembered = '' THEN
-      has_deferred := EXISTS (SELECT 1 FROM pg_catalog.pg_constraint AS c
-                              WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferred);
-      remembered := pg_catalog.set_config('ghostsync.deferred_profile_constraints', has_deferred::text, true);
-    ELSE
-      has_deferred := remembered = 'true';
-    END IF;
-    IF has_deferred THEN
-      FOR deferred IN
-        SELECT c.conname FROM pg_catalog.pg_constraint AS c
-        WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferred
-      LOOP
-        EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I IMMEDIATE', deferred.conname);
-        EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I DEFERRED', deferred.conname);
-      END LOOP;
+    SELECT p.id IS NULL,
+           p.email IS DISTINCT FROM u.email
+             OR (u.email_confirmed_at IS NOT NULL) IS DISTINCT FROM p.email_verified
+             OR p.deleted_at IS DISTINCT FROM u.deleted_at
+      INTO sync.missing, sync.differs
+    FROM auth.users AS u LEFT JOIN public.users AS p ON p.id = u.id
+    WHERE u.id = NEW.id;
+    IF missing THEN
+      -- No profile (a ghost), or one another transaction is writing right now (a backfill
+      -- batch that read the account before this change): create it, waiting for that one
+      -- and writing this account's newest values over it (write_profile checks the
+      -- deferrable constraints itself).
+      PERFORM ghostsync.write_profile(NEW.id, false);
+    ELSIF differs THEN
+      UPDATE public.users AS p
+      SET email = u.email,
+          email_verified = u.email_confirmed_at IS NOT NULL,
+          deleted_at = u.deleted_at,
+          updated_at = pg_catalog.now()
+      FROM auth.users AS u
+      WHERE u.id = NEW.id AND p.id = u.id
+      RETURNING EXISTS (SELECT 1 FROM pg_catalog.pg_constraint AS c
+                        WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferrable)
+      INTO sync.has_deferrable;
+      -- Such a constraint would be checked after this function, outside its exception
+      -- block, and fail the COMMIT: it is checked here instead.
+      IF has_deferrable THEN
+        FOR deferrable_constraint IN
+          SELECT c.conname FROM pg_catalog.pg_constraint AS c
+          WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferrable
+        LOOP
+          EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I IMMEDIATE', deferrable_constraint.conname);
+        END LOOP;
+      END IF;
     END IF;
   EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT;
+    GET STACKED DIAGNOSTICS first_state = RETURNED_SQLSTATE, failed_state = RETURNED_SQLSTATE,
+                            failed_message = MESSAGE_TEXT;
+  END;
+  -- undefined_column: an adopted table without some synced column
+  IF first_state = '42703' THEN
+    BEGIN
+      PERFORM ghostsync.write_profile(NEW.id, false);
+      failed_state := NULL;
+    EXCEPTION WHEN OTHERS THEN
+      GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT;
+    END;
+  END IF;
+  IF failed_state IS NOT NULL THEN
     BEGIN
       INSERT INTO ghostsync.sync_failures AS f (user_id, operation, sqlstate, message)
       VALUES (NEW.id, TG_OP, failed_state, failed_message)
@@ -196,23 +203,73 @@ BEGIN
       RAISE WARNING 'ghostsync: profile update for % failed (% %) and could not be recorded: %',
         NEW.id, failed_state, failed_message, SQLERRM;
     END;
-  END;
+  END IF;
   RETURN NULL;
-END
+END sync
 $function$;
 """)
 
 
 
+# declared by ghostsync_0010
+PREVIOUS_WRITE_PROFILE = kit.Function("ghostsync.write_profile(uuid,boolean)", r"""
+CREATE OR REPLACE FUNCTION ghostsync.write_profile(account uuid, creating boolean)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = ''
+AS $function$
+<<profile>>
+DECLARE
+  -- the synced columns, and the value each takes from the account (u), in the same order
+  synced text[] := ARRAY['id', 'email', 'email_verified', 'deleted_at',
+                         'created_at', 'updated_at'];
+  sources text[] := ARRAY['u.id', 'u.email', 'u.email_confirmed_at IS NOT NULL', 'u.deleted_at',
+                          'coalesce(u.created_at, pg_catalog.now())',
+                          CASE WHEN creating THEN 'coalesce(u.updated_at, u.created_at, pg_catalog.now())'
+                               ELSE 'pg_catalog.now()' END];
+  target_columns text;
+  source_values text;
+  updates text;
+  deferrable_constraint record;
+BEGIN
+  -- The slow path of the sync functions, for a profile the app wrote first and for an
+  -- adopted table without some synced column: writes the synced columns public.users
+  -- has, from the account as it is now, and nothing else. The caller's exception block
+  -- records what fails here.
+  SELECT pg_catalog.string_agg(pg_catalog.quote_ident(s.name), ', ' ORDER BY s.n),
+         pg_catalog.string_agg(profile.sources[s.n], ', ' ORDER BY s.n),
+         pg_catalog.string_agg(CASE WHEN s.name <> 'id' AND (creating OR s.name <> 'created_at')
+                                    THEN pg_catalog.format('%I = EXCLUDED.%I', s.name, s.name) END,
+                               ', ' ORDER BY s.n)
+    INTO profile.target_columns, profile.source_values, profile.updates
+  FROM pg_catalog.unnest(profile.synced) WITH ORDINALITY AS s(name, n)
+  WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_attribute AS a
+                WHERE a.attrelid = 'public.users'::pg_catalog.regclass AND a.attname = s.name
+                  AND a.attnum > 0 AND NOT a.attisdropped);
+  EXECUTE pg_catalog.format(
+    'INSERT INTO public.users AS p (%s) SELECT %s FROM auth.users AS u WHERE u.id = $1 ON CONFLICT (id) DO %s',
+    target_columns, source_values, coalesce('UPDATE SET ' || updates, 'NOTHING'))
+  USING account;
+  FOR deferrable_constraint IN
+    SELECT c.conname FROM pg_catalog.pg_constraint AS c
+    WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferrable
+  LOOP
+    EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I IMMEDIATE', deferrable_constraint.conname);
+  END LOOP;
+END profile
+$function$;
+""")
 
-# declared by ghostsync_0007
+
+# declared by ghostsync_0010
 PREVIOUS_ON_AUTH_USER_UPDATED = kit.Trigger(
     "ghostsync_on_auth_user_updated", "auth.users",
-    "CREATE TRIGGER ghostsync_on_auth_user_updated AFTER UPDATE OF email, email_confirmed_at, "
-    "deleted_at ON auth.users FOR EACH ROW WHEN ((((old.email)::text IS DISTINCT FROM "
-    "(new.email)::text) OR ((old.email_confirmed_at IS NULL) IS DISTINCT FROM "
-    "(new.email_confirmed_at IS NULL)) OR (old.deleted_at IS DISTINCT FROM new.deleted_at))) EXECUTE "
-    "FUNCTION ghostsync.handle_user_updated()",
+    "CREATE CONSTRAINT TRIGGER ghostsync_on_auth_user_updated AFTER UPDATE ON auth.users DEFERRABLE "
+    "INITIALLY DEFERRED FOR EACH ROW WHEN ((((old.email)::text IS DISTINCT FROM (new.email)::text) "
+    "OR ((old.email_confirmed_at IS NULL) IS DISTINCT FROM (new.email_confirmed_at IS NULL)) OR "
+    "(old.deleted_at IS DISTINCT FROM new.deleted_at))) EXECUTE FUNCTION "
+    "ghostsync.handle_user_updated()",
 )
 
 
@@ -231,65 +288,65 @@ SET search_path = ''
 AS $function$
 <<sync>>
 DECLARE
+  first_state text;
   failed_state text;
   failed_message text;
-  deferred record;
-  has_deferred boolean;
-  remembered text;
-  already boolean;
+  has_deferrable boolean;
+  deferrable_constraint record;
 BEGIN
+  -- Fired at COMMIT (a deferred constraint trigger), after every immediate trigger: the
+  -- app's own profile row, if its trigger writes one, is there by now. NEW is the row as
+  -- inserted; the account may have been confirmed or deleted since, so it is read again.
   BEGIN
-    -- A plain INSERT: a profile already there (the app's, a backfill's) is a unique
-    -- violation, taken below for the success it is; no speculative insertion.
+    -- The fast path: a plain INSERT of the full shape, no speculative insertion. Whether
+    -- the profile table has a deferrable constraint is read with it, on every call (no
+    -- cache: a constraint added in this transaction counts).
     INSERT INTO public.users (id, email, email_verified, deleted_at, display_name, created_at, updated_at)
-    VALUES (
-      NEW.id,
-      NEW.email,
-      NEW.email_confirmed_at IS NOT NULL,
-      NEW.deleted_at,
-      pg_catalog.left(NEW.raw_user_meta_data ->> 'full_name', 100),
-      coalesce(NEW.created_at, pg_catalog.now()),
-      coalesce(NEW.updated_at, NEW.created_at, pg_catalog.now())
-    )
-    -- A deferred constraint of the app's profile table would be checked at COMMIT,
-    -- outside this block, and fail the auth service's write: it is checked here
-    -- instead. Whether the table has one is read with the insert, and remembered for
-    -- the rest of the transaction: from the insert on, the transaction holds a lock
-    -- on public.users under which no constraint of it can be added or dropped.
+    SELECT u.id, u.email, u.email_confirmed_at IS NOT NULL, u.deleted_at,
+           pg_catalog.left(u.raw_user_meta_data ->> 'full_name', 100),
+           coalesce(u.created_at, pg_catalog.now()), coalesce(u.updated_at, u.created_at, pg_catalog.now())
+    FROM auth.users AS u
+    WHERE u.id = NEW.id
     RETURNING EXISTS (SELECT 1 FROM pg_catalog.pg_constraint AS c
-                      WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferred)
-    INTO sync.has_deferred;
-    IF has_deferred THEN
-      FOR deferred IN
+                      WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferrable)
+    INTO sync.has_deferrable;
+    -- Such a constraint would be checked after this function, outside its exception
+    -- block, and fail the COMMIT: it is checked here instead.
+    IF has_deferrable THEN
+      FOR deferrable_constraint IN
         SELECT c.conname FROM pg_catalog.pg_constraint AS c
-        WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferred
+        WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferrable
       LOOP
-        EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I IMMEDIATE', deferred.conname);
-        EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I DEFERRED', deferred.conname);
+        EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I IMMEDIATE', deferrable_constraint.conname);
       END LOOP;
     END IF;
-    IF has_deferred IS NOT NULL THEN
-      remembered := pg_catalog.set_config('ghostsync.deferred_profile_constraints', has_deferred::text, true);
-    END IF;
   EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT;
-    IF failed_state = '23505' THEN
-      -- this account's profile already there (the app's, a backfill's): nothing failed
-      already := EXISTS (SELECT 1 FROM public.users AS p WHERE p.id = NEW.id);
-    END IF;
-    IF NOT coalesce(already, false) THEN
-      BEGIN
-        INSERT INTO ghostsync.sync_failures AS f (user_id, operation, sqlstate, message)
-        VALUES (NEW.id, TG_OP, failed_state, failed_message)
-        ON CONFLICT (user_id) DO UPDATE
-          SET operation = EXCLUDED.operation, sqlstate = EXCLUDED.sqlstate, message = EXCLUDED.message,
-              last_failed_at = pg_catalog.now(), failures = f.failures + 1;
-      EXCEPTION WHEN OTHERS THEN
-        RAISE WARNING 'ghostsync: profile write for % failed (% %) and could not be recorded: %',
-          NEW.id, failed_state, failed_message, SQLERRM;
-      END;
-    END IF;
+    GET STACKED DIAGNOSTICS first_state = RETURNED_SQLSTATE, failed_state = RETURNED_SQLSTATE,
+                            failed_message = MESSAGE_TEXT;
   END;
+  -- unique_violation: the app's trigger wrote the profile first (or a backfill did);
+  -- undefined_column: an adopted table without some synced column. Either way ghostsync
+  -- writes the synced columns the table has, and only those.
+  IF first_state IN ('23505', '42703') THEN
+    BEGIN
+      PERFORM ghostsync.write_profile(NEW.id, true);
+      failed_state := NULL;
+    EXCEPTION WHEN OTHERS THEN
+      GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT;
+    END;
+  END IF;
+  IF failed_state IS NOT NULL THEN
+    BEGIN
+      INSERT INTO ghostsync.sync_failures AS f (user_id, operation, sqlstate, message)
+      VALUES (NEW.id, TG_OP, failed_state, failed_message)
+      ON CONFLICT (user_id) DO UPDATE
+        SET operation = EXCLUDED.operation, sqlstate = EXCLUDED.sqlstate, message = EXCLUDED.message,
+            last_failed_at = pg_catalog.now(), failures = f.failures + 1;
+    EXCEPTION WHEN OTHERS THEN
+      RAISE WARNING 'ghostsync: profile write for % failed (% %) and could not be recorded: %',
+        NEW.id, failed_state, failed_message, SQLERRM;
+    END;
+  END IF;
   RETURN NEW;
 END sync
 $function$;
@@ -302,66 +359,72 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
 AS $function$
+<<sync>>
 DECLARE
+  first_state text;
   failed_state text;
   failed_message text;
-  deferred record;
-  has_deferred boolean;
-  remembered text;
+  missing boolean;
+  differs boolean;
+  has_deferrable boolean;
+  deferrable_constraint record;
 BEGIN
+  -- Fired at COMMIT, once per UPDATE that changed a synced value. The account is read
+  -- again (a later UPDATE of the transaction, or a delete, may have followed) and only a
+  -- profile that differs from it is written: in an autoconfirmed signup the insert sync,
+  -- queued first, has written the confirmed profile already, and this one only reads.
   BEGIN
-    UPDATE public.users
-    SET email = NEW.email,
-        email_verified = NEW.email_confirmed_at IS NOT NULL,
-        deleted_at = NEW.deleted_at,
-        display_name = pg_catalog.left(NEW.raw_user_meta_data ->> 'full_name', 100),
-        updated_at = pg_catalog.now()
-    WHERE id = NEW.id;
-    IF NOT FOUND THEN
-      -- The profile may be being written right now by another transaction (a
-      -- backfill batch that read this account before this change): wait for it,
-      -- then write this row's values over it. The newest auth row always wins.
-      INSERT INTO public.users (id, email, email_verified, deleted_at, display_name, created_at, updated_at)
-      VALUES (
-        NEW.id,
-        NEW.email,
-        NEW.email_confirmed_at IS NOT NULL,
-        NEW.deleted_at,
-        pg_catalog.left(NEW.raw_user_meta_data ->> 'full_name', 100),
-        coalesce(NEW.created_at, pg_catalog.now()),
-        pg_catalog.now()
-      )
-      ON CONFLICT (id) DO UPDATE
-        SET email = EXCLUDED.email,
-            email_verified = EXCLUDED.email_verified,
-            deleted_at = EXCLUDED.deleted_at,
-            display_name = EXCLUDED.display_name,
-            updated_at = EXCLUDED.updated_at;
-    END IF;
-    -- A deferred constraint of the app's profile table would be checked at COMMIT,
-    -- outside this block, and fail the auth service's write: it is checked here
-    -- instead. Whether the table has one is read once a transaction (the signup's
-    -- insert sync may have read it already): the statement above locked public.users,
-    -- and no constraint of it can be added or dropped until the transaction ends.
-    remembered := pg_catalog.current_setting('ghostsync.deferred_profile_constraints', true);
-    IF remembered IS NULL OR remembered = '' THEN
-      has_deferred := EXISTS (SELECT 1 FROM pg_catalog.pg_constraint AS c
-                              WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferred);
-      remembered := pg_catalog.set_config('ghostsync.deferred_profile_constraints', has_deferred::text, true);
-    ELSE
-      has_deferred := remembered = 'true';
-    END IF;
-    IF has_deferred THEN
-      FOR deferred IN
-        SELECT c.conname FROM pg_catalog.pg_constraint AS c
-        WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferred
-      LOOP
-        EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I IMMEDIATE', deferred.conname);
-        EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I DEFERRED', deferred.conname);
-      END LOOP;
+    SELECT p.id IS NULL,
+           p.email IS DISTINCT FROM u.email
+             OR (u.email_confirmed_at IS NOT NULL) IS DISTINCT FROM p.email_verified
+             OR p.deleted_at IS DISTINCT FROM u.deleted_at
+             OR p.display_name IS DISTINCT FROM pg_catalog.left(u.raw_user_meta_data ->> 'full_name', 100)
+      INTO sync.missing, sync.differs
+    FROM auth.users AS u LEFT JOIN public.users AS p ON p.id = u.id
+    WHERE u.id = NEW.id;
+    IF missing THEN
+      -- No profile (a ghost), or one another transaction is writing right now (a backfill
+      -- batch that read the account before this change): create it, waiting for that one
+      -- and writing this account's newest values over it (write_profile checks the
+      -- deferrable constraints itself).
+      PERFORM ghostsync.write_profile(NEW.id, false);
+    ELSIF differs THEN
+      UPDATE public.users AS p
+      SET email = u.email,
+          email_verified = u.email_confirmed_at IS NOT NULL,
+          deleted_at = u.deleted_at,
+          display_name = pg_catalog.left(u.raw_user_meta_data ->> 'full_name', 100),
+          updated_at = pg_catalog.now()
+      FROM auth.users AS u
+      WHERE u.id = NEW.id AND p.id = u.id
+      RETURNING EXISTS (SELECT 1 FROM pg_catalog.pg_constraint AS c
+                        WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferrable)
+      INTO sync.has_deferrable;
+      -- Such a constraint would be checked after this function, outside its exception
+      -- block, and fail the COMMIT: it is checked here instead.
+      IF has_deferrable THEN
+        FOR deferrable_constraint IN
+          SELECT c.conname FROM pg_catalog.pg_constraint AS c
+          WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferrable
+        LOOP
+          EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I IMMEDIATE', deferrable_constraint.conname);
+        END LOOP;
+      END IF;
     END IF;
   EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT;
+    GET STACKED DIAGNOSTICS first_state = RETURNED_SQLSTATE, failed_state = RETURNED_SQLSTATE,
+                            failed_message = MESSAGE_TEXT;
+  END;
+  -- undefined_column: an adopted table without some synced column
+  IF first_state = '42703' THEN
+    BEGIN
+      PERFORM ghostsync.write_profile(NEW.id, false);
+      failed_state := NULL;
+    EXCEPTION WHEN OTHERS THEN
+      GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT;
+    END;
+  END IF;
+  IF failed_state IS NOT NULL THEN
     BEGIN
       INSERT INTO ghostsync.sync_failures AS f (user_id, operation, sqlstate, message)
       VALUES (NEW.id, TG_OP, failed_state, failed_message)
@@ -372,23 +435,73 @@ BEGIN
       RAISE WARNING 'ghostsync: profile update for % failed (% %) and could not be recorded: %',
         NEW.id, failed_state, failed_message, SQLERRM;
     END;
-  END;
+  END IF;
   RETURN NULL;
-END
+END sync
 $function$;
 """)
 
 
 
+WRITE_PROFILE = kit.Function("ghostsync.write_profile(uuid,boolean)", r"""
+CREATE OR REPLACE FUNCTION ghostsync.write_profile(account uuid, creating boolean)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = ''
+AS $function$
+<<profile>>
+DECLARE
+  -- the synced columns, and the value each takes from the account (u), in the same order
+  synced text[] := ARRAY['id', 'email', 'email_verified', 'deleted_at', 'display_name',
+                         'created_at', 'updated_at'];
+  sources text[] := ARRAY['u.id', 'u.email', 'u.email_confirmed_at IS NOT NULL', 'u.deleted_at',
+                          'pg_catalog.left(u.raw_user_meta_data ->> ''full_name'', 100)',
+                          'coalesce(u.created_at, pg_catalog.now())',
+                          CASE WHEN creating THEN 'coalesce(u.updated_at, u.created_at, pg_catalog.now())'
+                               ELSE 'pg_catalog.now()' END];
+  target_columns text;
+  source_values text;
+  updates text;
+  deferrable_constraint record;
+BEGIN
+  -- The slow path of the sync functions, for a profile the app wrote first and for an
+  -- adopted table without some synced column: writes the synced columns public.users
+  -- has, from the account as it is now, and nothing else. The caller's exception block
+  -- records what fails here.
+  SELECT pg_catalog.string_agg(pg_catalog.quote_ident(s.name), ', ' ORDER BY s.n),
+         pg_catalog.string_agg(profile.sources[s.n], ', ' ORDER BY s.n),
+         pg_catalog.string_agg(CASE WHEN s.name <> 'id' AND (creating OR s.name <> 'created_at')
+                                    THEN pg_catalog.format('%I = EXCLUDED.%I', s.name, s.name) END,
+                               ', ' ORDER BY s.n)
+    INTO profile.target_columns, profile.source_values, profile.updates
+  FROM pg_catalog.unnest(profile.synced) WITH ORDINALITY AS s(name, n)
+  WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_attribute AS a
+                WHERE a.attrelid = 'public.users'::pg_catalog.regclass AND a.attname = s.name
+                  AND a.attnum > 0 AND NOT a.attisdropped);
+  EXECUTE pg_catalog.format(
+    'INSERT INTO public.users AS p (%s) SELECT %s FROM auth.users AS u WHERE u.id = $1 ON CONFLICT (id) DO %s',
+    target_columns, source_values, coalesce('UPDATE SET ' || updates, 'NOTHING'))
+  USING account;
+  FOR deferrable_constraint IN
+    SELECT c.conname FROM pg_catalog.pg_constraint AS c
+    WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferrable
+  LOOP
+    EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I IMMEDIATE', deferrable_constraint.conname);
+  END LOOP;
+END profile
+$function$;
+""")
+
 
 ON_AUTH_USER_UPDATED = kit.Trigger(
     "ghostsync_on_auth_user_updated", "auth.users",
-    "CREATE TRIGGER ghostsync_on_auth_user_updated AFTER UPDATE OF email, email_confirmed_at, "
-    "deleted_at, raw_user_meta_data ON auth.users FOR EACH ROW WHEN ((((old.email)::text IS DISTINCT "
-    "FROM (new.email)::text) OR ((old.email_confirmed_at IS NULL) IS DISTINCT FROM "
-    "(new.email_confirmed_at IS NULL)) OR (old.deleted_at IS DISTINCT FROM new.deleted_at) OR "
-    "((old.raw_user_meta_data ->> 'full_name'::text) IS DISTINCT FROM (new.raw_user_meta_data ->> "
-    "'full_name'::text)))) EXECUTE FUNCTION ghostsync.handle_user_updated()",
+    "CREATE CONSTRAINT TRIGGER ghostsync_on_auth_user_updated AFTER UPDATE ON auth.users DEFERRABLE "
+    "INITIALLY DEFERRED FOR EACH ROW WHEN ((((old.email)::text IS DISTINCT FROM (new.email)::text) "
+    "OR ((old.email_confirmed_at IS NULL) IS DISTINCT FROM (new.email_confirmed_at IS NULL)) OR "
+    "(old.deleted_at IS DISTINCT FROM new.deleted_at) OR ((old.raw_user_meta_data ->> "
+    "'full_name'::text) IS DISTINCT FROM (new.raw_user_meta_data ->> 'full_name'::text)))) EXECUTE "
+    "FUNCTION ghostsync.handle_user_updated()",
 )
 
 
@@ -414,6 +527,7 @@ DECLARES = kit.Declares(
     functions=(
         HANDLE_NEW_USER,
         HANDLE_USER_UPDATED,
+        WRITE_PROFILE,
     ),
     triggers=(
         ON_AUTH_USER_UPDATED,
@@ -440,12 +554,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # ghostsync_0009's texts, exactly, each recorded again under the revision that declared it:
+    # ghostsync_0010's texts, exactly, each recorded again under the revision that declared it:
     # functions first, then the triggers in ONE lock step. What this revision adds is dropped here
     # (kit.drop_triggers((name, ...), table, functions=(signature, ...))); its columns stay, with
     # their values: no downgrade deletes data.
-    kit.install_function(PREVIOUS_HANDLE_NEW_USER, "ghostsync_0008")
-    kit.install_function(PREVIOUS_HANDLE_USER_UPDATED, "ghostsync_0008")
+    kit.install_function(PREVIOUS_HANDLE_NEW_USER, "ghostsync_0010")
+    kit.install_function(PREVIOUS_HANDLE_USER_UPDATED, "ghostsync_0010")
+    kit.install_function(PREVIOUS_WRITE_PROFILE, "ghostsync_0010")
     kit.step("\n".join((
-        kit.trigger_sql(PREVIOUS_ON_AUTH_USER_UPDATED, "ghostsync_0007"),
-    )), "restore the triggers of ghostsync_0009 on auth.users", locks="1")
+        kit.trigger_sql(PREVIOUS_ON_AUTH_USER_UPDATED, "ghostsync_0010"),
+    )), "restore the triggers of ghostsync_0010 on auth.users", locks="1")

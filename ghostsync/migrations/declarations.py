@@ -53,6 +53,22 @@ class Function:
     create: str
 
 
+# Dropping a trigger takes ownership of its table (or supautils' drop_trigger_grants on hosted Supabase):
+# where the role has neither, the upgrade stops with one line that says who can run it.
+REPLACE_BY_CONSTRAINT_TRIGGER = """DO $ghostsync_replace$
+BEGIN
+  DROP TRIGGER IF EXISTS "{name}" ON "{schema}"."{table}";
+EXCEPTION WHEN insufficient_privilege THEN
+  RAISE EXCEPTION 'ghostsync: cannot replace trigger % on % by its deferred form: role % is not the owner of % (%) '
+    'and this database does not let it drop a trigger there; hosted Supabase allows it through supautils '
+    '(supautils.drop_trigger_grants); here run the upgrade as the owner or a superuser (DATABASE_URL of '
+    'supabase_admin); nothing of this revision was applied', '{literal}', '{table_literal}', current_user,
+    '{table_literal}', (SELECT pg_catalog.pg_get_userbyid(c.relowner) FROM pg_catalog.pg_class AS c
+                        WHERE c.oid = '{table_literal}'::pg_catalog.regclass);
+END
+$ghostsync_replace$;"""
+
+
 @dataclass(frozen=True)
 class Trigger:
     """A trigger a revision installs: its name, its table, and its definition exactly as
@@ -64,8 +80,19 @@ class Trigger:
 
     @property
     def create(self) -> str:
+        """The statement(s) that put this trigger in place, replacing one of the same name.
+
+        A constraint trigger cannot be created OR REPLACE (nor can a plain trigger be
+        replaced by one): it is dropped first, in the same step.
+        """
+        if self.definition.startswith("CREATE CONSTRAINT TRIGGER "):
+            schema, _, table = self.table.partition(".")
+            return REPLACE_BY_CONSTRAINT_TRIGGER.format(
+                name=self.name, schema=schema, table=table, literal=self.name.replace("'", "''"),
+                table_literal=self.table.replace("'", "''")) + f"\n{self.definition};"
         if not self.definition.startswith("CREATE TRIGGER "):
-            raise ValueError(f"trigger {self.name}: the definition must start with 'CREATE TRIGGER '")
+            raise ValueError(f"trigger {self.name}: the definition must start with 'CREATE TRIGGER ' "
+                             "or 'CREATE CONSTRAINT TRIGGER '")
         return "CREATE OR REPLACE TRIGGER " + self.definition.removeprefix("CREATE TRIGGER ") + ";"
 
 

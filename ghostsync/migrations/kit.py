@@ -432,6 +432,37 @@ def drop_trigger_sql(name: str, table: str) -> str:
                                    table_ident=f"{_ident(schema)}.{_ident(relname)}")
 
 
+# After ghostsync's trigger of that name is dropped (only if the register says it is ghostsync's), the
+# given trigger is created unless a trigger of that name is there still: one that is not ghostsync's
+# (made by hand, its register entry gone) is left as it is, as every downgrade leaves it.
+RESTORE_TRIGGER = """DO $ghostsync_restore$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger
+                 WHERE tgrelid = {table}::pg_catalog.regclass AND tgname = {name} AND NOT tgisinternal) THEN
+    EXECUTE {create};
+    {register}
+  END IF;
+END
+$ghostsync_restore$;"""
+
+
+def restore_triggers(triggers: tuple[Trigger, ...], revision: str) -> None:
+    """Put ``triggers`` (an earlier revision's, ``revision`` being that revision) back in place of
+    ghostsync's triggers of the same names, whatever kind those are (a constraint trigger cannot be
+    replaced in place: it is dropped, then the earlier one created), in one step; a trigger of that
+    name that is not ghostsync's is left as it is."""
+    sql = []
+    for trigger in triggers:
+        name, table = _quote_literal(trigger.name), _quote_literal(trigger.table)
+        sql.append(drop_trigger_sql(trigger.name, trigger.table))
+        sql.append(RESTORE_TRIGGER.format(
+            table=table, name=name, create=_quote_literal(trigger.definition),
+            register=REGISTER.format(kind="'trigger'", name=_quote_literal(f"{trigger.name} ON {trigger.table}"),
+                                     created="true", revision=_quote_literal(revision))))
+    step("\n".join(sql), f"restore {revision}'s trigger(s) " + ", ".join(t.name for t in triggers),
+         locks=trigger_drop_locks(triggers[0].table))
+
+
 def trigger_drop_locks(table: str) -> str:
     """The ``locks`` of a ``step`` that drops (or replaces) a trigger on ``table``: the table itself
     and, where Supabase's supautils runs the drop, the tables it locks before it."""
@@ -665,6 +696,7 @@ __all__ = [
     "drop_triggers",
     "install_function",
     "install_triggers",
+    "restore_triggers",
     "step",
     "trigger_drop_locks",
     "trigger_sql",

@@ -1,7 +1,7 @@
 """Hard deletes keep the app's rules: ghostsync removes only its own profiles, after the delete really happened.
 
 Revision ID: ghostsync_0011
-Revises: ghostsync_0009
+Revises: ghostsync_0010
 Create Date: 2026-12-07
 
 What happens to a profile when its account is hard-deleted now depends on
@@ -47,7 +47,7 @@ from __future__ import annotations
 from ghostsync.migrations import kit
 
 revision = "ghostsync_0011"
-down_revision = "ghostsync_0009"
+down_revision = "ghostsync_0010"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,382 @@
+SELECT pg_catalog.to_regclass('"alembic_version"') IS NOT NULL;
+
+SELECT EXISTS (SELECT 1 FROM "alembic_version" WHERE xmin::text::bigint = pg_catalog.mod(pg_catalog.pg_current_xact_id_if_assigned()::text::bigint, 4294967296));
+
+SELECT pg_catalog.set_config('lock_timeout', least(greatest(10, 400 / 1), (SELECT s.setting::int / 2 FROM pg_catalog.pg_settings AS s WHERE s.name = 'deadlock_timeout'))::int::text || 'ms', true), pg_catalog.set_config('statement_timeout', '60000ms', true);
+
+DO $ghostsync_guard$
+BEGIN
+  IF pg_catalog.to_regprocedure('ghostsync.write_profile(uuid,boolean)') IS NOT NULL AND NOT EXISTS (
+    SELECT 1 FROM ghostsync.objects WHERE kind = 'function' AND name = 'ghostsync.write_profile(uuid,boolean)'
+  ) THEN
+    RAISE EXCEPTION 'ghostsync: function % exists and was not created by ghostsync: it is left as it is; '
+      'rename or drop it yourself if it is yours to change', 'ghostsync.write_profile(uuid,boolean)';
+  END IF;
+END
+$ghostsync_guard$;
+
+CREATE OR REPLACE FUNCTION ghostsync.write_profile(account uuid, creating boolean)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = ''
+AS $function$
+<<profile>>
+DECLARE
+  -- the synced columns, and the value each takes from the account (u), in the same order
+  synced text[] := ARRAY['id', 'email', 'email_verified', 'deleted_at',
+                         'created_at', 'updated_at'];
+  sources text[] := ARRAY['u.id', 'u.email', 'u.email_confirmed_at IS NOT NULL', 'u.deleted_at',
+                          'coalesce(u.created_at, pg_catalog.now())',
+                          CASE WHEN creating THEN 'coalesce(u.updated_at, u.created_at, pg_catalog.now())'
+                               ELSE 'pg_catalog.now()' END];
+  target_columns text;
+  source_values text;
+  updates text;
+  deferrable_constraint record;
+BEGIN
+  -- The slow path of the sync functions, for a profile the app wrote first and for an
+  -- adopted table without some synced column: writes the synced columns public.users
+  -- has, from the account as it is now, and nothing else. The caller's exception block
+  -- records what fails here.
+  SELECT pg_catalog.string_agg(pg_catalog.quote_ident(s.name), ', ' ORDER BY s.n),
+         pg_catalog.string_agg(profile.sources[s.n], ', ' ORDER BY s.n),
+         pg_catalog.string_agg(CASE WHEN s.name <> 'id' AND (creating OR s.name <> 'created_at')
+                                    THEN pg_catalog.format('%I = EXCLUDED.%I', s.name, s.name) END,
+                               ', ' ORDER BY s.n)
+    INTO profile.target_columns, profile.source_values, profile.updates
+  FROM pg_catalog.unnest(profile.synced) WITH ORDINALITY AS s(name, n)
+  WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_attribute AS a
+                WHERE a.attrelid = 'public.users'::pg_catalog.regclass AND a.attname = s.name
+                  AND a.attnum > 0 AND NOT a.attisdropped);
+  EXECUTE pg_catalog.format(
+    'INSERT INTO public.users AS p (%s) SELECT %s FROM auth.users AS u WHERE u.id = $1 ON CONFLICT (id) DO %s',
+    target_columns, source_values, coalesce('UPDATE SET ' || updates, 'NOTHING'))
+  USING account;
+  FOR deferrable_constraint IN
+    SELECT c.conname FROM pg_catalog.pg_constraint AS c
+    WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferrable
+  LOOP
+    EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I IMMEDIATE', deferrable_constraint.conname);
+  END LOOP;
+END profile
+$function$;
+
+REVOKE ALL ON FUNCTION ghostsync.write_profile(uuid,boolean) FROM PUBLIC;
+
+DO $ghostsync_guard$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'anon') THEN
+    REVOKE ALL ON FUNCTION ghostsync.write_profile(uuid,boolean) FROM anon;
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'authenticated') THEN
+    REVOKE ALL ON FUNCTION ghostsync.write_profile(uuid,boolean) FROM authenticated;
+  END IF;
+END
+$ghostsync_guard$;
+
+INSERT INTO ghostsync.objects (kind, name, created, revision, owner)
+VALUES ('function', 'ghostsync.write_profile(uuid,boolean)', true, 'ghostsync_0010', current_user)
+ON CONFLICT (kind, name) DO UPDATE SET revision = EXCLUDED.revision, recorded_at = pg_catalog.now();
+
+SELECT pg_catalog.to_regclass('"alembic_version"') IS NOT NULL;
+
+SELECT EXISTS (SELECT 1 FROM "alembic_version" WHERE xmin::text::bigint = pg_catalog.mod(pg_catalog.pg_current_xact_id_if_assigned()::text::bigint, 4294967296));
+
+SELECT pg_catalog.set_config('lock_timeout', least(greatest(10, 400 / 1), (SELECT s.setting::int / 2 FROM pg_catalog.pg_settings AS s WHERE s.name = 'deadlock_timeout'))::int::text || 'ms', true), pg_catalog.set_config('statement_timeout', '60000ms', true);
+
+DO $ghostsync_guard$
+BEGIN
+  IF pg_catalog.to_regprocedure('ghostsync.handle_new_user()') IS NOT NULL AND NOT EXISTS (
+    SELECT 1 FROM ghostsync.objects WHERE kind = 'function' AND name = 'ghostsync.handle_new_user()'
+  ) THEN
+    RAISE EXCEPTION 'ghostsync: function % exists and was not created by ghostsync: it is left as it is; '
+      'rename or drop it yourself if it is yours to change', 'ghostsync.handle_new_user()';
+  END IF;
+END
+$ghostsync_guard$;
+
+CREATE OR REPLACE FUNCTION ghostsync.handle_new_user()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = ''
+AS $function$
+<<sync>>
+DECLARE
+  first_state text;
+  failed_state text;
+  failed_message text;
+  has_deferrable boolean;
+  deferrable_constraint record;
+BEGIN
+  -- Fired at COMMIT (a deferred constraint trigger), after every immediate trigger: the
+  -- app's own profile row, if its trigger writes one, is there by now. NEW is the row as
+  -- inserted; the account may have been confirmed or deleted since, so it is read again.
+  BEGIN
+    -- The fast path: a plain INSERT of the full shape, no speculative insertion. Whether
+    -- the profile table has a deferrable constraint is read with it, on every call (no
+    -- cache: a constraint added in this transaction counts).
+    INSERT INTO public.users (id, email, email_verified, deleted_at, created_at, updated_at)
+    SELECT u.id, u.email, u.email_confirmed_at IS NOT NULL, u.deleted_at,
+           coalesce(u.created_at, pg_catalog.now()), coalesce(u.updated_at, u.created_at, pg_catalog.now())
+    FROM auth.users AS u
+    WHERE u.id = NEW.id
+    RETURNING EXISTS (SELECT 1 FROM pg_catalog.pg_constraint AS c
+                      WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferrable)
+    INTO sync.has_deferrable;
+    -- Such a constraint would be checked after this function, outside its exception
+    -- block, and fail the COMMIT: it is checked here instead.
+    IF has_deferrable THEN
+      FOR deferrable_constraint IN
+        SELECT c.conname FROM pg_catalog.pg_constraint AS c
+        WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferrable
+      LOOP
+        EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I IMMEDIATE', deferrable_constraint.conname);
+      END LOOP;
+    END IF;
+  EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS first_state = RETURNED_SQLSTATE, failed_state = RETURNED_SQLSTATE,
+                            failed_message = MESSAGE_TEXT;
+  END;
+  -- unique_violation: the app's trigger wrote the profile first (or a backfill did);
+  -- undefined_column: an adopted table without some synced column. Either way ghostsync
+  -- writes the synced columns the table has, and only those.
+  IF first_state IN ('23505', '42703') THEN
+    BEGIN
+      PERFORM ghostsync.write_profile(NEW.id, true);
+      failed_state := NULL;
+    EXCEPTION WHEN OTHERS THEN
+      GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT;
+    END;
+  END IF;
+  IF failed_state IS NOT NULL THEN
+    BEGIN
+      INSERT INTO ghostsync.sync_failures AS f (user_id, operation, sqlstate, message)
+      VALUES (NEW.id, TG_OP, failed_state, failed_message)
+      ON CONFLICT (user_id) DO UPDATE
+        SET operation = EXCLUDED.operation, sqlstate = EXCLUDED.sqlstate, message = EXCLUDED.message,
+            last_failed_at = pg_catalog.now(), failures = f.failures + 1;
+    EXCEPTION WHEN OTHERS THEN
+      RAISE WARNING 'ghostsync: profile write for % failed (% %) and could not be recorded: %',
+        NEW.id, failed_state, failed_message, SQLERRM;
+    END;
+  END IF;
+  RETURN NEW;
+END sync
+$function$;
+
+REVOKE ALL ON FUNCTION ghostsync.handle_new_user() FROM PUBLIC;
+
+DO $ghostsync_guard$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'anon') THEN
+    REVOKE ALL ON FUNCTION ghostsync.handle_new_user() FROM anon;
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'authenticated') THEN
+    REVOKE ALL ON FUNCTION ghostsync.handle_new_user() FROM authenticated;
+  END IF;
+END
+$ghostsync_guard$;
+
+INSERT INTO ghostsync.objects (kind, name, created, revision, owner)
+VALUES ('function', 'ghostsync.handle_new_user()', true, 'ghostsync_0010', current_user)
+ON CONFLICT (kind, name) DO UPDATE SET revision = EXCLUDED.revision, recorded_at = pg_catalog.now();
+
+SELECT pg_catalog.to_regclass('"alembic_version"') IS NOT NULL;
+
+SELECT EXISTS (SELECT 1 FROM "alembic_version" WHERE xmin::text::bigint = pg_catalog.mod(pg_catalog.pg_current_xact_id_if_assigned()::text::bigint, 4294967296));
+
+SELECT pg_catalog.set_config('lock_timeout', least(greatest(10, 400 / 1), (SELECT s.setting::int / 2 FROM pg_catalog.pg_settings AS s WHERE s.name = 'deadlock_timeout'))::int::text || 'ms', true), pg_catalog.set_config('statement_timeout', '60000ms', true);
+
+DO $ghostsync_guard$
+BEGIN
+  IF pg_catalog.to_regprocedure('ghostsync.handle_user_updated()') IS NOT NULL AND NOT EXISTS (
+    SELECT 1 FROM ghostsync.objects WHERE kind = 'function' AND name = 'ghostsync.handle_user_updated()'
+  ) THEN
+    RAISE EXCEPTION 'ghostsync: function % exists and was not created by ghostsync: it is left as it is; '
+      'rename or drop it yourself if it is yours to change', 'ghostsync.handle_user_updated()';
+  END IF;
+END
+$ghostsync_guard$;
+
+CREATE OR REPLACE FUNCTION ghostsync.handle_user_updated()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = ''
+AS $function$
+<<sync>>
+DECLARE
+  first_state text;
+  failed_state text;
+  failed_message text;
+  missing boolean;
+  differs boolean;
+  has_deferrable boolean;
+  deferrable_constraint record;
+BEGIN
+  -- Fired at COMMIT, once per UPDATE that changed a synced value. The account is read
+  -- again (a later UPDATE of the transaction, or a delete, may have followed) and only a
+  -- profile that differs from it is written: in an autoconfirmed signup the insert sync,
+  -- queued first, has written the confirmed profile already, and this one only reads.
+  BEGIN
+    SELECT p.id IS NULL,
+           p.email IS DISTINCT FROM u.email
+             OR (u.email_confirmed_at IS NOT NULL) IS DISTINCT FROM p.email_verified
+             OR p.deleted_at IS DISTINCT FROM u.deleted_at
+      INTO sync.missing, sync.differs
+    FROM auth.users AS u LEFT JOIN public.users AS p ON p.id = u.id
+    WHERE u.id = NEW.id;
+    IF missing THEN
+      -- No profile (a ghost), or one another transaction is writing right now (a backfill
+      -- batch that read the account before this change): create it, waiting for that one
+      -- and writing this account's newest values over it (write_profile checks the
+      -- deferrable constraints itself).
+      PERFORM ghostsync.write_profile(NEW.id, false);
+    ELSIF differs THEN
+      UPDATE public.users AS p
+      SET email = u.email,
+          email_verified = u.email_confirmed_at IS NOT NULL,
+          deleted_at = u.deleted_at,
+          updated_at = pg_catalog.now()
+      FROM auth.users AS u
+      WHERE u.id = NEW.id AND p.id = u.id
+      RETURNING EXISTS (SELECT 1 FROM pg_catalog.pg_constraint AS c
+                        WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferrable)
+      INTO sync.has_deferrable;
+      -- Such a constraint would be checked after this function, outside its exception
+      -- block, and fail the COMMIT: it is checked here instead.
+      IF has_deferrable THEN
+        FOR deferrable_constraint IN
+          SELECT c.conname FROM pg_catalog.pg_constraint AS c
+          WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferrable
+        LOOP
+          EXECUTE pg_catalog.format('SET CONSTRAINTS public.%I IMMEDIATE', deferrable_constraint.conname);
+        END LOOP;
+      END IF;
+    END IF;
+  EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS first_state = RETURNED_SQLSTATE, failed_state = RETURNED_SQLSTATE,
+                            failed_message = MESSAGE_TEXT;
+  END;
+  -- undefined_column: an adopted table without some synced column
+  IF first_state = '42703' THEN
+    BEGIN
+      PERFORM ghostsync.write_profile(NEW.id, false);
+      failed_state := NULL;
+    EXCEPTION WHEN OTHERS THEN
+      GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT;
+    END;
+  END IF;
+  IF failed_state IS NOT NULL THEN
+    BEGIN
+      INSERT INTO ghostsync.sync_failures AS f (user_id, operation, sqlstate, message)
+      VALUES (NEW.id, TG_OP, failed_state, failed_message)
+      ON CONFLICT (user_id) DO UPDATE
+        SET operation = EXCLUDED.operation, sqlstate = EXCLUDED.sqlstate, message = EXCLUDED.message,
+            last_failed_at = pg_catalog.now(), failures = f.failures + 1;
+    EXCEPTION WHEN OTHERS THEN
+      RAISE WARNING 'ghostsync: profile update for % failed (% %) and could not be recorded: %',
+        NEW.id, failed_state, failed_message, SQLERRM;
+    END;
+  END IF;
+  RETURN NULL;
+END sync
+$function$;
+
+REVOKE ALL ON FUNCTION ghostsync.handle_user_updated() FROM PUBLIC;
+
+DO $ghostsync_guard$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'anon') THEN
+    REVOKE ALL ON FUNCTION ghostsync.handle_user_updated() FROM anon;
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'authenticated') THEN
+    REVOKE ALL ON FUNCTION ghostsync.handle_user_updated() FROM authenticated;
+  END IF;
+END
+$ghostsync_guard$;
+
+INSERT INTO ghostsync.objects (kind, name, created, revision, owner)
+VALUES ('function', 'ghostsync.handle_user_updated()', true, 'ghostsync_0010', current_user)
+ON CONFLICT (kind, name) DO UPDATE SET revision = EXCLUDED.revision, recorded_at = pg_catalog.now();
+
+SELECT pg_catalog.to_regclass('"alembic_version"') IS NOT NULL;
+
+SELECT EXISTS (SELECT 1 FROM "alembic_version" WHERE xmin::text::bigint = pg_catalog.mod(pg_catalog.pg_current_xact_id_if_assigned()::text::bigint, 4294967296));
+
+SAVEPOINT sa_savepoint_1;
+
+SELECT pg_catalog.set_config('lock_timeout', least(greatest(10, 400 / (SELECT 1 + count(*) FROM (SELECT g.t, g.n FROM pg_catalog.jsonb_array_elements_text(coalesce(nullif(pg_catalog.current_setting('supautils.drop_trigger_grants', true), '')::jsonb -> current_user::text, '[]'::jsonb)) WITH ORDINALITY AS g(t, n)) AS grants WHERE grants.t <> 'auth.users' AND pg_catalog.to_regclass(grants.t) IS NOT NULL AND grants.n < coalesce((SELECT min(h.n) FROM pg_catalog.jsonb_array_elements_text(coalesce(nullif(pg_catalog.current_setting('supautils.drop_trigger_grants', true), '')::jsonb -> current_user::text, '[]'::jsonb)) WITH ORDINALITY AS h(t, n) WHERE h.t = 'auth.users'), 2147483647))), (SELECT s.setting::int / 2 FROM pg_catalog.pg_settings AS s WHERE s.name = 'deadlock_timeout'))::int::text || 'ms', true), pg_catalog.set_config('statement_timeout', '400ms', true);
+
+DO $ghostsync_guard$
+BEGIN
+  IF EXISTS (
+    SELECT 1 FROM pg_catalog.pg_trigger
+    WHERE tgrelid = 'auth.users'::regclass AND tgname = 'ghostsync_on_auth_user_created' AND NOT tgisinternal
+  ) AND NOT EXISTS (
+    SELECT 1 FROM ghostsync.objects WHERE kind = 'trigger' AND name = 'ghostsync_on_auth_user_created' || ' ON ' || 'auth.users'
+  ) THEN
+    RAISE EXCEPTION 'ghostsync: trigger % on % exists and was not created by ghostsync: it is left as it is',
+      'ghostsync_on_auth_user_created', 'auth.users';
+  END IF;
+END
+$ghostsync_guard$;
+
+DO $ghostsync_replace$
+BEGIN
+  DROP TRIGGER IF EXISTS "ghostsync_on_auth_user_created" ON "auth"."users";
+EXCEPTION WHEN insufficient_privilege THEN
+  RAISE EXCEPTION 'ghostsync: cannot replace trigger % on % by its deferred form: role % is not the owner of % (%) '
+    'and this database does not let it drop a trigger there; hosted Supabase allows it through supautils '
+    '(supautils.drop_trigger_grants); here run the upgrade as the owner or a superuser (DATABASE_URL of '
+    'supabase_admin); nothing of this revision was applied', 'ghostsync_on_auth_user_created', 'auth.users', current_user,
+    'auth.users', (SELECT pg_catalog.pg_get_userbyid(c.relowner) FROM pg_catalog.pg_class AS c
+                        WHERE c.oid = 'auth.users'::pg_catalog.regclass);
+END
+$ghostsync_replace$;
+
+CREATE CONSTRAINT TRIGGER ghostsync_on_auth_user_created AFTER INSERT ON auth.users DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ghostsync.handle_new_user();
+
+INSERT INTO ghostsync.objects (kind, name, created, revision, owner)
+VALUES ('trigger', 'ghostsync_on_auth_user_created' || ' ON ' || 'auth.users', true, 'ghostsync_0010', current_user)
+ON CONFLICT (kind, name) DO UPDATE SET revision = EXCLUDED.revision, recorded_at = pg_catalog.now();
+
+DO $ghostsync_guard$
+BEGIN
+  IF EXISTS (
+    SELECT 1 FROM pg_catalog.pg_trigger
+    WHERE tgrelid = 'auth.users'::regclass AND tgname = 'ghostsync_on_auth_user_updated' AND NOT tgisinternal
+  ) AND NOT EXISTS (
+    SELECT 1 FROM ghostsync.objects WHERE kind = 'trigger' AND name = 'ghostsync_on_auth_user_updated' || ' ON ' || 'auth.users'
+  ) THEN
+    RAISE EXCEPTION 'ghostsync: trigger % on % exists and was not created by ghostsync: it is left as it is',
+      'ghostsync_on_auth_user_updated', 'auth.users';
+  END IF;
+END
+$ghostsync_guard$;
+
+DO $ghostsync_replace$
+BEGIN
+  DROP TRIGGER IF EXISTS "ghostsync_on_auth_user_updated" ON "auth"."users";
+EXCEPTION WHEN insufficient_privilege THEN
+  RAISE EXCEPTION 'ghostsync: cannot replace trigger % on % by its deferred form: role % is not the owner of % (%) '
+    'and this database does not let it drop a trigger there; hosted Supabase allows it through supautils '
+    '(supautils.drop_trigger_grants); here run the upgrade as the owner or a superuser (DATABASE_URL of '
+    'supabase_admin); nothing of this revision was applied', 'ghostsync_on_auth_user_updated', 'auth.users', current_user,
+    'auth.users', (SELECT pg_catalog.pg_get_userbyid(c.relowner) FROM pg_catalog.pg_class AS c
+                        WHERE c.oid = 'auth.users'::pg_catalog.regclass);
+END
+$ghostsync_replace$;
+
+CREATE CONSTRAINT TRIGGER ghostsync_on_auth_user_updated AFTER UPDATE ON auth.users DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN ((((old.email)::text IS DISTINCT FROM (new.email)::text) OR ((old.email_confirmed_at IS NULL) IS DISTINCT FROM (new.email_confirmed_at IS NULL)) OR (old.deleted_at IS DISTINCT FROM new.deleted_at))) EXECUTE FUNCTION ghostsync.handle_user_updated();
+
+INSERT INTO ghostsync.objects (kind, name, created, revision, owner)
+VALUES ('trigger', 'ghostsync_on_auth_user_updated' || ' ON ' || 'auth.users', true, 'ghostsync_0010', current_user)
+ON CONFLICT (kind, name) DO UPDATE SET revision = EXCLUDED.revision, recorded_at = pg_catalog.now();
+
+RELEASE SAVEPOINT sa_savepoint_1;
+
+SELECT pg_catalog.set_config('lock_timeout', least(greatest(10, 400 / 1), (SELECT s.setting::int / 2 FROM pg_catalog.pg_settings AS s WHERE s.name = 'deadlock_timeout'))::int::text || 'ms', true), pg_catalog.set_config('statement_timeout', '60000ms', true);
+
