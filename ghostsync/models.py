@@ -17,7 +17,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
-    ForeignKey,
     Identity,
     MetaData,
     String,
@@ -49,12 +48,9 @@ auth_users = Table(
 profiles = Table(
     "users",
     metadata,
-    Column(
-        "id",
-        UUID(as_uuid=True),
-        ForeignKey("auth.users.id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
+    # No key to auth.users: since ghostsync_0011 the delete sync removes a profile after its
+    # account is gone, and an adopted table keeps whatever key the app gave it.
+    Column("id", UUID(as_uuid=True), primary_key=True),
     Column("email", Text),
     Column("email_verified", Boolean, nullable=False, server_default=false()),
     Column("created_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
