@@ -156,11 +156,12 @@ BREAKAGES = {
     "function made STABLE and STRICT": ("ALTER FUNCTION ghostsync.handle_new_user() STABLE STRICT",
                                         ["function_drift"]),
     "stamped back": ("UPDATE public.alembic_version SET version_num = 'ghostsync_0006'",
-                     ["stamped_behind", "function_drift"]),
+                     ["stamped_behind", "trigger_drift", "function_drift"]),
     "column too narrow": ("ALTER TABLE public.users ALTER COLUMN email TYPE varchar(100)",
                           ["profile_table_incompatible"]),
     "stamped back to 0007": ("UPDATE public.alembic_version SET version_num = 'ghostsync_0007'",
-                             ["stamped_behind", "trigger_drift", "function_drift", "function_drift", "function_drift"]),
+                             ["stamped_behind", "trigger_drift", "trigger_drift", "trigger_drift",
+                              "function_drift", "function_drift", "function_drift"]),
     "job failed": ("INSERT INTO public.cleanup_audit_log (job_name, status, records_affected) "
                    "VALUES ('resync_profiles', 'failed', 0)", []),
 }
@@ -174,7 +175,7 @@ def test_unhealthy(head, breakage):
     else:
         head.sql(change)
     found = agree(head)
-    assert codes(found) == expected
+    assert codes(found) == expected, repr(codes(found))
     assert found["healthy"] is (not expected)
 
 
