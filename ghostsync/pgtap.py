@@ -17,7 +17,7 @@ is at (it carries what each revision declares, as the verification script does):
   transaction as the auth service makes it, goes through, gets its profile, and leaves
   no deferred constraint failing: ``SET CONSTRAINTS ALL IMMEDIATE`` runs before each
   signup and again after it, so nothing can hide behind the final rollback. ghostsync's
-  own syncs (constraint triggers from ghostsync_0010) are put back to DEFERRED in
+  own syncs (the constraint triggers the revision declares) are put back to DEFERRED in
   between: they run at that second SET, after the app's own triggers, as they run at
   COMMIT in production (ALL IMMEDIATE would run them in trigger-name order, before an
   app trigger whose name sorts after theirs).
@@ -137,7 +137,10 @@ DECLARE
 BEGIN
   FOR sync IN SELECT c.conname FROM pg_catalog.pg_constraint AS c
               WHERE c.conrelid = 'auth.users'::pg_catalog.regclass AND c.contype = 't'
-                AND c.conname::text LIKE 'ghostsync\\_%' AND c.condeferrable
+                AND c.condeferrable
+                AND c.conname::text IN (SELECT x.t ->> 0 FROM ghostsync_expected AS e
+                                        CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(e.declared -> 'triggers')
+                                          AS x(t))
   LOOP
     EXECUTE pg_catalog.format('SET CONSTRAINTS auth.%I DEFERRED', sync.conname);
   END LOOP;

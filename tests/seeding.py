@@ -106,7 +106,8 @@ def ghostsync_cli(db: SupabaseDatabase, *args: str, url: str | None = None, time
 
 
 GHOSTSYNC_TRIGGERS = ("ghostsync_on_auth_user_created", "ghostsync_on_auth_user_updated",
-                      "ghostsync_on_auth_user_deleted", "ghostsync_on_auth_users_deleted")
+                      "ghostsync_on_auth_user_deleted", "ghostsync_on_auth_users_deleted",
+                      "zz_ghostsync_on_auth_user_created", "zz_ghostsync_on_auth_user_updated")
 
 
 def triggers_on_auth_users(db: SupabaseDatabase) -> dict[str, str]:

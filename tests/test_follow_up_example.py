@@ -116,7 +116,7 @@ def test_the_example_is_what_the_generator_and_the_guides_edits_make() -> None:
     assert code_of(DATA.read_text()) == code_of(data)
     at_base = chain.declared_at(base, chain.script_directory())
     assert at_base.functions["ghostsync.handle_new_user()"] == example.PREVIOUS_HANDLE_NEW_USER
-    assert at_base.triggers["ghostsync_on_auth_user_updated"] == example.PREVIOUS_ON_AUTH_USER_UPDATED
+    assert at_base.triggers["zz_ghostsync_on_auth_user_updated"] == example.PREVIOUS_ZZ_GHOSTSYNC_ON_AUTH_USER_UPDATED
 
 
 # -- on a database ----------------------------------------------------------------------------------

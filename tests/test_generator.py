@@ -56,7 +56,7 @@ COLUMNS: tuple[kit.Column, ...] = (DISPLAY_NAME,)
 # What pg_get_triggerdef prints (under search_path '') for the update trigger with
 # raw_user_meta_data added to its columns and its WHEN clause, on PostgreSQL 15 and 17.
 UPDATED_TRIGGER = (
-    "CREATE CONSTRAINT TRIGGER ghostsync_on_auth_user_updated AFTER UPDATE ON auth.users "
+    "CREATE CONSTRAINT TRIGGER zz_ghostsync_on_auth_user_updated AFTER UPDATE ON auth.users "
     "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN ((((old.email)::text IS DISTINCT FROM (new.email)::text) "
     "OR ((old.email_confirmed_at IS NULL) IS DISTINCT FROM (new.email_confirmed_at IS NULL)) "
     "OR (old.deleted_at IS DISTINCT FROM new.deleted_at) "
@@ -65,6 +65,7 @@ UPDATED_TRIGGER = (
 )
 # what the follow-up leaves as it was: deleted from the skeleton with their PREVIOUS_ twins
 UNCHANGED = ("HANDLE_USER_DELETED", "HANDLE_USERS_DELETED", "ON_AUTH_USER_CREATED", "ON_AUTH_USER_DELETED",
+             "ON_AUTH_USER_UPDATED", "ZZ_GHOSTSYNC_ON_AUTH_USER_CREATED",
              "ON_AUTH_USERS_DELETED")
 DESCRIPTION = """\
 Profiles carry display_name: the user's full name as the app's signup form
@@ -76,7 +77,7 @@ metadata themselves: the column is display text, never used for authorization.
   it takes 100 characters and NULL; otherwise the upgrade stops with one line
   before changing anything.
 - ghostsync.handle_new_user() and handle_user_updated() write it;
-  ghostsync_on_auth_user_updated also fires when the full name changes.
+  zz_ghostsync_on_auth_user_updated also fires when the full name changes.
 - Existing profiles are filled by the data revision that follows this one."""
 
 
@@ -139,11 +140,11 @@ def fill_in_display_name(source: str) -> str:
                          (SYNCED_NAMES, SYNCED_NAMES.replace("'deleted_at',", "'deleted_at', 'display_name',")),
                          (SYNCED_SOURCES, SYNCED_SOURCES + "                          '"
                           + DISPLAY_NAME_VALUE.replace("'", "''") + "',\n"))
-    match = _block("ON_AUTH_USER_UPDATED").search(source)
+    match = _block("ZZ_GHOSTSYNC_ON_AUTH_USER_UPDATED").search(source)
     assert match
-    new_trigger = Trigger("ghostsync_on_auth_user_updated", "auth.users", UPDATED_TRIGGER)
-    source = source[:match.start()] + generator.trigger_literal("ON_AUTH_USER_UPDATED", new_trigger) + "\n" \
-        + source[match.end():]
+    new_trigger = Trigger("zz_ghostsync_on_auth_user_updated", "auth.users", UPDATED_TRIGGER)
+    source = (source[:match.start()] + generator.trigger_literal("ZZ_GHOSTSYNC_ON_AUTH_USER_UPDATED", new_trigger)
+              + "\n" + source[match.end():])
     return _replace_once(source, "COLUMNS: tuple[kit.Column, ...] = ()\n", DISPLAY_NAME_COLUMN)
 
 
@@ -348,7 +349,7 @@ def test_the_filled_in_follow_up_and_its_data_revision_pass_lint(project: Projec
     assert {f.signature for f in follow_up.DECLARES.functions} == {"ghostsync.handle_new_user()",
                                                                    "ghostsync.handle_user_updated()",
                                                                    "ghostsync.write_profile(uuid,boolean)"}
-    assert [t.name for t in follow_up.DECLARES.triggers] == ["ghostsync_on_auth_user_updated"]
+    assert [t.name for t in follow_up.DECLARES.triggers] == ["zz_ghostsync_on_auth_user_updated"]
     assert data.down_revision == project.follow_up and data.DECLARES.jobs == (DATA_JOB,)
     assert "display_name" in data.BATCH and "display_name" in data.OFFLINE_TEMPLATE
     assert "ALTER TABLE" not in data.OFFLINE_TEMPLATE and "kit.step" not in project.files[2].read_text()
@@ -558,7 +559,7 @@ def test_repair_backfill_status_and_drift_follow_the_follow_up(db: SupabaseDatab
     rc, found = project.status(db)
     assert (rc, found["revision"], found["at_head"], found["stale_profiles"]) == (0, project.data, True, 0), found
     assert found["jobs"][DATA_JOB]["status"] == "succeeded"
-    assert found["triggers"]["ghostsync_on_auth_user_updated"]["matches"] is True
+    assert found["triggers"]["zz_ghostsync_on_auth_user_updated"]["matches"] is True
 
     # The sync keeps it: signup, metadata change.
     with db.auth() as auth:
@@ -610,11 +611,11 @@ def test_repair_backfill_status_and_drift_follow_the_follow_up(db: SupabaseDatab
     assert rc == 1 and "function_drift" in codes(found)
     assert found["functions"]["ghostsync.handle_new_user()"]["differences"] == ["text"]
     db.sql(original, user="postgres")
-    db.sql(follow_up.PREVIOUS_ON_AUTH_USER_UPDATED.create)
+    db.sql(follow_up.PREVIOUS_ZZ_GHOSTSYNC_ON_AUTH_USER_UPDATED.create)
     rc, found = project.status(db)
     assert rc == 1 and codes(found) == ["trigger_drift"], found["problems"]
-    assert found["triggers"]["ghostsync_on_auth_user_updated"]["matches"] is False
-    db.sql(follow_up.ON_AUTH_USER_UPDATED.create)
+    assert found["triggers"]["zz_ghostsync_on_auth_user_updated"]["matches"] is False
+    db.sql(follow_up.ZZ_GHOSTSYNC_ON_AUTH_USER_UPDATED.create)
     assert project.status(db)[0] == 0
 
     # A legitimate downgrade to the previous revision: healthy, behind head, nothing "differs".
@@ -679,7 +680,8 @@ def test_export_and_offline_sql_carry_the_follow_up_and_keep_ddl_and_backfill_ap
     transactions = [t for t in proc.stdout.split("COMMIT;") if "version_num" in t]
     assert len(transactions) == 2
     ddl, job = transactions
-    assert "ADD COLUMN display_name text" in ddl and "CREATE CONSTRAINT TRIGGER ghostsync_on_auth_user_updated" in ddl
+    assert "ADD COLUMN display_name text" in ddl
+    assert "CREATE CONSTRAINT TRIGGER zz_ghostsync_on_auth_user_updated" in ddl
     assert "cleanup_audit_log" not in ddl and f"'{DATA_JOB}'" in job
     assert "ALTER TABLE" not in job and "TRIGGER" not in job
     assert "$ghostsync_step$" in ddl, "the lock step retries offline too"

@@ -483,14 +483,15 @@ def test_alerts_and_dashboard_on_a_real_prometheus(db, stack, tmp_path):
     watch.gone("GhostsyncFailedProfileWrites")
     watch.gone("GhostsyncGhostUsers")
 
-    # a trigger disabled (a restore left it so), then missing, then redefined by hand
+    # the update sync (a constraint trigger from ghostsync_0010) disabled (a restore left it so), then missing,
+    # then redefined by hand
     definition = db.value("SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = "
-                          "'ghostsync_on_auth_user_updated' AND tgrelid = 'auth.users'::regclass")
-    db.sql("ALTER TABLE auth.users DISABLE TRIGGER ghostsync_on_auth_user_updated")
+                          "'zz_ghostsync_on_auth_user_updated' AND tgrelid = 'auth.users'::regclass")
+    db.sql("ALTER TABLE auth.users DISABLE TRIGGER zz_ghostsync_on_auth_user_updated")
     watch.run("quick")
     watch.alert("GhostsyncTriggerDisabled")
     assert watch.evaluate_rule("GhostsyncTriggerDisabled")
-    db.sql("DROP TRIGGER ghostsync_on_auth_user_updated ON auth.users")
+    db.sql("DROP TRIGGER zz_ghostsync_on_auth_user_updated ON auth.users")
     watch.run("quick")
     watch.alert("GhostsyncTriggerMissing")
     assert watch.evaluate_rule("GhostsyncTriggerMissing")
@@ -500,7 +501,7 @@ def test_alerts_and_dashboard_on_a_real_prometheus(db, stack, tmp_path):
     watch.run("quick")
     watch.alert("GhostsyncTriggerDrift")
     assert watch.evaluate_rule("GhostsyncTriggerDrift")
-    db.sql("DROP TRIGGER ghostsync_on_auth_user_updated ON auth.users; " + definition)
+    db.sql("DROP TRIGGER zz_ghostsync_on_auth_user_updated ON auth.users; " + definition)
     # a function edited in the SQL editor
     source = db.value("SELECT pg_get_functiondef('ghostsync.handle_new_user()'::regprocedure)")
     db.sql(source.replace("RETURN NEW;", "RETURN NEW; -- edited by hand"), user="postgres")

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.pgtap
 
 RESULT = re.compile(r"^(not ok|ok) (\d+) - (.*)$", re.MULTILINE)
 HEAD = head_revision()
-HEAD_TESTS = 3 + 4 + 3 * 5 + 3 * 4  # installed, no ghosts, no replica-mode setting; 4 triggers, 5 functions x 3,
+HEAD_TESTS = 3 + 6 + 3 * 5 + 3 * 4  # installed, no ghosts, no replica-mode setting; 6 triggers, 5 functions x 3,
 # 4 signups x 3
 SKIPPING = pgtap.REPLICATION_TEST
 
@@ -106,8 +106,8 @@ def test_revision_behind_head_checks_what_it_declares(db, prove):
 
 BROKEN = {
     "trigger disabled": (
-        "ALTER TABLE auth.users DISABLE TRIGGER ghostsync_on_auth_user_created",
-        {"trigger ghostsync_on_auth_user_created on auth.users exists and is enabled",
+        "ALTER TABLE auth.users DISABLE TRIGGER zz_ghostsync_on_auth_user_created",
+        {"trigger zz_ghostsync_on_auth_user_created on auth.users exists and is enabled",
          "the email signup got its profile", "the phone signup got its profile",
          "the anonymous signup got its profile", "the sso signup got its profile"}),
     "trigger missing": (

@@ -7,7 +7,7 @@ from tests.seeding import audit_rows, duplicate_count, ghost_count, profiles, se
 
 def ghostsync_objects(db) -> tuple[int, int]:
     triggers = db.value("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'auth.users'::regclass "
-                        "AND tgname LIKE 'ghostsync\\_%%'")
+                        "AND tgname ~ '^(zz_)?ghostsync_'")
     functions = db.value("SELECT count(*) FROM pg_proc WHERE pronamespace = 'ghostsync'::regnamespace")
     return triggers, functions
 
@@ -45,8 +45,8 @@ def test_down_and_up_twice_loses_nothing_and_repairs_ghosts_made_meanwhile(db):
         assert audit_after[: len(audit_before)] == audit_before, "no audit row lost"
         assert [(r[0], r[1]) for r in audit_after[len(audit_before):]] == [("succeeded", 1)]
         registered = db.value("SELECT count(*) FROM ghostsync.objects WHERE kind IN ('trigger', 'function')")
-        assert registered == 9  # 4 triggers, 5 functions (ghostsync_0010 added write_profile)
-        assert ghostsync_objects(db) == (4, 5)
+        assert registered == 11  # 6 triggers, 5 functions (0010 added write_profile and two constraint triggers)
+        assert ghostsync_objects(db) == (6, 5)
     with db.auth() as auth:
         uid = auth.signup(email="after@example.com")
     assert str(uid) in profiles(db)

@@ -171,10 +171,12 @@ def test_an_apps_before_update_trigger_that_confirms_is_synced(db):
     assert ghostsync_cli(db, "status").returncode == 0
 
 
-def test_signups_under_set_constraints_all_immediate(db):
+@pytest.mark.parametrize("name", NAMES.values())
+def test_signups_under_set_constraints_all_immediate(db, name):
     """A client's SET CONSTRAINTS ALL IMMEDIATE (the exported pgTAP file runs one) makes the syncs fire at the
-    end of the statement, in trigger-name order: an app trigger sorting first still writes its row first."""
-    install_app(db, name=NAMES["sorts_first"])
+    end of the statement, in trigger-name order: ghostsync's sort after the app's, the starter's
+    ``on_auth_user_created`` included, so the app's plain INSERT writes its row first."""
+    install_app(db, name=name)
     conn = psycopg2.connect(db.url("supabase_admin"))
     try:
         with conn.cursor() as cur:

@@ -13,7 +13,7 @@ metadata themselves: the column is display text, never used for authorization.
   it takes 100 characters and NULL; otherwise the upgrade stops with one line
   before changing anything.
 - ghostsync.handle_new_user() and handle_user_updated() write it;
-  ghostsync_on_auth_user_updated also fires when the full name changes.
+  zz_ghostsync_on_auth_user_updated also fires when the full name changes.
 - Existing profiles are filled by the data revision that follows this one.
 
 - Functions: SECURITY DEFINER, SET search_path = '', every name
@@ -262,17 +262,19 @@ $function$;
 """)
 
 
+
+
+
+
 # declared by ghostsync_0010
-PREVIOUS_ON_AUTH_USER_UPDATED = kit.Trigger(
-    "ghostsync_on_auth_user_updated", "auth.users",
-    "CREATE CONSTRAINT TRIGGER ghostsync_on_auth_user_updated AFTER UPDATE ON auth.users DEFERRABLE "
-    "INITIALLY DEFERRED FOR EACH ROW WHEN ((((old.email)::text IS DISTINCT FROM (new.email)::text) "
-    "OR ((old.email_confirmed_at IS NULL) IS DISTINCT FROM (new.email_confirmed_at IS NULL)) OR "
-    "(old.deleted_at IS DISTINCT FROM new.deleted_at))) EXECUTE FUNCTION "
-    "ghostsync.handle_user_updated()",
+PREVIOUS_ZZ_GHOSTSYNC_ON_AUTH_USER_UPDATED = kit.Trigger(
+    "zz_ghostsync_on_auth_user_updated", "auth.users",
+    "CREATE CONSTRAINT TRIGGER zz_ghostsync_on_auth_user_updated AFTER UPDATE ON auth.users "
+    "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN ((((old.email)::text IS DISTINCT FROM "
+    "(new.email)::text) OR ((old.email_confirmed_at IS NULL) IS DISTINCT FROM "
+    "(new.email_confirmed_at IS NULL)) OR (old.deleted_at IS DISTINCT FROM new.deleted_at))) EXECUTE "
+    "FUNCTION ghostsync.handle_user_updated()",
 )
-
-
 
 # -- this revision's texts: edit these -------------------------------------------------------
 # Copies of the texts above. A trigger's definition is exactly what pg_get_triggerdef prints for it
@@ -494,17 +496,19 @@ $function$;
 """)
 
 
-ON_AUTH_USER_UPDATED = kit.Trigger(
-    "ghostsync_on_auth_user_updated", "auth.users",
-    "CREATE CONSTRAINT TRIGGER ghostsync_on_auth_user_updated AFTER UPDATE ON auth.users DEFERRABLE "
-    "INITIALLY DEFERRED FOR EACH ROW WHEN ((((old.email)::text IS DISTINCT FROM (new.email)::text) "
-    "OR ((old.email_confirmed_at IS NULL) IS DISTINCT FROM (new.email_confirmed_at IS NULL)) OR "
-    "(old.deleted_at IS DISTINCT FROM new.deleted_at) OR ((old.raw_user_meta_data ->> "
-    "'full_name'::text) IS DISTINCT FROM (new.raw_user_meta_data ->> 'full_name'::text)))) EXECUTE "
-    "FUNCTION ghostsync.handle_user_updated()",
+
+
+
+
+ZZ_GHOSTSYNC_ON_AUTH_USER_UPDATED = kit.Trigger(
+    "zz_ghostsync_on_auth_user_updated", "auth.users",
+    "CREATE CONSTRAINT TRIGGER zz_ghostsync_on_auth_user_updated AFTER UPDATE ON auth.users "
+    "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN ((((old.email)::text IS DISTINCT FROM "
+    "(new.email)::text) OR ((old.email_confirmed_at IS NULL) IS DISTINCT FROM "
+    "(new.email_confirmed_at IS NULL)) OR (old.deleted_at IS DISTINCT FROM new.deleted_at) OR "
+    "((old.raw_user_meta_data ->> 'full_name'::text) IS DISTINCT FROM (new.raw_user_meta_data ->> "
+    "'full_name'::text)))) EXECUTE FUNCTION ghostsync.handle_user_updated()",
 )
-
-
 
 # New profile columns the sync writes, each derived from the auth row ({row}), e.g.
 #   DISPLAY_NAME = kit.Column("display_name", "pg_catalog.left({row}.raw_user_meta_data ->> 'full_name', 100)",
@@ -530,7 +534,7 @@ DECLARES = kit.Declares(
         WRITE_PROFILE,
     ),
     triggers=(
-        ON_AUTH_USER_UPDATED,
+        ZZ_GHOSTSYNC_ON_AUTH_USER_UPDATED,
     ),
 )
 
@@ -562,5 +566,5 @@ def downgrade() -> None:
     kit.install_function(PREVIOUS_HANDLE_USER_UPDATED, "ghostsync_0010")
     kit.install_function(PREVIOUS_WRITE_PROFILE, "ghostsync_0010")
     kit.step("\n".join((
-        kit.trigger_sql(PREVIOUS_ON_AUTH_USER_UPDATED, "ghostsync_0010"),
+        kit.trigger_sql(PREVIOUS_ZZ_GHOSTSYNC_ON_AUTH_USER_UPDATED, "ghostsync_0010"),
     )), "restore the triggers of ghostsync_0010 on auth.users", locks="1")

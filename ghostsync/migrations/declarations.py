@@ -54,10 +54,15 @@ class Function:
 
 
 # Dropping a trigger takes ownership of its table (or supautils' drop_trigger_grants on hosted Supabase):
-# where the role has neither, the upgrade stops with one line that says who can run it.
+# where the role has neither, the upgrade stops with one line that says who can run it. A trigger of
+# that name that is not there is not dropped at all: no DROP statement runs (supautils would lock the
+# tables it lists for one), and creating a constraint trigger takes the TRIGGER privilege alone.
 REPLACE_BY_CONSTRAINT_TRIGGER = """DO $ghostsync_replace$
 BEGIN
-  DROP TRIGGER IF EXISTS "{name}" ON "{schema}"."{table}";
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger
+             WHERE tgrelid = '{table_literal}'::pg_catalog.regclass AND tgname = '{literal}' AND NOT tgisinternal) THEN
+    DROP TRIGGER "{name}" ON "{schema}"."{table}";
+  END IF;
 EXCEPTION WHEN insufficient_privilege THEN
   RAISE EXCEPTION 'ghostsync: cannot replace trigger % on % by its deferred form: role % is not the owner of % (%) '
     'and this database does not let it drop a trigger there; hosted Supabase allows it through supautils '
@@ -83,7 +88,8 @@ class Trigger:
         """The statement(s) that put this trigger in place, replacing one of the same name.
 
         A constraint trigger cannot be created OR REPLACE (nor can a plain trigger be
-        replaced by one): it is dropped first, in the same step.
+        replaced by one): one of the same name is dropped first, in the same step; where
+        none is there, nothing is dropped.
         """
         if self.definition.startswith("CREATE CONSTRAINT TRIGGER "):
             schema, _, table = self.table.partition(".")

@@ -432,15 +432,18 @@ def drop_trigger_sql(name: str, table: str) -> str:
                                    table_ident=f"{_ident(schema)}.{_ident(relname)}")
 
 
-# After ghostsync's trigger of that name is dropped (only if the register says it is ghostsync's), the
-# given trigger is created unless a trigger of that name is there still: one that is not ghostsync's
+# An earlier revision's trigger put back in place of ghostsync's trigger of that name (CREATE OR REPLACE:
+# the TRIGGER privilege, no drop), or where no trigger of that name is there; one that is not ghostsync's
 # (made by hand, its register entry gone) is left as it is, as every downgrade leaves it.
 RESTORE_TRIGGER = """DO $ghostsync_restore$
 BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger
-                 WHERE tgrelid = {table}::pg_catalog.regclass AND tgname = {name} AND NOT tgisinternal) THEN
+  IF EXISTS (SELECT 1 FROM ghostsync.objects WHERE kind = 'trigger' AND name = {name} || ' ON ' || {table})
+     OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger
+                    WHERE tgrelid = {table}::pg_catalog.regclass AND tgname = {name} AND NOT tgisinternal) THEN
     EXECUTE {create};
     {register}
+  ELSE
+    RAISE NOTICE 'ghostsync: trigger % on % was not created by ghostsync: left in place', {name}, {table};
   END IF;
 END
 $ghostsync_restore$;"""
@@ -448,19 +451,20 @@ $ghostsync_restore$;"""
 
 def restore_triggers(triggers: tuple[Trigger, ...], revision: str) -> None:
     """Put ``triggers`` (an earlier revision's, ``revision`` being that revision) back in place of
-    ghostsync's triggers of the same names, whatever kind those are (a constraint trigger cannot be
-    replaced in place: it is dropped, then the earlier one created), in one step; a trigger of that
-    name that is not ghostsync's is left as it is."""
+    ghostsync's triggers of the same names, in one step; a trigger of that name that is not
+    ghostsync's is left as it is. Plain triggers are replaced in place (CREATE OR REPLACE TRIGGER,
+    which the TRIGGER privilege allows); an earlier constraint trigger is created as ``Trigger.create``
+    does (dropping ghostsync's trigger of that name first, which takes the table's owner or supautils)."""
     sql = []
     for trigger in triggers:
         name, table = _quote_literal(trigger.name), _quote_literal(trigger.table)
-        sql.append(drop_trigger_sql(trigger.name, trigger.table))
         sql.append(RESTORE_TRIGGER.format(
-            table=table, name=name, create=_quote_literal(trigger.definition),
+            table=table, name=name, create=_quote_literal(trigger.create.rstrip().removesuffix(";")),
             register=REGISTER.format(kind="'trigger'", name=_quote_literal(f"{trigger.name} ON {trigger.table}"),
                                      created="true", revision=_quote_literal(revision))))
+    drops = any(t.definition.startswith("CREATE CONSTRAINT TRIGGER ") for t in triggers)
     step("\n".join(sql), f"restore {revision}'s trigger(s) " + ", ".join(t.name for t in triggers),
-         locks=trigger_drop_locks(triggers[0].table))
+         locks=trigger_drop_locks(triggers[0].table) if drops else str(len({t.table for t in triggers})))
 
 
 def trigger_drop_locks(table: str) -> str:

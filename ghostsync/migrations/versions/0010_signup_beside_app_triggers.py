@@ -4,9 +4,14 @@ Revision ID: ghostsync_0010
 Revises: ghostsync_0009
 Create Date: 2026-12-07
 
-- ghostsync_on_auth_user_created and ghostsync_on_auth_user_updated become
-  constraint triggers, DEFERRABLE INITIALLY DEFERRED: they fire at COMMIT,
-  after every immediate trigger of the transaction. An app's own trigger on
+- The syncs move to two constraint triggers, DEFERRABLE INITIALLY DEFERRED,
+  zz_ghostsync_on_auth_user_created and zz_ghostsync_on_auth_user_updated:
+  they fire at COMMIT, after every immediate trigger of the transaction.
+  ghostsync_on_auth_user_created and ghostsync_on_auth_user_updated stay,
+  replaced in place by triggers that fire nothing (WHEN (false)): no
+  trigger on auth.users is dropped, so ``postgres`` runs this revision with
+  the TRIGGER privilege alone (today's Supabase roles without supautils).
+  An app's own trigger on
   auth.users that writes public.users (AFTER or BEFORE INSERT, any name, a
   plain INSERT, ON CONFLICT DO NOTHING or DO UPDATE, one table or several)
   has written its row by then, so its plain INSERT never collides with
@@ -34,8 +39,11 @@ Create Date: 2026-12-07
   the caller made them immediate (SET CONSTRAINTS ALL IMMEDIATE), and
   leaving a constraint immediate can only check earlier, never skip a check.
 
-Downgrade restores ghostsync_0008's function texts and trigger definitions
-exactly and drops ghostsync.write_profile(); no row is touched.
+Downgrade drops the two constraint triggers (which takes the owner of
+auth.users, a member of its role, a superuser, or supautils: elsewhere it
+stops with one line naming who can run it, nothing applied), then restores
+ghostsync_0008's function texts and trigger definitions exactly (CREATE OR
+REPLACE) and drops ghostsync.write_profile(); no row is touched.
 """
 
 from __future__ import annotations
@@ -255,22 +263,42 @@ END sync
 $function$;
 """)
 
-ON_AUTH_USER_CREATED = kit.Trigger(
-    "ghostsync_on_auth_user_created", "auth.users",
-    "CREATE CONSTRAINT TRIGGER ghostsync_on_auth_user_created AFTER INSERT ON auth.users "
+# The syncs at COMMIT: constraint triggers under names of their own. A trigger cannot become a
+# constraint trigger in place, and dropping one on auth.users takes its owner (today's Supabase roles
+# without supautils give ``postgres`` the TRIGGER privilege only, which creates triggers, constraint
+# triggers included, and replaces plain ones, but drops or disables none). Their names sort after the
+# app's usual ones (``on_auth_user_created``): under a client's SET CONSTRAINTS ALL IMMEDIATE they fire
+# at the statement's end in name order, after an app trigger whose name sorts before ``zz``.
+ON_SIGNUP_AT_COMMIT = kit.Trigger(
+    "zz_ghostsync_on_auth_user_created", "auth.users",
+    "CREATE CONSTRAINT TRIGGER zz_ghostsync_on_auth_user_created AFTER INSERT ON auth.users "
     "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ghostsync.handle_new_user()",
 )
-ON_AUTH_USER_UPDATED = kit.Trigger(
-    "ghostsync_on_auth_user_updated", "auth.users",
-    "CREATE CONSTRAINT TRIGGER ghostsync_on_auth_user_updated AFTER UPDATE ON auth.users "
+ON_UPDATE_AT_COMMIT = kit.Trigger(
+    "zz_ghostsync_on_auth_user_updated", "auth.users",
+    "CREATE CONSTRAINT TRIGGER zz_ghostsync_on_auth_user_updated AFTER UPDATE ON auth.users "
     "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN ((((old.email)::text IS DISTINCT FROM (new.email)::text) "
     "OR ((old.email_confirmed_at IS NULL) IS DISTINCT FROM (new.email_confirmed_at IS NULL)) "
     "OR (old.deleted_at IS DISTINCT FROM new.deleted_at))) EXECUTE FUNCTION ghostsync.handle_user_updated()",
 )
 
+# ghostsync_0008's immediate triggers keep their names and fire nothing: CREATE OR REPLACE TRIGGER
+# (the TRIGGER privilege) with WHEN (false), which queues no event. Their downgrade puts 0008's back
+# the same way.
+ON_AUTH_USER_CREATED = kit.Trigger(
+    "ghostsync_on_auth_user_created", "auth.users",
+    "CREATE TRIGGER ghostsync_on_auth_user_created AFTER INSERT ON auth.users "
+    "FOR EACH ROW WHEN (false) EXECUTE FUNCTION ghostsync.handle_new_user()",
+)
+ON_AUTH_USER_UPDATED = kit.Trigger(
+    "ghostsync_on_auth_user_updated", "auth.users",
+    "CREATE TRIGGER ghostsync_on_auth_user_updated AFTER UPDATE OF email, email_confirmed_at, deleted_at "
+    "ON auth.users FOR EACH ROW WHEN (false) EXECUTE FUNCTION ghostsync.handle_user_updated()",
+)
+
 DECLARES = kit.Declares(
     functions=(WRITE_PROFILE, HANDLE_NEW_USER, HANDLE_USER_UPDATED),
-    triggers=(ON_AUTH_USER_CREATED, ON_AUTH_USER_UPDATED),
+    triggers=(ON_AUTH_USER_CREATED, ON_AUTH_USER_UPDATED, ON_SIGNUP_AT_COMMIT, ON_UPDATE_AT_COMMIT),
 )
 
 # ghostsync_0008's texts, verbatim.
@@ -444,14 +472,17 @@ PREVIOUS_ON_AUTH_USER_UPDATED = kit.Trigger(
 def upgrade() -> None:
     for function in DECLARES.functions:
         kit.install_function(function, revision)
-    # A trigger cannot become a constraint trigger in place: each is dropped and created anew in
-    # one step (Trigger.create). The drop locks what supautils locks too: the budget counts it.
-    kit.step("\n".join(kit.trigger_sql(trigger, revision) for trigger in DECLARES.triggers),
-             "create the deferred triggers on auth.users",
-             locks=kit.trigger_drop_locks("auth.users"))
+    # One step, one lock of auth.users: the constraint triggers are created (no trigger of their
+    # names is there to drop) and 0008's triggers replaced in place. Nothing is dropped.
+    kit.install_triggers(DECLARES.triggers, revision)
 
 
 def downgrade() -> None:
+    # First, so that where the role may not drop a trigger on auth.users (today's roles without
+    # supautils) the downgrade stops with one line before anything else: a constraint trigger can be
+    # neither replaced nor disabled without the owner, and left in place it would call 0008's
+    # handle_new_user() a second time at COMMIT for every signup.
+    kit.drop_triggers((ON_SIGNUP_AT_COMMIT.name, ON_UPDATE_AT_COMMIT.name), "auth.users")
     kit.install_function(PREVIOUS_HANDLE_NEW_USER, "ghostsync_0008")
     kit.install_function(PREVIOUS_HANDLE_USER_UPDATED, "ghostsync_0008")
     kit.restore_triggers((PREVIOUS_ON_AUTH_USER_CREATED, PREVIOUS_ON_AUTH_USER_UPDATED), "ghostsync_0008")

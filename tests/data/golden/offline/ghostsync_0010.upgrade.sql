@@ -304,7 +304,7 @@ BEGIN
   LOOP
     BEGIN
       PERFORM pg_catalog.set_config('lock_timeout',
-        least(greatest(10, 400 / (SELECT 1 + count(*) FROM (SELECT g.t, g.n FROM pg_catalog.jsonb_array_elements_text(coalesce(nullif(pg_catalog.current_setting('supautils.drop_trigger_grants', true), '')::jsonb -> current_user::text, '[]'::jsonb)) WITH ORDINALITY AS g(t, n)) AS grants WHERE grants.t <> 'auth.users' AND pg_catalog.to_regclass(grants.t) IS NOT NULL AND grants.n < coalesce((SELECT min(h.n) FROM pg_catalog.jsonb_array_elements_text(coalesce(nullif(pg_catalog.current_setting('supautils.drop_trigger_grants', true), '')::jsonb -> current_user::text, '[]'::jsonb)) WITH ORDINALITY AS h(t, n) WHERE h.t = 'auth.users'), 2147483647))), (SELECT s.setting::int / 2 FROM pg_catalog.pg_settings AS s WHERE s.name = 'deadlock_timeout'))::int::text || 'ms', true);
+        least(greatest(10, 400 / 1), (SELECT s.setting::int / 2 FROM pg_catalog.pg_settings AS s WHERE s.name = 'deadlock_timeout'))::int::text || 'ms', true);
       PERFORM pg_catalog.set_config('statement_timeout', '400ms', true);
       DO $ghostsync_guard$
       BEGIN
@@ -319,19 +319,7 @@ BEGIN
         END IF;
       END
       $ghostsync_guard$;
-      DO $ghostsync_replace$
-      BEGIN
-        DROP TRIGGER IF EXISTS "ghostsync_on_auth_user_created" ON "auth"."users";
-      EXCEPTION WHEN insufficient_privilege THEN
-        RAISE EXCEPTION 'ghostsync: cannot replace trigger % on % by its deferred form: role % is not the owner of % (%) '
-          'and this database does not let it drop a trigger there; hosted Supabase allows it through supautils '
-          '(supautils.drop_trigger_grants); here run the upgrade as the owner or a superuser (DATABASE_URL of '
-          'supabase_admin); nothing of this revision was applied', 'ghostsync_on_auth_user_created', 'auth.users', current_user,
-          'auth.users', (SELECT pg_catalog.pg_get_userbyid(c.relowner) FROM pg_catalog.pg_class AS c
-                              WHERE c.oid = 'auth.users'::pg_catalog.regclass);
-      END
-      $ghostsync_replace$;
-      CREATE CONSTRAINT TRIGGER ghostsync_on_auth_user_created AFTER INSERT ON auth.users DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ghostsync.handle_new_user();
+      CREATE OR REPLACE TRIGGER ghostsync_on_auth_user_created AFTER INSERT ON auth.users FOR EACH ROW WHEN (false) EXECUTE FUNCTION ghostsync.handle_new_user();
       INSERT INTO ghostsync.objects (kind, name, created, revision, owner)
       VALUES ('trigger', 'ghostsync_on_auth_user_created' || ' ON ' || 'auth.users', true, 'ghostsync_0010', current_user)
       ON CONFLICT (kind, name) DO UPDATE SET revision = EXCLUDED.revision, recorded_at = pg_catalog.now();
@@ -348,21 +336,73 @@ BEGIN
         END IF;
       END
       $ghostsync_guard$;
+      CREATE OR REPLACE TRIGGER ghostsync_on_auth_user_updated AFTER UPDATE OF email, email_confirmed_at, deleted_at ON auth.users FOR EACH ROW WHEN (false) EXECUTE FUNCTION ghostsync.handle_user_updated();
+      INSERT INTO ghostsync.objects (kind, name, created, revision, owner)
+      VALUES ('trigger', 'ghostsync_on_auth_user_updated' || ' ON ' || 'auth.users', true, 'ghostsync_0010', current_user)
+      ON CONFLICT (kind, name) DO UPDATE SET revision = EXCLUDED.revision, recorded_at = pg_catalog.now();
+      DO $ghostsync_guard$
+      BEGIN
+        IF EXISTS (
+          SELECT 1 FROM pg_catalog.pg_trigger
+          WHERE tgrelid = 'auth.users'::regclass AND tgname = 'zz_ghostsync_on_auth_user_created' AND NOT tgisinternal
+        ) AND NOT EXISTS (
+          SELECT 1 FROM ghostsync.objects WHERE kind = 'trigger' AND name = 'zz_ghostsync_on_auth_user_created' || ' ON ' || 'auth.users'
+        ) THEN
+          RAISE EXCEPTION 'ghostsync: trigger % on % exists and was not created by ghostsync: it is left as it is',
+            'zz_ghostsync_on_auth_user_created', 'auth.users';
+        END IF;
+      END
+      $ghostsync_guard$;
       DO $ghostsync_replace$
       BEGIN
-        DROP TRIGGER IF EXISTS "ghostsync_on_auth_user_updated" ON "auth"."users";
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger
+                   WHERE tgrelid = 'auth.users'::pg_catalog.regclass AND tgname = 'zz_ghostsync_on_auth_user_created' AND NOT tgisinternal) THEN
+          DROP TRIGGER "zz_ghostsync_on_auth_user_created" ON "auth"."users";
+        END IF;
       EXCEPTION WHEN insufficient_privilege THEN
         RAISE EXCEPTION 'ghostsync: cannot replace trigger % on % by its deferred form: role % is not the owner of % (%) '
           'and this database does not let it drop a trigger there; hosted Supabase allows it through supautils '
           '(supautils.drop_trigger_grants); here run the upgrade as the owner or a superuser (DATABASE_URL of '
-          'supabase_admin); nothing of this revision was applied', 'ghostsync_on_auth_user_updated', 'auth.users', current_user,
+          'supabase_admin); nothing of this revision was applied', 'zz_ghostsync_on_auth_user_created', 'auth.users', current_user,
           'auth.users', (SELECT pg_catalog.pg_get_userbyid(c.relowner) FROM pg_catalog.pg_class AS c
                               WHERE c.oid = 'auth.users'::pg_catalog.regclass);
       END
       $ghostsync_replace$;
-      CREATE CONSTRAINT TRIGGER ghostsync_on_auth_user_updated AFTER UPDATE ON auth.users DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN ((((old.email)::text IS DISTINCT FROM (new.email)::text) OR ((old.email_confirmed_at IS NULL) IS DISTINCT FROM (new.email_confirmed_at IS NULL)) OR (old.deleted_at IS DISTINCT FROM new.deleted_at))) EXECUTE FUNCTION ghostsync.handle_user_updated();
+      CREATE CONSTRAINT TRIGGER zz_ghostsync_on_auth_user_created AFTER INSERT ON auth.users DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ghostsync.handle_new_user();
       INSERT INTO ghostsync.objects (kind, name, created, revision, owner)
-      VALUES ('trigger', 'ghostsync_on_auth_user_updated' || ' ON ' || 'auth.users', true, 'ghostsync_0010', current_user)
+      VALUES ('trigger', 'zz_ghostsync_on_auth_user_created' || ' ON ' || 'auth.users', true, 'ghostsync_0010', current_user)
+      ON CONFLICT (kind, name) DO UPDATE SET revision = EXCLUDED.revision, recorded_at = pg_catalog.now();
+      DO $ghostsync_guard$
+      BEGIN
+        IF EXISTS (
+          SELECT 1 FROM pg_catalog.pg_trigger
+          WHERE tgrelid = 'auth.users'::regclass AND tgname = 'zz_ghostsync_on_auth_user_updated' AND NOT tgisinternal
+        ) AND NOT EXISTS (
+          SELECT 1 FROM ghostsync.objects WHERE kind = 'trigger' AND name = 'zz_ghostsync_on_auth_user_updated' || ' ON ' || 'auth.users'
+        ) THEN
+          RAISE EXCEPTION 'ghostsync: trigger % on % exists and was not created by ghostsync: it is left as it is',
+            'zz_ghostsync_on_auth_user_updated', 'auth.users';
+        END IF;
+      END
+      $ghostsync_guard$;
+      DO $ghostsync_replace$
+      BEGIN
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger
+                   WHERE tgrelid = 'auth.users'::pg_catalog.regclass AND tgname = 'zz_ghostsync_on_auth_user_updated' AND NOT tgisinternal) THEN
+          DROP TRIGGER "zz_ghostsync_on_auth_user_updated" ON "auth"."users";
+        END IF;
+      EXCEPTION WHEN insufficient_privilege THEN
+        RAISE EXCEPTION 'ghostsync: cannot replace trigger % on % by its deferred form: role % is not the owner of % (%) '
+          'and this database does not let it drop a trigger there; hosted Supabase allows it through supautils '
+          '(supautils.drop_trigger_grants); here run the upgrade as the owner or a superuser (DATABASE_URL of '
+          'supabase_admin); nothing of this revision was applied', 'zz_ghostsync_on_auth_user_updated', 'auth.users', current_user,
+          'auth.users', (SELECT pg_catalog.pg_get_userbyid(c.relowner) FROM pg_catalog.pg_class AS c
+                              WHERE c.oid = 'auth.users'::pg_catalog.regclass);
+      END
+      $ghostsync_replace$;
+      CREATE CONSTRAINT TRIGGER zz_ghostsync_on_auth_user_updated AFTER UPDATE ON auth.users DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN ((((old.email)::text IS DISTINCT FROM (new.email)::text) OR ((old.email_confirmed_at IS NULL) IS DISTINCT FROM (new.email_confirmed_at IS NULL)) OR (old.deleted_at IS DISTINCT FROM new.deleted_at))) EXECUTE FUNCTION ghostsync.handle_user_updated();
+      INSERT INTO ghostsync.objects (kind, name, created, revision, owner)
+      VALUES ('trigger', 'zz_ghostsync_on_auth_user_updated' || ' ON ' || 'auth.users', true, 'ghostsync_0010', current_user)
       ON CONFLICT (kind, name) DO UPDATE SET revision = EXCLUDED.revision, recorded_at = pg_catalog.now();
       EXIT;
     EXCEPTION WHEN lock_not_available THEN
@@ -370,7 +410,7 @@ BEGIN
       IF attempt > 20 THEN
         RAISE EXCEPTION 'ghostsync: gave up on %: its locks were not free within 400 ms in % attempts '
           '(a long transaction holds them); nothing of this revision was applied. Retry later, or raise '
-          '-x lock_timeout / -x lock_retries', 'create the deferred triggers on auth.users', attempt;
+          '-x lock_timeout / -x lock_retries', 'create trigger(s) ghostsync_on_auth_user_created on auth.users, ghostsync_on_auth_user_updated on auth.users, zz_ghostsync_on_auth_user_created on auth.users, zz_ghostsync_on_auth_user_updated on auth.users', attempt;
       END IF;
       PERFORM pg_catalog.pg_sleep(least(2.0, 0.1 * 2 ^ (attempt - 1)));
     END;
