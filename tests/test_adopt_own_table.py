@@ -232,3 +232,17 @@ def test_the_install_jobs_write_timestamps_without_time_zone_as_utc_under_anothe
                   "abs(extract(epoch FROM updated_at - (now() AT TIME ZONE 'UTC'))) < 600 FROM public.users "
                   "WHERE email LIKE 'ghost.sso%%'") == [("2026-05-01 08:00:00", "2026-06-01 12:00:00", True)]
     assert status(db, PGTZ="Europe/Berlin")["stale_profiles"] == 0
+
+
+def test_the_upgrade_and_status_judge_who_can_read_the_table_alike(db):
+    """One heuristic (ghostsync.migrations.exposure): a SELECT policy without USING lets no row through, so the
+    upgrade adds the synced columns to the table and status does not warn them readable."""
+    db.sql(APP_STARTER_SQL + NO_APP_TRIGGER + "GRANT SELECT ON public.users TO anon; "
+           "CREATE POLICY no_using ON public.users FOR SELECT TO anon", user="postgres")
+    seed_ghosts(db)
+    db.upgrade()
+    assert "email" in columns(db)
+    assert db.value("SELECT count(*) FROM public.users") > 0
+    assert db.value("SET ROLE anon; SELECT count(*) FROM public.users") == 0  # what PostgreSQL makes of it
+    found = status(db)
+    assert "synced_columns_readable" not in [w["code"] for w in found["warnings"]], found["warnings"]
