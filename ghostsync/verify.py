@@ -316,7 +316,8 @@ functions AS MATERIALIZED (
         CASE WHEN fr.prosrc IS DISTINCT FROM fr.body THEN 'text' END], NULL)
       || {attribute_differences} || pg_catalog.array_remove(ARRAY[
         CASE WHEN NOT fr.prosecdef THEN 'not SECURITY DEFINER' END,
-        CASE WHEN coalesce(fr.proconfig, ARRAY[]::text[]) <> ARRAY['search_path=""'] THEN
+        CASE WHEN ARRAY(SELECT c FROM pg_catalog.unnest(fr.proconfig) AS c WHERE c LIKE 'search\_path=%')
+                  <> ARRAY['search_path=""'] THEN
           'search_path not pinned to ''''' END,
         CASE WHEN fr.owner IS DISTINCT FROM (fr.record ->> 'owner') THEN
           pg_catalog.format('owner %s (installed by %s)', fr.owner, fr.record ->> 'owner') END,

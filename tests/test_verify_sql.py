@@ -158,6 +158,8 @@ BREAKAGES = {
                           "replica"), ["auth_writes_skip_triggers"]),
     "database in replica mode": (lambda db: db.sql(f"ALTER DATABASE {db.name} SET session_replication_role = "
                                                    "replica"), ["auth_writes_skip_triggers"]),
+    "function's TimeZone reset": ("ALTER FUNCTION ghostsync.write_profile(uuid,boolean) RESET TimeZone",
+                                  ["function_drift"]),
     "function made STABLE and STRICT": ("ALTER FUNCTION ghostsync.handle_new_user() STABLE STRICT",
                                         ["function_drift"]),
     "stamped back": ("UPDATE public.alembic_version SET version_num = 'ghostsync_0006'",
