@@ -1,23 +1,23 @@
 """Status checks of an adopted public.users: profiles ghostsync cannot create, synced columns it leaves out.
 
-Each check returns its findings as ``Check`` (code, severity, count, detail);
-``status`` turns them into its problems and warnings.
+Two findings of the catalogue (``ghostsync.findings``), each from one query that
+``status`` runs and ``verify-sql`` embeds:
 
-- ``profile_cannot_be_created`` (problem): accounts without a profile whose
-  recorded profile write failed because of the app's table, counted per cause
-  with the column, constraint or trigger named: an app column NOT NULL without
-  a default (ghostsync writes only its synced columns, never an app column), a
-  CHECK, an app BEFORE INSERT trigger on public.users that returned NULL (the
-  insert wrote no row), or any other recorded error.
-- ``synced_columns_absent`` (warning): the synced columns the adopted table
-  lacks and ghostsync therefore leaves out, and why (a table other users can
-  read gets no column of auth data: ``ghostsync.migrations.exposure``).
+- ``findings.PROFILE_CANNOT_BE_CREATED`` (``UNCREATABLE``): accounts without a
+  profile whose recorded profile write failed, counted per cause with the
+  column, constraint or trigger named (``CAUSE``): an app column NOT NULL
+  without a default (ghostsync writes only its synced columns, never an app
+  column), a CHECK, an app BEFORE INSERT trigger on public.users that returned
+  NULL (the insert wrote no row: recorded with SQLSTATE ``02000``), or any
+  other recorded error.
+- ``findings.SYNCED_COLUMNS_ABSENT`` (``absent_why``): the synced columns the
+  adopted table lacks and ghostsync therefore leaves out, and why (a table
+  other users can read gets no column of auth data:
+  ``ghostsync.migrations.exposure``).
 """
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from dataclasses import dataclass
 
 from sqlalchemy import text
@@ -25,58 +25,60 @@ from sqlalchemy.engine import Connection
 
 from ghostsync import profile_shape
 from ghostsync.chain import Declared
+from ghostsync.findings import sql_literal
 from ghostsync.migrations import exposure
 from ghostsync.migrations.jobs import NO_ROW_WRITTEN
 
-
-@dataclass(frozen=True)
-class Check:
-    code: str
-    severity: str  # "problem" or "warning"
-    count: int
-    detail: str
-
-
-_UNCREATABLE = text(
-    "SELECT f.sqlstate, f.message FROM ghostsync.sync_failures AS f "
-    "JOIN auth.users AS u ON u.id = f.user_id "
-    "WHERE NOT EXISTS (SELECT 1 FROM public.users AS p WHERE p.id = f.user_id)"
+# What of the app's table stopped a profile being created, named in its own words (f: a sync_failures row).
+CAUSE = (
+    "CASE WHEN f.sqlstate = '23502' AND f.message ~ 'null value in column \"[^\"]+\"' THEN pg_catalog.format("
+    "'column %s is NOT NULL without a default',"
+    " pg_catalog.substring(f.message, 'null value in column \"([^\"]+)\"'))"
+    " WHEN f.sqlstate = '23514' AND f.message ~ 'violates check constraint \"[^\"]+\"' THEN pg_catalog.format("
+    "'CHECK constraint %s', pg_catalog.substring(f.message, 'violates check constraint \"([^\"]+)\"'))"
+    f" WHEN f.sqlstate = {sql_literal(NO_ROW_WRITTEN)} THEN f.message"
+    " ELSE f.sqlstate || ' ' || f.message END"
 )
 
+# One row per cause (why, n), by cause in byte order; ghostsync.sync_failures must exist.
+UNCREATABLE = (
+    f"SELECT c.why, pg_catalog.count(*) AS n FROM (SELECT {CAUSE} AS why FROM ghostsync.sync_failures AS f "
+    "JOIN auth.users AS u ON u.id = f.user_id "
+    "WHERE NOT EXISTS (SELECT 1 FROM public.users AS p WHERE p.id = f.user_id)) AS c "
+    "GROUP BY c.why ORDER BY c.why COLLATE \"C\""
+)
 
-def cause(sqlstate: str, message: str) -> str:
-    """What of the app's table stopped a profile being created, named as its own words."""
-    found = re.search(r'null value in column "([^"]+)"', message)
-    if sqlstate == "23502" and found:
-        return f"column {found.group(1)} is NOT NULL without a default"
-    found = re.search(r'violates check constraint "([^"]+)"', message)
-    if sqlstate == "23514" and found:
-        return f"CHECK constraint {found.group(1)}"
-    if sqlstate == NO_ROW_WRITTEN:
-        return message
-    return f"{sqlstate} {message}"
+EXPOSED_WHY = f"the table is {exposure.WHY}, so ghostsync adds no column of auth data to it"
+NOT_THERE_WHY = "the app's table does not have them"
 
 
-def profiles_cannot_be_created(conn: Connection) -> list[Check]:
-    """One problem per cause: the ghosts whose profile could not be created, counted."""
+def absent_why() -> str:
+    """Why the synced columns are absent, as an SQL text expression (the exposure heuristic decides)."""
+    return (f"CASE WHEN coalesce({exposure.EXPOSED}, false) THEN {sql_literal(EXPOSED_WHY)} "
+            f"ELSE {sql_literal(NOT_THERE_WHY)} END")
+
+
+@dataclass(frozen=True)
+class Uncreatable:
+    """Profiles that cannot be created for one cause."""
+
+    why: str
+    count: int
+
+
+def profiles_cannot_be_created(conn: Connection) -> list[Uncreatable]:
+    """The ghosts whose profile could not be created, counted per cause."""
     if conn.execute(text("SELECT to_regclass('ghostsync.sync_failures')")).scalar() is None:
         return []
-    causes = Counter(cause(state, message) for state, message in conn.execute(_UNCREATABLE))
-    return [Check("profile_cannot_be_created", "problem", n,
-                  f"{n} profile(s) cannot be created: {why}; ghostsync writes only its synced columns, never an "
-                  "app column: let the app's table take a row of them (or let the app create these profiles), "
-                  "then run `ghostsync repair`")
-            for why, n in sorted(causes.items())]
+    return [Uncreatable(str(why), int(n)) for why, n in conn.execute(text(UNCREATABLE))]
 
 
-def synced_columns_absent(conn: Connection, declared: Declared) -> list[Check]:
-    """A warning naming the synced columns the profile table lacks (ghostsync leaves them out)."""
+def columns_left_out(conn: Connection, declared: Declared) -> tuple[list[str], str] | None:
+    """The synced columns the profile table lacks (ghostsync leaves them out) and why, or None."""
     missing = profile_shape.absent(conn, declared)
     if not missing:
-        return []
-    exposed = bool(conn.execute(text("SELECT coalesce(" + exposure.EXPOSED + ", false)")).scalar())
-    why = (f"the table is {exposure.WHY}, so ghostsync adds no column of auth data to it" if exposed
-           else "the app's table does not have them")
-    return [Check("synced_columns_absent", "warning", len(missing),
-                  f"public.users has no column {', '.join(missing)}: ghostsync syncs only the synced columns it "
-                  f"has ({why})")]
+        return None
+    return missing, str(conn.execute(text("SELECT " + absent_why())).scalar())
+
+
+__all__ = ["CAUSE", "UNCREATABLE", "Uncreatable", "absent_why", "columns_left_out", "profiles_cannot_be_created"]

@@ -11,16 +11,18 @@ read here for ``status`` and ``repair``:
   cascades: the key deletes the profile;
 - one whose key on ``id`` does not cascade: the key refuses the delete
   while the profile exists, as it does without ghostsync (the app's rule;
-  reported as ``app_key_refuses_deletes``, a warning);
+  reported as ``findings.APP_KEY_REFUSES_DELETES``, a warning);
 - one without a key on ``id``: the profile outlives its account as the app's
   row (the app keeps its users' rows, e.g. with its own ``deleted`` flag):
-  reported as ``app_rows_kept`` (a warning), never as orphans, and ``repair``
-  leaves it.
+  reported as ``findings.APP_ROWS_KEPT`` (a warning), never as orphans, and
+  ``repair`` leaves it.
 
 Only the key on ``id`` counts: another column's key to auth.users (an app's
 ``referred_by ... ON DELETE SET NULL``) says nothing about the profile.
 Revisions before ghostsync_0011 removed the profile themselves; there
 ``applies`` is false and profiles without an account are orphans as before.
+``key_on_id_sql`` is the one reading of the key: ``status`` runs it with the
+register read from ``ghostsync.objects``, ``verify-sql`` embeds it.
 """
 
 from __future__ import annotations
@@ -39,18 +41,26 @@ REMOVED_EVERY_PROFILE = ("ghostsync_0008",)
 
 ACTIONS = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
 
-KEY_ON_ID = text(
-    "SELECT coalesce((SELECT o.created FROM ghostsync.objects AS o WHERE o.kind = 'table' AND o.name = 'public.users'),"
-    " false) AS created,"
-    " c.conname, c.confdeltype::text"
+KEY_ON_ID = (
+    "SELECT {created} AS created,"
+    " c.conname::text AS conname, c.confdeltype::text AS action"
     " FROM (SELECT 1) AS one LEFT JOIN pg_catalog.pg_constraint AS c"
-    "   ON c.conrelid = 'public.users'::regclass AND c.contype = 'f' AND c.confrelid = 'auth.users'::regclass"
+    "   ON c.conrelid = pg_catalog.to_regclass('public.users') AND c.contype = 'f'"
+    "  AND c.confrelid = pg_catalog.to_regclass('auth.users')"
     "  AND c.conkey = ARRAY[(SELECT a.attnum FROM pg_catalog.pg_attribute AS a"
     "                        WHERE a.attrelid = c.conrelid AND a.attname = 'id')]"
     "  AND c.confkey = ARRAY[(SELECT a.attnum FROM pg_catalog.pg_attribute AS a"
     "                         WHERE a.attrelid = c.confrelid AND a.attname = 'id')]"
     " ORDER BY c.confdeltype <> 'c', c.conname LIMIT 1"
 )
+# status's reading of the register: whether ghostsync created public.users
+CREATED = ("coalesce((SELECT o.created FROM ghostsync.objects AS o WHERE o.kind = 'table' "
+           "AND o.name = 'public.users'), false)")
+
+
+def key_on_id_sql(created: str) -> str:
+    """One row (created, conname, action): ``created`` an SQL boolean, whether ghostsync created the table."""
+    return KEY_ON_ID.format(created=created)
 
 
 @dataclass(frozen=True)
@@ -72,23 +82,13 @@ class ProfileKey:
         return self.name is not None and self.on_delete != "CASCADE"
 
 
-@dataclass(frozen=True)
-class KeyFinding:
-    """One finding of the delete rules: ``severity`` is ``warning`` (the app's decision, still healthy)."""
-
-    code: str
-    severity: str
-    count: int | None
-    detail: str
-
-
 def applies(declared: Declared) -> bool:
     """Whether the revision ``declared`` describes keeps these rules (ghostsync_0011 and later)."""
     return DELETE_SYNC in declared.functions and declared.declared_by.get(DELETE_SYNC) not in REMOVED_EVERY_PROFILE
 
 
 def read(conn: Connection) -> ProfileKey:
-    created, name, action = conn.execute(KEY_ON_ID).one()
+    created, name, action = conn.execute(text(key_on_id_sql(CREATED))).one()
     return ProfileKey(created=bool(created), name=name, on_delete=ACTIONS.get(action) if action else None)
 
 
@@ -99,23 +99,4 @@ def split_orphans(key: ProfileKey, orphans: int | None) -> tuple[int | None, int
     return orphans, 0 if orphans is not None else None
 
 
-def findings(key: ProfileKey, kept: int | None) -> list[KeyFinding]:
-    """What status says about the delete rules: the app's rows kept, and a key that refuses deletes."""
-    out = []
-    if kept:
-        out.append(KeyFinding(
-            "app_rows_kept", "warning", kept,
-            f"{kept} profile(s) outlive their deleted account: public.users (the app's table) has no foreign key "
-            "on id to auth.users, so ghostsync leaves these rows to the app and `ghostsync repair` does not "
-            "delete them"))
-    if key.refuses_deletes:
-        out.append(KeyFinding(
-            "app_key_refuses_deletes", "warning", None,
-            f"public.users's foreign key {key.name} (id -> auth.users, ON DELETE {key.on_delete}) refuses a hard "
-            "delete of an account while its profile exists (the auth service's anonymous-user cleanup included), "
-            "as it does without ghostsync: the app's rule, which ghostsync keeps; with ON DELETE CASCADE the "
-            "profile would go with its account"))
-    return out
-
-
-__all__ = ["KeyFinding", "ProfileKey", "applies", "findings", "read", "split_orphans"]
+__all__ = ["ACTIONS", "CREATED", "KEY_ON_ID", "ProfileKey", "applies", "key_on_id_sql", "read", "split_orphans"]

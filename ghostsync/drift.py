@@ -7,6 +7,7 @@ Compared with the declaration of the recorded revision (``chain.declared_at``):
   (``ALTER FUNCTION ... STABLE`` makes every profile write fail with 0A000:
   ``attributes`` reads what the declaration says, VOLATILE, CALLED ON NULL
   INPUT where it says nothing), SECURITY DEFINER, ``search_path = ''``, its
+  other SET clauses as declared (``SET TimeZone = 'UTC'``), its
   owner (the role that installed it, per the register), and not executable
   by PUBLIC, anon or authenticated;
 - each trigger: present, recorded as ghostsync's, its whole definition
@@ -48,10 +49,17 @@ class Attributes:
     volatility: str  # IMMUTABLE | STABLE | VOLATILE
     strict: bool
     language: str
+    # its SET clauses other than search_path (checked on its own), as pg_proc.proconfig lists them
+    settings: tuple[str, ...] = ()
 
-    def differences(self, volatility: str, strict: bool, language: str) -> list[str]:
-        """How an installed function with these attributes differs from the declared ones."""
+    def differences(self, volatility: str, strict: bool, language: str,
+                    config: list[str] | None = None) -> list[str]:
+        """How an installed function with these attributes (``config``: its proconfig) differs from the
+        declared ones."""
         out = []
+        installed = [c for c in config or [] if not c.startswith("search_path=")]
+        if installed != list(self.settings):
+            out.append(f"SET {', '.join(installed) or 'nothing'} (declared {', '.join(self.settings) or 'nothing'})")
         if volatility != self.volatility:
             out.append(f"{volatility} (declared {self.volatility})")
         if strict != self.strict:
@@ -61,13 +69,17 @@ class Attributes:
         return out
 
     def as_list(self) -> list[Any]:
-        return [self.volatility, self.strict, self.language]
+        return [self.volatility, self.strict, self.language, list(self.settings)]
 
 
 def attribute_differences_sql(installed: str, declared: str) -> str:
     """``Attributes.differences`` as an SQL text[] expression, for the verification script: ``installed``
-    names a row with ``provolatile``, ``proisstrict`` and ``lanname``, ``declared`` a jsonb array
-    ``Attributes.as_list()``."""
+    names a row with ``provolatile``, ``proisstrict``, ``lanname`` and ``proconfig``, ``declared`` a jsonb
+    array ``Attributes.as_list()``."""
+    settings = ("ARRAY(SELECT c.c FROM pg_catalog.unnest(" + installed + ".proconfig) WITH ORDINALITY AS c(c, n) "
+                "WHERE c.c NOT LIKE 'search\\_path=%' ORDER BY c.n)")
+    declared_settings = ("ARRAY(SELECT d.d FROM pg_catalog.jsonb_array_elements_text(coalesce(" + declared
+                         + " -> 3, '[]')) WITH ORDINALITY AS d(d, n) ORDER BY d.n)")
     volatility = ("CASE " + " ".join(f"WHEN {installed}.provolatile = '{k}' THEN '{v}'" for k, v in VOLATILITY.items())
                   + f" ELSE {installed}.provolatile::text END")
     return (
@@ -77,7 +89,11 @@ def attribute_differences_sql(installed: str, declared: str) -> str:
         f"CASE WHEN {installed}.proisstrict <> ({declared} ->> 1)::boolean THEN CASE WHEN {installed}.proisstrict "
         "THEN 'STRICT (declared CALLED ON NULL INPUT)' ELSE 'CALLED ON NULL INPUT (declared STRICT)' END END, "
         f"CASE WHEN {installed}.lanname::text <> ({declared} ->> 2) THEN pg_catalog.format("
-        f"'LANGUAGE %s (declared %s)', {installed}.lanname, {declared} ->> 2) END], NULL)"
+        f"'LANGUAGE %s (declared %s)', {installed}.lanname, {declared} ->> 2) END, "
+        f"CASE WHEN {settings} <> {declared_settings} THEN pg_catalog.format('SET %s (declared %s)', "
+        f"coalesce(NULLIF(pg_catalog.array_to_string({settings}, ', '), ''), 'nothing'), "
+        f"coalesce(NULLIF(pg_catalog.array_to_string({declared_settings}, ', '), ''), 'nothing')) END"
+        "], NULL)"
     )
 
 
@@ -86,9 +102,12 @@ def attributes(create: str) -> Attributes:
     outside = create.replace(function_body(create), " ").upper()
     volatility = re.search(r"\b(IMMUTABLE|STABLE|VOLATILE)\b", outside)
     language = re.search(r"\bLANGUAGE\s+'?(\w+)", outside)
+    settings = tuple(f"{name}={value}" for name, value in re.findall(
+        r"^SET\s+(\w+)\s*(?:=|TO)\s*'([^']*)'\s*$", create.replace(function_body(create), " "), re.MULTILINE | re.I)
+        if name.lower() != "search_path")
     return Attributes(volatility.group(1) if volatility else "VOLATILE",
                       re.search(r"\bSTRICT\b|\bRETURNS\s+NULL\s+ON\s+NULL\s+INPUT\b", outside) is not None,
-                      language.group(1).lower() if language else "sql")
+                      language.group(1).lower() if language else "sql", settings)
 
 
 @dataclass
@@ -190,10 +209,10 @@ def _function(conn: Connection, signature: str, body: str, declared: Attributes,
     if row["prosrc"] != body:
         differences.append("text")
     differences += declared.differences(VOLATILITY.get(row["provolatile"], row["provolatile"]), row["proisstrict"],
-                                        row["lanname"])
+                                        row["lanname"], list(row["proconfig"] or []))
     if not row["prosecdef"]:
         differences.append("not SECURITY DEFINER")
-    if list(row["proconfig"] or []) != ['search_path=""']:
+    if [c for c in row["proconfig"] or [] if c.startswith("search_path=")] != ['search_path=""']:
         differences.append("search_path not pinned to ''")
     if row["owner"] != record["owner"]:
         differences.append(f"owner {row['owner']} (installed by {record['owner']})")

@@ -11,8 +11,10 @@ A role (anon, authenticated) reads the synced columns of every row when it has S
 them (``has_column_privilege``: a table grant, a column grant or PUBLIC's) and either row
 level security is off or a permissive SELECT (or ALL) policy for it or PUBLIC has a USING
 clause that does not restrict to the reader's own row: one that does not mention
-``auth.uid()``. That last part is a heuristic (a policy can restrict rows in other ways),
-stated as such in docs/OPERATIONS.md.
+``auth.uid()``. That policy test is the heuristic the revisions use to decide whether a
+table is readable by other users (``ghostsync.migrations.exposure.open_policy``: its one
+home, applied here role by role and column by column); a policy can restrict rows in other
+ways, as docs/OPERATIONS.md says.
 
 ``QUERY`` is the one query behind the warning: ``status`` runs it, ``verify-sql`` embeds
 it. Formatted with ``synced`` (an SQL ``text[]`` expression: the columns ghostsync writes, as the
@@ -30,6 +32,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from ghostsync import names
+from ghostsync.migrations import exposure as heuristic
 
 API_ROLES = ("anon", "authenticated")
 
@@ -59,9 +62,7 @@ FROM (
                                                             ORDER BY p.polname)
                         || ' does not restrict rows to the reader''s own (no auth.uid())'
                  FROM pg_catalog.pg_policy AS p
-                 WHERE p.polrelid = t.oid AND p.polpermissive AND p.polcmd IN ('r', '*')
-                   AND (0::pg_catalog.oid = ANY (p.polroles) OR o.oid = ANY (p.polroles))
-                   AND coalesce(pg_catalog.pg_get_expr(p.polqual, p.polrelid), 'true') !~ '\\muid\\(\\)') END
+                 WHERE {open_policy}) END
         AS because
     FROM pg_catalog.pg_class AS t
     CROSS JOIN pg_catalog.pg_roles AS o
@@ -73,7 +74,8 @@ FROM (
 
 def query(synced: str) -> str:
     """``QUERY`` for the synced columns ``synced`` (an SQL text[] expression)."""
-    return QUERY.format(synced=synced, table=names.PROFILES, roles=", ".join(f"'{r}'" for r in API_ROLES))
+    return QUERY.format(synced=synced, table=names.PROFILES, roles=", ".join(f"'{r}'" for r in API_ROLES),
+                        open_policy=heuristic.open_policy("t", "o.oid = ANY (p.polroles)"))
 
 
 def synced_array(columns: list[str]) -> str:

@@ -27,9 +27,6 @@ app's decision); another table is the app's when ghostsync adopted it (an app's 
 
 The advice a message gives names the commands of the team's road (``ghostsync.roads``): the
 check passes the road's sentence in as a field (``advice``, ``newer``, ``install``).
-
-Issue 18's codes join ``FINDINGS`` here, each at the rank where its check runs (see the
-comment above ``FINDINGS``).
 """
 
 from __future__ import annotations
@@ -134,6 +131,17 @@ GHOSTS = Code("ghosts", PROBLEM, "{count} auth user(s) have no profile (ghosts):
               (1, 0), full_only=True)
 ORPHANS = Code("orphans", PROBLEM, "{count} profile(s) have no auth user (orphans): run `ghostsync repair`",
                (2, 0), full_only=True)
+# What a hard delete does on an adopted public.users (ghostsync.delete_rules): the app's rule, a warning.
+APP_ROWS_KEPT = Code(
+    "app_rows_kept", WARNING,
+    "{count} profile(s) outlive their deleted account: public.users (the app's table) has no foreign key on id to "
+    "auth.users, so ghostsync leaves these rows to the app and `ghostsync repair` does not delete them", (2, 1),
+    full_only=True)
+APP_KEY_REFUSES_DELETES = Code(
+    "app_key_refuses_deletes", WARNING,
+    "public.users's foreign key {key} (id -> auth.users, ON DELETE {on_delete}) refuses a hard delete of an account "
+    "while its profile exists (the auth service's anonymous-user cleanup included), as it does without ghostsync: "
+    "the app's rule, which ghostsync keeps; with ON DELETE CASCADE the profile would go with its account", (2, 2))
 FAILED_SYNCS = Code("failed_syncs", PROBLEM,
                     "{count} profile write(s) failed and are recorded in ghostsync.sync_failures: fix the cause, "
                     "then run `ghostsync repair`", (3, 0))
@@ -162,40 +170,53 @@ TRIGGER_REPLICA_ONLY = Code(
     "never for the auth service: ALTER TABLE {table} ENABLE TRIGGER {name}, then `ghostsync repair`", (7, 2))
 TRIGGER_DRIFT = Code("trigger_drift", PROBLEM, "trigger {name} on {table} differs from what revision {revision} "
                      "declares (edited by hand?): {advice}", (7, 3))
-FUNCTION_MISSING = Code("function_missing", PROBLEM, "function {signature} is missing: {advice}", (8, 1))
+# An app trigger on auth.users whose function's text writes public.users (ghostsync.app_triggers: a heuristic).
+APP_TRIGGER_WRITES_PROFILES = Code(
+    "app_trigger_writes_profiles", WARNING,
+    "app trigger {trigger} on auth.users (function {function}) writes public.users: ghostsync writes only its synced "
+    "columns of that profile, at COMMIT after the app's write (a match on the function's text)", (8, 0))
+FUNCTION_MISSING = Code("function_missing", PROBLEM, "function {signature} is missing: {advice}", (9, 1))
 FUNCTION_NOT_GHOSTSYNCS = Code("function_not_ghostsyncs", PROBLEM,
-                               "function {signature} was not created by ghostsync (not in ghostsync.objects)", (8, 1))
+                               "function {signature} was not created by ghostsync (not in ghostsync.objects)", (9, 1))
 FUNCTION_DRIFT = Code("function_drift", PROBLEM, "function {signature} differs from what revision {revision} "
-                      "declares ({differences}): {advice}", (8, 1))
+                      "declares ({differences}): {advice}", (9, 1))
 RLS_DISABLED = Code("rls_disabled", BY_TABLE, "{table} has row level security disabled: anyone with the anon key "
-                    "can read every row{whose}", (9, 1),
+                    "can read every row{whose}", (10, 1),
                     whose=("", " (the app's table: its decision)"))
 OPEN_PRIVILEGES = Code("open_privileges", BY_TABLE, "{table} grants {privileges} to end users' roles (row level "
                        "security governs neither TRUNCATE, REFERENCES nor TRIGGER, and anon has no business with "
-                       "ghostsync's tables){whose}", (9, 2),
+                       "ghostsync's tables){whose}", (10, 2),
                        whose=("", "; the app's table: revoke what end users do not need"))
 SYNCED_COLUMNS_READABLE = Code(
     "synced_columns_readable", WARNING,
     "{table} lets {roles} read every row's {columns} ({because}): close them with column privileges, e.g. "
     "{close} (what the app reads of them for a user's own row, such as the email, comes from the session "
-    "instead: auth.jwt() ->> 'email')", (9, 3))
+    "instead: auth.jwt() ->> 'email')", (10, 3))
 PROFILE_TABLE_INCOMPATIBLE = Code("profile_table_incompatible", PROBLEM,
-                                  "public.users cannot take what the sync writes: {reason}", (10, 0))
-BEHIND_HEAD = Code("behind_head", WARNING, "the database is at revision {revision}, head is {head}: {newer}", (11, 0))
-JOB_FAILED = Code("job_failed", WARNING, "the last {job} run ended failed (audit row {id})", (12, 0))
-JOB_INTERRUPTED = Code("job_interrupted", WARNING, "the last {job} run ended interrupted (audit row {id})", (12, 0))
+                                  "public.users cannot take what the sync writes: {reason}", (11, 0))
+# An adopted public.users (ghostsync.adoption_checks): profiles its table stops ghostsync creating, per cause,
+# and the synced columns it lacks (left out).
+PROFILE_CANNOT_BE_CREATED = Code(
+    "profile_cannot_be_created", PROBLEM,
+    "{count} profile(s) cannot be created: {why}; ghostsync writes only its synced columns, never an app column: "
+    "let the app's table take a row of them (or let the app create these profiles), then run `ghostsync repair`",
+    (12, 0))
+SYNCED_COLUMNS_ABSENT = Code(
+    "synced_columns_absent", WARNING,
+    "public.users has no column {columns}: ghostsync syncs only the synced columns it has ({why})", (13, 0))
+BEHIND_HEAD = Code("behind_head", WARNING, "the database is at revision {revision}, head is {head}: {newer}", (14, 0))
+JOB_FAILED = Code("job_failed", WARNING, "the last {job} run ended failed (audit row {id})", (15, 0))
+JOB_INTERRUPTED = Code("job_interrupted", WARNING, "the last {job} run ended interrupted (audit row {id})", (15, 0))
 
-# Issue 18's codes go here, each a Code above and an entry below at the rank of its check (the rank orders
-# status's list and verify-sql's alike; give a new group a rank between its neighbours', e.g. (2, 1)):
-#   app_rows_kept (warning or info, after orphans), app_trigger_writes_profiles (warning, after the
-#   triggers), profile_cannot_be_created (problem, beside profile_table_incompatible). status adds each
-#   with ``code.finding(...)``; verify-sql renders each with one ``_finding(...)`` in ``verify._findings_sql``.
+# The rank orders status's list and verify-sql's alike: a new code takes the rank of its check (a new group a
+# rank between its neighbours'); status adds it with ``add(code, ...)`` in ``status._judge`` and verify-sql
+# renders it with one ``_finding(...)`` in ``verify._findings_sql``.
 FINDINGS: tuple[Code, ...] = (
-    GHOSTS, ORPHANS, FAILED_SYNCS, STALE_PROFILES, AUTH_WRITES_SKIP_TRIGGERS, STAMPED_BEHIND,
-    TRIGGER_MISSING, TRIGGER_NOT_GHOSTSYNCS, TRIGGER_DISABLED, TRIGGER_REPLICA_ONLY, TRIGGER_DRIFT,
-    FUNCTION_MISSING, FUNCTION_NOT_GHOSTSYNCS, FUNCTION_DRIFT,
-    RLS_DISABLED, OPEN_PRIVILEGES, SYNCED_COLUMNS_READABLE, PROFILE_TABLE_INCOMPATIBLE,
-    BEHIND_HEAD, JOB_FAILED, JOB_INTERRUPTED,
+    GHOSTS, ORPHANS, APP_ROWS_KEPT, APP_KEY_REFUSES_DELETES, FAILED_SYNCS, STALE_PROFILES, AUTH_WRITES_SKIP_TRIGGERS,
+    STAMPED_BEHIND, TRIGGER_MISSING, TRIGGER_NOT_GHOSTSYNCS, TRIGGER_DISABLED, TRIGGER_REPLICA_ONLY, TRIGGER_DRIFT,
+    APP_TRIGGER_WRITES_PROFILES, FUNCTION_MISSING, FUNCTION_NOT_GHOSTSYNCS, FUNCTION_DRIFT,
+    RLS_DISABLED, OPEN_PRIVILEGES, SYNCED_COLUMNS_READABLE, PROFILE_TABLE_INCOMPATIBLE, PROFILE_CANNOT_BE_CREATED,
+    SYNCED_COLUMNS_ABSENT, BEHIND_HEAD, JOB_FAILED, JOB_INTERRUPTED,
 )
 # A job's last run that ended so: its warning.
 JOB_ENDED = {"failed": JOB_FAILED, "interrupted": JOB_INTERRUPTED}

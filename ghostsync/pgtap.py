@@ -11,7 +11,7 @@ is at (it carries what each revision declares, as the verification script does):
   ghostsync's triggers (``ghostsync.replication_role``, the query status runs);
 - each trigger the revision declares exists on its table and is enabled;
 - each function the revision declares matches it (text, volatility, strictness and
-  language as ``ghostsync.drift`` compares them, SECURITY DEFINER, ``search_path = ''``)
+  language and SET clauses as ``ghostsync.drift`` compares them, SECURITY DEFINER, ``search_path = ''``)
   and is executable by neither ``anon`` nor ``authenticated``;
 - a signup of each kind (email, phone, anonymous, SSO), made inside the test's
   transaction as the auth service makes it, goes through, gets its profile, and leaves
@@ -113,7 +113,8 @@ CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(e.declared -> 'functions') AS
 CROSS JOIN LATERAL pg_catalog.to_regprocedure(x.f ->> 0) AS fn(oid)
 CROSS JOIN LATERAL (VALUES
   (coalesce((SELECT p.prosrc = e.bodies ->> ((x.f ->> 1)::int) AND p.prosecdef
-                    AND p.proconfig = ARRAY['search_path=""']
+                    AND ARRAY(SELECT c FROM pg_catalog.unnest(p.proconfig) AS c WHERE c LIKE 'search\\_path=%')
+                        = ARRAY['search_path=""']
                     AND pg_catalog.cardinality({attribute_differences}) = 0
              FROM (SELECT q.*, l.lanname FROM pg_catalog.pg_proc AS q
                    JOIN pg_catalog.pg_language AS l ON l.oid = q.prolang) AS p WHERE p.oid = fn.oid), false),

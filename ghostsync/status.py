@@ -18,7 +18,7 @@ its order:
   sync writes; profiles the app's table stops ghostsync from creating, per
   cause (``adoption_checks``);
 - a warning (still healthy): the database is behind head but holds exactly
-  what its revision declares (``behind_head``); the last run of a job
+  what its revision declares; the last run of a job
   failed or was interrupted; what the app opened on ``public.users``, its
   table whether ghostsync created or adopted it (RLS off, open privileges,
   synced columns every end user can read: ``exposure``); what a hard delete
@@ -257,10 +257,10 @@ def collect(conn: Connection, *, quick: bool = False, script: Any = None, road: 
         counts = health.full_counts(conn, declared)
         found.ghosts, found.orphans, found.stale_profiles = counts.ghosts, counts.orphans, counts.stale
         found.auth_users, found.profiles = counts.auth_users, counts.profiles
+    key, kept = None, None
     if delete_rules.applies(declared):  # the app's rows kept are not orphans; what the app's key does
         key = delete_rules.read(conn)
         found.orphans, kept = delete_rules.split_orphans(key, found.orphans)
-        found.warnings += [Finding(f.code, f.detail) for f in delete_rules.findings(key, kept)]
     inspection = drift.inspect(conn, declared)
     found.triggers = {n: s.as_dict() for n, s in inspection.triggers.items()}
     found.functions = {n: s.as_dict() for n, s in inspection.functions.items()}
@@ -273,22 +273,32 @@ def collect(conn: Connection, *, quick: bool = False, script: Any = None, road: 
         skipping=replication_role.skipping_settings(conn),
         stamped=_stamped(conn, revision, script),
         exposed=exposure.exposed(conn, list(declared.columns)),
+        key=key,
+        kept=kept,
+        app_triggers=app_triggers.find(conn),
+        uncreatable=adoption_checks.profiles_cannot_be_created(conn),
+        absent=adoption_checks.columns_left_out(conn, full),
     )
     _judge(found, declared, inspection, script, _column_problems(conn, declared), road, checked)
-    for check in adoption_checks.profiles_cannot_be_created(conn) + adoption_checks.synced_columns_absent(conn, full):
-        (found.problems if check.severity == "problem" else found.warnings).append(Finding(check.code, check.detail))
-    found.warnings += [Finding(f.code, f.detail) for f in app_triggers.find(conn)]
     return found
 
 
 @dataclass(frozen=True)
 class Checked:
     """What the checks beyond drift found: settings that skip the triggers (``replication_role``), a
-    stamp behind the installed objects (``stamped``), synced columns end users can read (``exposure``)."""
+    stamp behind the installed objects (``stamped``), synced columns end users can read (``exposure``),
+    what a hard delete does (``delete_rules``: the key on id, the app's rows kept), the app's triggers
+    that write profiles (``app_triggers``), profiles that cannot be created and synced columns the
+    table lacks (``adoption_checks``)."""
 
     skipping: list[dict[str, Any]]
     stamped: tuple[str, str] | None
     exposed: dict[str, Any] | None
+    key: delete_rules.ProfileKey | None = None
+    kept: int | None = None
+    app_triggers: list[app_triggers.AppTrigger] = field(default_factory=list)
+    uncreatable: list[adoption_checks.Uncreatable] = field(default_factory=list)
+    absent: tuple[list[str], str] | None = None
 
 
 def _stamped(conn: Connection, revision: str, script: Any) -> tuple[str, str] | None:
@@ -351,6 +361,10 @@ def _judge(found: Status, declared: Declared, inspection: drift.Inspection, scri
         add(findings.GHOSTS, count=found.ghosts)
     if found.orphans:
         add(findings.ORPHANS, count=found.orphans)
+    if checked.kept:
+        add(findings.APP_ROWS_KEPT, count=checked.kept)
+    if checked.key is not None and checked.key.refuses_deletes:
+        add(findings.APP_KEY_REFUSES_DELETES, key=checked.key.name, on_delete=checked.key.on_delete)
     if found.failed_syncs:
         add(findings.FAILED_SYNCS, count=found.failed_syncs)
     if found.stale_profiles:
@@ -374,6 +388,8 @@ def _judge(found: Status, declared: Declared, inspection: drift.Inspection, scri
                 add(findings.TRIGGER_REPLICA_ONLY, name=name, table=state.table)
             if not state.matches:
                 add(findings.TRIGGER_DRIFT, name=name, table=state.table, revision=found.revision, advice=advice)
+    for app in checked.app_triggers:
+        add(findings.APP_TRIGGER_WRITES_PROFILES, trigger=app.trigger, function=app.function)
     for signature, fstate in inspection.functions.items():
         advice = reinstall_advice(declared, signature, found.revision, script, road)
         if fstate.state == "missing":
@@ -395,6 +411,10 @@ def _judge(found: Status, declared: Declared, inspection: drift.Inspection, scri
             add(findings.SYNCED_COLUMNS_READABLE, table, **checked.exposed)
     for message in column_problems:
         add(findings.PROFILE_TABLE_INCOMPATIBLE, reason=message)
+    for uncreatable in checked.uncreatable:
+        add(findings.PROFILE_CANNOT_BE_CREATED, count=uncreatable.count, why=uncreatable.why)
+    if checked.absent is not None:
+        add(findings.SYNCED_COLUMNS_ABSENT, columns=", ".join(checked.absent[0]), why=checked.absent[1])
     if found.revision is not None and found.head is not None and not found.at_head:
         add(findings.BEHIND_HEAD, revision=found.revision, head=found.head, newer=road.newer)
     for job, run in found.jobs.items():

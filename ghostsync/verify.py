@@ -36,7 +36,21 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ghostsync import __version__, chain, drift, exposure, findings, health, names, replication_role, roads, stamped
+from ghostsync import (
+    __version__,
+    adoption_checks,
+    app_triggers,
+    chain,
+    delete_rules,
+    drift,
+    exposure,
+    findings,
+    health,
+    names,
+    replication_role,
+    roads,
+    stamped,
+)
 from ghostsync.chain import Declared
 
 # The columns of the row, in the order of Status.as_dict().
@@ -89,6 +103,7 @@ def declarations(config: str | Path | None = None, road: roads.Road = roads.SUPA
                       for o in stamped.later_objects(revision, script)],
             "jobs": status.monitored_jobs(declared),
             "counts": counts_sql(declared),
+            "delete_rules": delete_rules.applies(declared),
         }
     return {"head": head, "members": ordered, "holds": held_through_dependencies(script), "revisions": revisions,
             "bodies": bodies, "advice": {"install": road.install, "newer": road.newer}}
@@ -200,6 +215,20 @@ skipping AS MATERIALIZED (
   CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(({replication})::jsonb) WITH ORDINALITY AS x(v, n)
   WHERE s.error IS NULL
 ),
+keyed AS MATERIALIZED (
+  -- the profile table's key on id to auth.users, where the revision keeps the app's delete rules
+  SELECT k.* FROM status AS s CROSS JOIN registered AS g CROSS JOIN LATERAL ({key_on_id}) AS k
+  WHERE s.error IS NULL AND coalesce((s.declared ->> 'delete_rules')::boolean, false)
+),
+orphan_rows AS MATERIALIZED (
+  -- an adopted table without a key on id keeps the app's rows: counted as kept, not as orphans
+  SELECT (c.c ->> 'orphans')::bigint AS counted,
+         EXISTS (SELECT 1 FROM keyed AS k WHERE NOT k.created AND k.conname IS NULL) AS keeps
+  FROM counts AS c
+),
+uncreatable AS MATERIALIZED (
+  SELECT CASE WHEN s.error IS NULL AND s.has_failures THEN {uncreatable} END AS u FROM status AS s
+),
 exposed AS MATERIALIZED (
   SELECT CASE WHEN s.error IS NULL THEN ({exposure})::jsonb END AS e FROM status AS s
 ),
@@ -287,7 +316,8 @@ functions AS MATERIALIZED (
         CASE WHEN fr.prosrc IS DISTINCT FROM fr.body THEN 'text' END], NULL)
       || {attribute_differences} || pg_catalog.array_remove(ARRAY[
         CASE WHEN NOT fr.prosecdef THEN 'not SECURITY DEFINER' END,
-        CASE WHEN coalesce(fr.proconfig, ARRAY[]::text[]) <> ARRAY['search_path=""'] THEN
+        CASE WHEN ARRAY(SELECT c FROM pg_catalog.unnest(fr.proconfig) AS c WHERE c LIKE 'search\_path=%')
+                  <> ARRAY['search_path=""'] THEN
           'search_path not pinned to ''''' END,
         CASE WHEN fr.owner IS DISTINCT FROM (fr.record ->> 'owner') THEN
           pg_catalog.format('owner %s (installed by %s)', fr.owner, fr.record ->> 'owner') END,
@@ -359,7 +389,7 @@ SELECT
   CASE WHEN s.error IS NULL THEN coalesce(s.revision = s.head, false) END AS at_head,
   CASE WHEN s.error IS NULL THEN s.standby END AS standby,
   (c.c ->> 'ghosts')::bigint AS ghosts,
-  (c.c ->> 'orphans')::bigint AS orphans,
+  CASE WHEN o.keeps AND o.counted IS NOT NULL THEN 0 ELSE o.counted END AS orphans,
   (c.c ->> 'stale')::bigint AS stale_profiles,
   (fl.f ->> 'rows')::bigint AS failed_syncs,
   (c.c ->> 'auth_users')::bigint AS auth_users,
@@ -409,7 +439,7 @@ SELECT
                                 ORDER BY f.k1, f.k2, f.k3)
     FROM findings AS f WHERE f.kind = 'warning'), '[]') END AS warnings,
   s.error
-FROM status AS s, counts AS c, failures AS fl, jobs AS jb;
+FROM status AS s, counts AS c, orphan_rows AS o, failures AS fl, jobs AS jb;
 """
 
 VERSIONS = ("'SELECT coalesce(pg_catalog.jsonb_agg(v.version_num::text ORDER BY v.version_num), ''[]'')::text AS j "
@@ -436,6 +466,15 @@ def _finding(code: findings.Code, source: str, order: str = "0", table: str | No
             f"{code.sql_code} AS code,\n    {code.sql_message(**fields)} AS message\n  {source}")
 
 
+# verify-sql's reading of the register (the registered CTE, g): whether ghostsync recorded trigger t
+APP_TRIGGER_RECORDED = "(g.r ? ('trigger ' || t.tgname || ' ON auth.users'))"
+# The profile table's key on id (delete_rules), ghostsync's creation of it read from the register
+KEY_ON_ID = delete_rules.key_on_id_sql("coalesce((g.r -> 'table public.users' ->> 'created')::boolean, false)")
+UNCREATABLE = _dynamic(findings.sql_literal(
+    "SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(q.why, q.n) ORDER BY q.why COLLATE \"C\"), "
+    "'[]')::text AS j FROM (" + adoption_checks.UNCREATABLE + ") AS q"))
+
+
 def _findings_sql() -> str:
     """The findings CTE, rendered from the catalogue in status's order (by k1, k2, k3)."""
     f = findings
@@ -445,7 +484,12 @@ def _findings_sql() -> str:
     adopted = "t.created IS DISTINCT FROM 'true'::jsonb"  # not recorded as created by ghostsync
     parts = [
         _finding(f.GHOSTS, "FROM counts AS c WHERE (c.c ->> 'ghosts')::bigint > 0", count="c.c ->> 'ghosts'"),
-        _finding(f.ORPHANS, "FROM counts AS c WHERE (c.c ->> 'orphans')::bigint > 0", count="c.c ->> 'orphans'"),
+        _finding(f.ORPHANS, "FROM orphan_rows AS o WHERE NOT o.keeps AND o.counted > 0", count="o.counted"),
+        _finding(f.APP_ROWS_KEPT, "FROM orphan_rows AS o WHERE o.keeps AND o.counted > 0", count="o.counted"),
+        _finding(f.APP_KEY_REFUSES_DELETES, "FROM keyed AS k WHERE k.conname IS NOT NULL AND k.action <> 'c'",
+                 key="k.conname", on_delete="CASE k.action " + "".join(
+                     f"WHEN {findings.sql_literal(a)} THEN {findings.sql_literal(n)} "
+                     for a, n in delete_rules.ACTIONS.items()) + "END"),
         _finding(f.FAILED_SYNCS, "FROM failures AS f WHERE (f.f ->> 'rows')::bigint > 0", count="f.f ->> 'rows'"),
         _finding(f.STALE_PROFILES, "FROM counts AS c, status AS s WHERE (c.c ->> 'stale')::bigint > 0",
                  count="c.c ->> 'stale'", columns="s.declared ->> 'synced'"),
@@ -460,6 +504,10 @@ def _findings_sql() -> str:
         _finding(f.TRIGGER_REPLICA_ONLY, "FROM triggers AS t WHERE t.state = 'replica_only'", "t.n", **trigger),
         _finding(f.TRIGGER_DRIFT, "FROM triggers AS t, status AS s WHERE t.state NOT IN ('missing', 'not_ghostsyncs') "
                  "AND NOT t.matches", "t.n", revision="s.revision", advice="t.advice", **trigger),
+        _finding(f.APP_TRIGGER_WRITES_PROFILES, "FROM (SELECT a.*, pg_catalog.row_number() OVER (ORDER BY "
+                 "a.trigger COLLATE \"C\") AS n FROM status AS s CROSS JOIN registered AS g CROSS JOIN LATERAL ("
+                 + app_triggers.query(APP_TRIGGER_RECORDED) + ") AS a WHERE s.error IS NULL) AS a", "a.n",
+                 trigger="a.trigger", function="a.function"),
         _finding(f.FUNCTION_MISSING, "FROM functions AS f WHERE f.state = 'missing'", "f.n", advice="f.advice",
                  **function),
         _finding(f.FUNCTION_NOT_GHOSTSYNCS, "FROM functions AS f WHERE f.state = 'not_ghostsyncs'", "f.n",
@@ -476,13 +524,19 @@ def _findings_sql() -> str:
                  f"NULL AND t.name = {findings.sql_literal(names.PROFILES)}", "t.n", "t.name",
                  roles="x.e ->> 'roles'", columns="x.e ->> 'columns'", because="x.e ->> 'because'",
                  close="x.e ->> 'close'"),
-        _finding(f.PROFILE_TABLE_INCOMPATIBLE, "FROM columns AS c WHERE c.present IS NULL OR (c.length IS NOT NULL "
-                 "AND c.max_length IS NOT NULL AND c.length < c.max_length) OR (c.attnotnull AND c.nullable)", "c.n",
-                 reason="CASE WHEN c.present IS NULL THEN pg_catalog.format('column %s is missing', c.name) "
-                 "WHEN c.length IS NOT NULL AND c.max_length IS NOT NULL AND c.length < c.max_length THEN "
+        # a synced column the table lacks is left out (SYNCED_COLUMNS_ABSENT), as status fits the declaration
+        _finding(f.PROFILE_TABLE_INCOMPATIBLE, "FROM columns AS c WHERE c.present AND ((c.length IS NOT NULL "
+                 "AND c.max_length IS NOT NULL AND c.length < c.max_length) OR (c.attnotnull AND c.nullable))", "c.n",
+                 reason="CASE WHEN c.length IS NOT NULL AND c.max_length IS NOT NULL AND c.length < c.max_length THEN "
                  "pg_catalog.format('column %s is %s(%s), the sync writes up to %s characters', c.name, c.type_name, "
                  "c.length, c.max_length) ELSE pg_catalog.format('column %s is NOT NULL, the sync writes NULL for "
                  "some users', c.name) END"),
+        _finding(f.PROFILE_CANNOT_BE_CREATED, "FROM uncreatable AS un CROSS JOIN LATERAL "
+                 "pg_catalog.jsonb_array_elements(un.u) WITH ORDINALITY AS x(e, n)", "x.n", count="x.e ->> 1",
+                 why="x.e ->> 0"),
+        _finding(f.SYNCED_COLUMNS_ABSENT, "FROM (SELECT pg_catalog.string_agg(c.name, ', ' ORDER BY c.n) AS names "
+                 "FROM columns AS c WHERE c.present IS NULL) AS m WHERE m.names IS NOT NULL", columns="m.names",
+                 why=adoption_checks.absent_why()),
         _finding(f.BEHIND_HEAD, "FROM status AS s, decl AS d WHERE s.revision IS NOT NULL AND s.head IS NOT NULL "
                  "AND s.revision <> s.head", revision="s.revision", head="s.head", newer="d.d -> 'advice' ->> 'newer'"),
         *(_finding(code, "FROM (SELECT x.job, x.n, jb.j -> x.job AS run FROM status AS s, jobs AS jb, "
@@ -536,6 +590,7 @@ def script(config: str | Path | None = None, road: roads.Road = roads.SUPABASE_C
         declared=payload, versions=_dynamic(VERSIONS.format(table=version_table)), registered=_dynamic(REGISTERED),
         counts=_dynamic("s.declared ->> 'counts'"), failures=_dynamic("s.declared ->> 'failures'"), jobs=_dynamic(JOBS),
         firing_r=FIRING, version_table=version_table, findings=FINDINGS_SQL, **ERRORS_SQL,
+        key_on_id=KEY_ON_ID, uncreatable=UNCREATABLE,
         attribute_differences=drift.attribute_differences_sql("fr", "fr.attributes"),
         replication=f"SELECT q.j FROM ({replication_role.QUERY}) AS q",
         exposure="SELECT q.j FROM (" + exposure.query(

@@ -232,3 +232,89 @@ def test_the_install_jobs_write_timestamps_without_time_zone_as_utc_under_anothe
                   "abs(extract(epoch FROM updated_at - (now() AT TIME ZONE 'UTC'))) < 600 FROM public.users "
                   "WHERE email LIKE 'ghost.sso%%'") == [("2026-05-01 08:00:00", "2026-06-01 12:00:00", True)]
     assert status(db, PGTZ="Europe/Berlin")["stale_profiles"] == 0
+
+
+SIGNUP = ("INSERT INTO auth.users (instance_id, id, aud, role, email, created_at, updated_at) VALUES "
+          "('00000000-0000-0000-0000-000000000000', %s, 'authenticated', 'authenticated', %s, "
+          "'2026-05-01 08:00:00+00', '2026-05-01 08:00:00+00')")
+
+
+def test_a_signup_an_app_trigger_swallows_is_recorded_and_counted(db):
+    """The app's BEFORE INSERT trigger on public.users returns NULL: the signup goes through, and the insert
+    sync records what wrote no row (SQLSTATE 02000, the trigger named) for status to count."""
+    db.sql(APP_NOT_NULL.replace("username text NOT NULL", "username text"), user="postgres")
+    db.upgrade()
+    db.sql(SWALLOWING_TRIGGER, user="postgres")
+    account = "6f0e3c1a-0000-4000-8000-000000000001"
+    db.sql(SIGNUP, (account, "swallowed@example.com"))
+    assert ghost_count(db) == 1
+    [(state, message)] = db.sql("SELECT sqlstate, message FROM ghostsync.sync_failures WHERE user_id = %s",
+                                (account,))
+    assert state == "02000" and "BEFORE INSERT trigger only_invited" in message, message
+    found = status(db)
+    [cannot] = [p for p in found["problems"] if p["code"] == "profile_cannot_be_created"]
+    assert cannot["message"].startswith("1 profile(s) cannot be created: the insert wrote no row: BEFORE INSERT "
+                                        "trigger only_invited on public.users skipped it"), cannot["message"]
+    # the update sync's creation of a missing profile is recorded alike
+    db.sql("UPDATE auth.users SET email = 'swallowed.again@example.com' WHERE id = %s", (account,))
+    assert db.value("SELECT sqlstate || ' ' || operation FROM ghostsync.sync_failures WHERE user_id = %s",
+                    (account,)) == "02000 UPDATE"
+
+
+def test_a_signup_an_app_rule_replaces_is_recorded_and_counted(db):
+    """An INSTEAD rule on inserts into public.users: the signup goes through, recorded as skipped (02000)."""
+    db.sql(APP_NOT_NULL.replace("username text NOT NULL", "username text"), user="postgres")
+    db.upgrade()
+    db.sql("CREATE RULE invited_only AS ON INSERT TO public.users DO INSTEAD NOTHING", user="postgres")
+    account = "6f0e3c1a-0000-4000-8000-000000000003"
+    db.sql(SIGNUP, (account, "ruled@example.com"))
+    assert ghost_count(db) == 1
+    assert db.sql("SELECT sqlstate, message FROM ghostsync.sync_failures WHERE user_id = %s", (account,)) == [
+        ("02000", "the insert wrote no row: rule invited_only on public.users skipped it")]
+    [cannot] = [p for p in status(db)["problems"] if p["code"] == "profile_cannot_be_created"]
+    assert "rule invited_only" in cannot["message"], cannot["message"]
+
+
+def test_a_signup_beside_an_app_rule_on_updates_writes_the_synced_columns_through_it(db):
+    """A rule on updates of public.users (here an audit rule, DO ALSO) refuses ON CONFLICT: where the app's trigger
+    wrote the profile first, the insert sync updates ghostsync's columns in it plainly, through the rule."""
+    db.sql(APP_STARTER_SQL, user="postgres")
+    db.upgrade()  # adds the synced columns (email) the rule logs
+    db.sql("CREATE TABLE public.user_log (id uuid, email text);"
+           "CREATE RULE log_updates AS ON UPDATE TO public.users DO ALSO "
+           "INSERT INTO public.user_log VALUES (NEW.id, NEW.email)", user="postgres")
+    account = "6f0e3c1a-0000-4000-8000-000000000004"
+    db.sql(SIGNUP, (account, "ruled.update@example.com"))
+    assert db.sql("SELECT sqlstate, message FROM ghostsync.sync_failures") == []
+    assert db.value("SELECT email FROM public.users WHERE id = %s", (account,)) == "ruled.update@example.com"
+    assert db.value("SELECT email FROM public.user_log WHERE id = %s", (account,)) == "ruled.update@example.com"
+
+
+def test_the_syncs_write_timestamps_without_time_zone_as_utc_whatever_the_auth_sessions_zone(db):
+    """The auth service's session runs with TimeZone = Europe/Berlin: the profile's timestamp (without time
+    zone) columns still hold UTC, and status (in Berlin too) finds nothing stale."""
+    db.sql(APP_LOCAL_TIMESTAMPS, user="postgres")
+    db.upgrade()
+    account = "6f0e3c1a-0000-4000-8000-000000000002"
+    db.sql("SET TimeZone = 'Europe/Berlin'; " + SIGNUP, (account, "berlin@example.com"))
+    assert db.value("SELECT created_at::text FROM public.users WHERE id = %s", (account,)) == "2026-05-01 08:00:00"
+    db.sql("SET TimeZone = 'Europe/Berlin'; UPDATE auth.users SET deleted_at = '2026-06-01 12:00:00+00' "
+           "WHERE id = %s", (account,))
+    assert db.sql("SELECT deleted_at::text, abs(extract(epoch FROM updated_at - (now() AT TIME ZONE 'UTC'))) < 600 "
+                  "FROM public.users WHERE id = %s", (account,)) == [("2026-06-01 12:00:00", True)]
+    found = status(db, PGTZ="Europe/Berlin")
+    assert found["stale_profiles"] == 0 and found["healthy"] is True, found["problems"]
+
+
+def test_the_upgrade_and_status_judge_who_can_read_the_table_alike(db):
+    """One heuristic (ghostsync.migrations.exposure): a SELECT policy without USING lets no row through, so the
+    upgrade adds the synced columns to the table and status does not warn them readable."""
+    db.sql(APP_STARTER_SQL + NO_APP_TRIGGER + "GRANT SELECT ON public.users TO anon; "
+           "CREATE POLICY no_using ON public.users FOR SELECT TO anon", user="postgres")
+    seed_ghosts(db)
+    db.upgrade()
+    assert "email" in columns(db)
+    assert db.value("SELECT count(*) FROM public.users") > 0
+    assert db.value("SET ROLE anon; SELECT count(*) FROM public.users") == 0  # what PostgreSQL makes of it
+    found = status(db)
+    assert "synced_columns_readable" not in [w["code"] for w in found["warnings"]], found["warnings"]

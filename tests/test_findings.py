@@ -74,7 +74,7 @@ def test_prometheus_exports_the_catalogues_codes():
     assert report.PROBLEM_CODES == findings.PROBLEM_CODES and report.WARNING_CODES == findings.WARNING_CODES
     assert set(findings.PROBLEM_CODES) | set(findings.WARNING_CODES) == {c.code for c in findings.FINDINGS} | {
         findings.NOT_INSTALLED.code}
-    assert set(report.FULL_ONLY_CODES) == {"ghosts", "orphans", "stale_profiles"}
+    assert set(report.FULL_ONLY_CODES) == {"ghosts", "orphans", "stale_profiles", "app_rows_kept"}
 
 
 def test_the_scripts_render_every_finding_from_the_catalogue():

@@ -15,9 +15,11 @@ API_ROLES = ("anon", "authenticated")
 RELATION_AFTER = re.compile(r"\b(?:FROM|INTO|UPDATE|JOIN|TABLE)\s+([A-Za-z_][\w.\"]*)", re.IGNORECASE)
 CALL = re.compile(r"(?<!AS )\b([A-Za-z_][\w.]*)\s*\(")
 NOT_CALLS = {"coalesce", "values", "exists", "in", "and", "or", "not", "if", "when", "then", "into", "on",
-             "conflict", "returning", "raise", "set", "select"}
+             "conflict", "returning", "raise", "set", "select", "from"}  # FROM (subquery)
 # Names PL/pgSQL itself resolves, never through the search path.
 PLPGSQL_NAMES = {"deferred_users", "deleted_users"}
+PROFILE_WRITERS = {"ghostsync.write_profile(uuid,boolean)", "ghostsync.handle_new_user()",
+                   "ghostsync.handle_user_updated()"}
 
 
 @pytest.fixture
@@ -42,7 +44,9 @@ def test_every_function_pins_search_path_and_names_only_qualified_objects(head):
         source = re.sub(r"--[^\n]*", "", source)  # comments name nothing (none of ours holds a quote)
         source = re.sub(r"'(?:[^']|'')*'", "''", source)  # nor do string literals
         assert secdef is True, signature
-        assert config == ['search_path=""'], signature
+        # the profile writers also pin TimeZone (a timestamp without time zone column is written as UTC)
+        writes_profiles = signature in PROFILE_WRITERS
+        assert config == ['search_path=""', *(["TimeZone=UTC"] if writes_profiles else [])], signature
         for name in RELATION_AFTER.findall(source):
             if name.upper() == "SET" or name in PLPGSQL_NAMES:  # ON CONFLICT ... DO UPDATE SET; transition table
                 continue

@@ -23,6 +23,11 @@ from sqlalchemy import create_engine
 
 from ghostsync import roads, status, verify
 from ghostsync.testing.fixtures import SupabaseDatabase
+from ghostsync.testing.supabase import (
+    APP_PROFILES_FK_WITHOUT_CASCADE_SQL,
+    APP_PROFILES_WITHOUT_FK_SQL,
+    APP_STARTER_SQL,
+)
 from ghostsync.urls import normalize
 from tests.seeding import seed_app_with_profiles, seed_ghosts
 
@@ -153,6 +158,8 @@ BREAKAGES = {
                           "replica"), ["auth_writes_skip_triggers"]),
     "database in replica mode": (lambda db: db.sql(f"ALTER DATABASE {db.name} SET session_replication_role = "
                                                    "replica"), ["auth_writes_skip_triggers"]),
+    "function's TimeZone reset": ("ALTER FUNCTION ghostsync.write_profile(uuid,boolean) RESET TimeZone",
+                                  ["function_drift"]),
     "function made STABLE and STRICT": ("ALTER FUNCTION ghostsync.handle_new_user() STABLE STRICT",
                                         ["function_drift"]),
     "stamped back": ("UPDATE public.alembic_version SET version_num = 'ghostsync_0006'",
@@ -270,3 +277,34 @@ def test_command_line_prints_the_exported_script(tmp_path):
 
     export_supabase(tmp_path / "supabase" / "migrations")
     assert (tmp_path / "supabase" / "verify-trigger.sql").read_text() == SCRIPT
+
+
+# Issue 18's findings, rendered from the catalogue by both: an adopted table's shapes.
+APP_SHAPES = {
+    "an app trigger writes profiles": (
+        APP_STARTER_SQL, "", ["app_trigger_writes_profiles"], []),
+    "the app's key refuses deletes": (
+        APP_PROFILES_FK_WITHOUT_CASCADE_SQL, "", ["app_key_refuses_deletes"], []),
+    "the app's rows kept": (
+        APP_PROFILES_WITHOUT_FK_SQL, "SET session_replication_role = replica; DELETE FROM auth.users "
+        "WHERE id IN (SELECT id FROM auth.users ORDER BY id LIMIT 2)", ["app_rows_kept"], []),
+    "a profile that cannot be created": (
+        APP_PROFILES_WITHOUT_FK_SQL, "ALTER TABLE public.users ADD COLUMN username text; "
+        "ALTER TABLE public.users ADD CONSTRAINT named CHECK (username IS NOT NULL) NOT VALID; "
+        "INSERT INTO auth.users (instance_id, id, aud, role, email, created_at, updated_at) VALUES "
+        "('00000000-0000-0000-0000-000000000000', gen_random_uuid(), 'authenticated', 'authenticated', "
+        "'nameless@example.com', now(), now())", [], ["ghosts", "failed_syncs", "profile_cannot_be_created"]),
+}
+
+
+@pytest.mark.parametrize("shape", list(APP_SHAPES))
+def test_an_adopted_tables_findings_agree(db, shape):
+    app, change, warnings, problems = APP_SHAPES[shape]
+    db.sql(app, user="postgres")
+    seed_ghosts(db)
+    db.upgrade()
+    if change:
+        db.sql(change)
+    found = agree(db)
+    assert set(warnings) <= set(codes(found, "warnings")), found["warnings"]
+    assert codes(found) == problems, found["problems"]

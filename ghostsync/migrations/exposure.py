@@ -12,22 +12,38 @@ through (``auth.uid() IS NOT NULL``) counts as private; the README says so.
 ``EXPOSED`` is a boolean SQL expression (NULL where public.users is not a
 table), used by revision 0001's adoption, by ``kit.column_sql`` (no column is
 added to an exposed table) and by ``ghostsync status``, which says why a synced
-column is absent.
+column is absent. ``open_policy`` is the policy half of the heuristic, which
+status's warning about readable synced columns (``ghostsync.exposure``) applies
+column by column: one statement of "other users can read this table", here.
 """
 
 from __future__ import annotations
 
+# A permissive SELECT (or ALL) policy of table ``{table}`` (a pg_class row) that applies to PUBLIC or to the role
+# ``{listed}`` says is listed, and does not restrict rows to the reader's own (its USING does not mention
+# auth.uid()): the heuristic's one statement, used by EXPOSED and by status's column-level query.
+OPEN_POLICY = r"""p.polrelid = {table}.oid AND p.polpermissive AND p.polcmd IN ('r', '*')
+          AND (0::oid = ANY (p.polroles)
+               OR {listed})
+          AND p.polqual IS NOT NULL
+          AND pg_catalog.pg_get_expr(p.polqual, p.polrelid) !~ 'auth\.uid\(\)'"""
+
+
+def open_policy(table: str, listed: str) -> str:
+    """``OPEN_POLICY`` over ``p`` (pg_policy) for the pg_class row ``table``; ``listed``: an SQL boolean, whether
+    the reader's role is in ``p.polroles``."""
+    return OPEN_POLICY.format(table=table, listed=listed)
+
+
+# whether role r.name (anon, authenticated, or PUBLIC) is among a policy's roles
+_LISTED = "(r.name <> 'public' AND pg_catalog.to_regrole(r.name) = ANY (p.polroles))"
 EXPOSED = r"""(SELECT EXISTS (
     SELECT 1 FROM (VALUES ('anon'), ('authenticated'), ('public')) AS r(name)
     WHERE (r.name = 'public' OR pg_catalog.to_regrole(r.name) IS NOT NULL)
       AND pg_catalog.has_any_column_privilege(r.name, c.oid, 'SELECT')
       AND (NOT c.relrowsecurity OR EXISTS (
         SELECT 1 FROM pg_catalog.pg_policy AS p
-        WHERE p.polrelid = c.oid AND p.polpermissive AND p.polcmd IN ('r', '*')
-          AND (0::oid = ANY (p.polroles)
-               OR (r.name <> 'public' AND pg_catalog.to_regrole(r.name) = ANY (p.polroles)))
-          AND p.polqual IS NOT NULL
-          AND pg_catalog.pg_get_expr(p.polqual, p.polrelid) !~ 'auth\.uid\(\)')))
+        WHERE """ + open_policy("c", _LISTED) + r""")))
   FROM pg_catalog.pg_class AS c
   WHERE c.oid = pg_catalog.to_regclass('public.users') AND c.relkind IN ('r', 'p'))"""
 

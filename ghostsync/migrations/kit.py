@@ -621,7 +621,7 @@ def backfill(
                 "ended, or raise -x lock_timeout / -x lock_retries") from None
     if result.status == "partial":
         log.warning("ghostsync: %s partial (audit row %d): %s; the upgrade goes on: see ghostsync status "
-                    "(profile_cannot_be_created)", job_name, result.run_id, result.reason)
+                    "(profiles that cannot be created)", job_name, result.run_id, result.reason)
     elif result.status != "succeeded":
         raise CommandError(f"ghostsync: {job_name} stopped (audit row {result.run_id}): {result.reason}; "
                            "nothing of this revision is recorded as applied")

@@ -24,7 +24,7 @@ does not count):
   removes the profile; a key that does not cascade refuses the delete while
   the profile exists, as it does without ghostsync (the app's rule); a
   table without a key keeps its rows (they are the app's: ``ghostsync
-  status`` reports them as ``app_rows_kept``, and ``repair`` leaves them).
+  status`` reports them as the app's rows kept, and ``repair`` leaves them).
 - the BEFORE DELETE row trigger ghostsync_on_auth_user_deleted removed the
   profile before the delete, even of a row an app's BEFORE DELETE trigger
   then kept (a soft delete), and trusted a cached answer from a setting any
