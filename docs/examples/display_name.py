@@ -1,7 +1,7 @@
 """Profiles carry display_name, from raw_user_meta_data ->> 'full_name'
 
 Revision ID: example_display_name
-Revises: ghostsync_0010
+Revises: ghostsync_0011
 Create Date: 2026-11-25 12:00:00
 
 Profiles carry display_name: the user's full name as the app's signup form
@@ -30,7 +30,7 @@ metadata themselves: the column is display text, never used for authorization.
 - raw_user_meta_data is written by end users: copy it as display text only,
   bounded in length, never for authorization.
 
-Downgrade restores ghostsync_0010's function texts and trigger definitions exactly;
+Downgrade restores ghostsync_0011's function texts and trigger definitions exactly;
 the columns this revision adds keep their values.
 """
 
@@ -39,11 +39,11 @@ from __future__ import annotations
 from ghostsync.migrations import kit
 
 revision = "example_display_name"
-down_revision = "ghostsync_0010"
+down_revision = "ghostsync_0011"
 branch_labels = None
 depends_on = None
 
-# -- what ghostsync_0010 leaves in place, verbatim (chain.declared_at('ghostsync_0010')) --
+# -- what ghostsync_0011 leaves in place, verbatim (chain.declared_at('ghostsync_0011')) --
 # downgrade() puts these back exactly. Never edit them, never import them from another revision.
 # When this revision leaves a function or trigger unchanged, delete its PREVIOUS_ text, its new
 # copy below, and its lines in DECLARES and downgrade().
@@ -55,12 +55,14 @@ RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
+SET TimeZone = 'UTC'
 AS $function$
 <<sync>>
 DECLARE
   first_state text;
   failed_state text;
   failed_message text;
+  inserted boolean;
   has_deferrable boolean;
   deferrable_constraint record;
 BEGIN
@@ -79,6 +81,9 @@ BEGIN
     RETURNING EXISTS (SELECT 1 FROM pg_catalog.pg_constraint AS c
                       WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferrable)
     INTO sync.has_deferrable;
+    -- no row and no error: the account is gone, or an app's BEFORE INSERT trigger on
+    -- public.users returned NULL (the slow path tells them apart and records the latter)
+    sync.inserted := FOUND;
     -- Such a constraint would be checked after this function, outside its exception
     -- block, and fail the COMMIT: it is checked here instead.
     IF has_deferrable THEN
@@ -95,8 +100,11 @@ BEGIN
   END;
   -- unique_violation: the app's trigger wrote the profile first (or a backfill did);
   -- undefined_column: an adopted table without some synced column. Either way ghostsync
-  -- writes the synced columns the table has, and only those.
-  IF first_state IN ('23505', '42703') THEN
+  -- writes the synced columns the table has, and only those. So do an insert that wrote
+  -- no row and raised nothing (inserted is NULL where the insert raised: first_state tells)
+  -- and feature_not_supported (an INSTEAD rule refuses RETURNING): write_profile raises
+  -- 02000 where an app's trigger or rule skipped the profile.
+  IF first_state IN ('23505', '42703', '0A000') OR (first_state IS NULL AND NOT sync.inserted) THEN
     BEGIN
       PERFORM ghostsync.write_profile(NEW.id, true);
       failed_state := NULL;
@@ -128,6 +136,7 @@ RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
+SET TimeZone = 'UTC'
 AS $function$
 <<sync>>
 DECLARE
@@ -218,6 +227,7 @@ RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
+SET TimeZone = 'UTC'
 AS $function$
 <<profile>>
 DECLARE
@@ -231,6 +241,8 @@ DECLARE
   target_columns text;
   source_values text;
   updates text;
+  assignments text;
+  written bigint := 0;
   deferrable_constraint record;
 BEGIN
   -- The slow path of the sync functions, for a profile the app wrote first and for an
@@ -241,16 +253,55 @@ BEGIN
          pg_catalog.string_agg(profile.sources[s.n], ', ' ORDER BY s.n),
          pg_catalog.string_agg(CASE WHEN s.name <> 'id' AND (creating OR s.name <> 'created_at')
                                     THEN pg_catalog.format('%I = EXCLUDED.%I', s.name, s.name) END,
+                               ', ' ORDER BY s.n),
+         pg_catalog.string_agg(CASE WHEN s.name <> 'id' AND (creating OR s.name <> 'created_at')
+                                    THEN pg_catalog.format('%I = %s', s.name, profile.sources[s.n]) END,
                                ', ' ORDER BY s.n)
-    INTO profile.target_columns, profile.source_values, profile.updates
+    INTO profile.target_columns, profile.source_values, profile.updates, profile.assignments
   FROM pg_catalog.unnest(profile.synced) WITH ORDINALITY AS s(name, n)
   WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_attribute AS a
                 WHERE a.attrelid = 'public.users'::pg_catalog.regclass AND a.attname = s.name
                   AND a.attnum > 0 AND NOT a.attisdropped);
-  EXECUTE pg_catalog.format(
-    'INSERT INTO public.users AS p (%s) SELECT %s FROM auth.users AS u WHERE u.id = $1 ON CONFLICT (id) DO %s',
-    target_columns, source_values, coalesce('UPDATE SET ' || updates, 'NOTHING'))
-  USING account;
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite AS r
+             WHERE r.ev_class = 'public.users'::pg_catalog.regclass AND r.ev_type IN ('2', '3')) THEN
+    -- A rule on inserts or updates of public.users refuses ON CONFLICT (0A000): the profile
+    -- there is updated, a missing one inserted plainly, through the app's rules.
+    IF profile.assignments IS NOT NULL THEN
+      EXECUTE pg_catalog.format(
+        'UPDATE public.users AS p SET %s FROM auth.users AS u WHERE u.id = $1 AND p.id = u.id',
+        profile.assignments)
+      USING account;
+    END IF;
+    EXECUTE pg_catalog.format(
+      'INSERT INTO public.users AS p (%s) SELECT %s FROM auth.users AS u WHERE u.id = $1 '
+      'AND NOT EXISTS (SELECT 1 FROM public.users AS q WHERE q.id = u.id)',
+      profile.target_columns, profile.source_values)
+    USING account;
+  ELSE
+    EXECUTE pg_catalog.format(
+      'INSERT INTO public.users AS p (%s) SELECT %s FROM auth.users AS u WHERE u.id = $1 ON CONFLICT (id) DO %s',
+      profile.target_columns, profile.source_values, coalesce('UPDATE SET ' || profile.updates, 'NOTHING'))
+    USING account;
+  END IF;
+  GET DIAGNOSTICS profile.written = ROW_COUNT;
+  IF profile.written = 0 AND EXISTS (SELECT 1 FROM auth.users AS u WHERE u.id = account)
+     AND NOT EXISTS (SELECT 1 FROM public.users AS p WHERE p.id = account) THEN
+    -- An app's BEFORE INSERT trigger on public.users returned NULL, or an INSTEAD rule replaced the
+    -- insert: no row and no error. Raised as the backfill records it (SQLSTATE 02000, no data, the
+    -- app's triggers and rules named), so the caller's exception block records it and status
+    -- counts the profile that cannot be created.
+    RAISE EXCEPTION USING ERRCODE = '02000', MESSAGE = pg_catalog.format(
+      'the insert wrote no row: %s on public.users skipped it',
+      coalesce((SELECT pg_catalog.string_agg(pg_catalog.format('%s %s', s.kind, s.name), ', ' ORDER BY s.kind, s.name)
+                FROM (SELECT 'BEFORE INSERT trigger' AS kind, t.tgname::text AS name
+                      FROM pg_catalog.pg_trigger AS t
+                      WHERE t.tgrelid = 'public.users'::pg_catalog.regclass AND NOT t.tgisinternal
+                        AND t.tgenabled IN ('O', 'A') AND (t.tgtype & 7) = 7
+                      UNION ALL
+                      SELECT 'rule', r.rulename::text FROM pg_catalog.pg_rewrite AS r
+                      WHERE r.ev_class = 'public.users'::pg_catalog.regclass AND r.ev_type = '3' AND r.is_instead
+                     ) AS s), 'something of the app'));
+  END IF;
   FOR deferrable_constraint IN
     SELECT c.conname FROM pg_catalog.pg_constraint AS c
     WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferrable
@@ -287,12 +338,14 @@ RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
+SET TimeZone = 'UTC'
 AS $function$
 <<sync>>
 DECLARE
   first_state text;
   failed_state text;
   failed_message text;
+  inserted boolean;
   has_deferrable boolean;
   deferrable_constraint record;
 BEGIN
@@ -312,6 +365,9 @@ BEGIN
     RETURNING EXISTS (SELECT 1 FROM pg_catalog.pg_constraint AS c
                       WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferrable)
     INTO sync.has_deferrable;
+    -- no row and no error: the account is gone, or an app's BEFORE INSERT trigger on
+    -- public.users returned NULL (the slow path tells them apart and records the latter)
+    sync.inserted := FOUND;
     -- Such a constraint would be checked after this function, outside its exception
     -- block, and fail the COMMIT: it is checked here instead.
     IF has_deferrable THEN
@@ -328,8 +384,11 @@ BEGIN
   END;
   -- unique_violation: the app's trigger wrote the profile first (or a backfill did);
   -- undefined_column: an adopted table without some synced column. Either way ghostsync
-  -- writes the synced columns the table has, and only those.
-  IF first_state IN ('23505', '42703') THEN
+  -- writes the synced columns the table has, and only those. So do an insert that wrote
+  -- no row and raised nothing (inserted is NULL where the insert raised: first_state tells)
+  -- and feature_not_supported (an INSTEAD rule refuses RETURNING): write_profile raises
+  -- 02000 where an app's trigger or rule skipped the profile.
+  IF first_state IN ('23505', '42703', '0A000') OR (first_state IS NULL AND NOT sync.inserted) THEN
     BEGIN
       PERFORM ghostsync.write_profile(NEW.id, true);
       failed_state := NULL;
@@ -360,6 +419,7 @@ RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
+SET TimeZone = 'UTC'
 AS $function$
 <<sync>>
 DECLARE
@@ -451,6 +511,7 @@ RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
+SET TimeZone = 'UTC'
 AS $function$
 <<profile>>
 DECLARE
@@ -465,6 +526,8 @@ DECLARE
   target_columns text;
   source_values text;
   updates text;
+  assignments text;
+  written bigint := 0;
   deferrable_constraint record;
 BEGIN
   -- The slow path of the sync functions, for a profile the app wrote first and for an
@@ -475,16 +538,55 @@ BEGIN
          pg_catalog.string_agg(profile.sources[s.n], ', ' ORDER BY s.n),
          pg_catalog.string_agg(CASE WHEN s.name <> 'id' AND (creating OR s.name <> 'created_at')
                                     THEN pg_catalog.format('%I = EXCLUDED.%I', s.name, s.name) END,
+                               ', ' ORDER BY s.n),
+         pg_catalog.string_agg(CASE WHEN s.name <> 'id' AND (creating OR s.name <> 'created_at')
+                                    THEN pg_catalog.format('%I = %s', s.name, profile.sources[s.n]) END,
                                ', ' ORDER BY s.n)
-    INTO profile.target_columns, profile.source_values, profile.updates
+    INTO profile.target_columns, profile.source_values, profile.updates, profile.assignments
   FROM pg_catalog.unnest(profile.synced) WITH ORDINALITY AS s(name, n)
   WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_attribute AS a
                 WHERE a.attrelid = 'public.users'::pg_catalog.regclass AND a.attname = s.name
                   AND a.attnum > 0 AND NOT a.attisdropped);
-  EXECUTE pg_catalog.format(
-    'INSERT INTO public.users AS p (%s) SELECT %s FROM auth.users AS u WHERE u.id = $1 ON CONFLICT (id) DO %s',
-    target_columns, source_values, coalesce('UPDATE SET ' || updates, 'NOTHING'))
-  USING account;
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite AS r
+             WHERE r.ev_class = 'public.users'::pg_catalog.regclass AND r.ev_type IN ('2', '3')) THEN
+    -- A rule on inserts or updates of public.users refuses ON CONFLICT (0A000): the profile
+    -- there is updated, a missing one inserted plainly, through the app's rules.
+    IF profile.assignments IS NOT NULL THEN
+      EXECUTE pg_catalog.format(
+        'UPDATE public.users AS p SET %s FROM auth.users AS u WHERE u.id = $1 AND p.id = u.id',
+        profile.assignments)
+      USING account;
+    END IF;
+    EXECUTE pg_catalog.format(
+      'INSERT INTO public.users AS p (%s) SELECT %s FROM auth.users AS u WHERE u.id = $1 '
+      'AND NOT EXISTS (SELECT 1 FROM public.users AS q WHERE q.id = u.id)',
+      profile.target_columns, profile.source_values)
+    USING account;
+  ELSE
+    EXECUTE pg_catalog.format(
+      'INSERT INTO public.users AS p (%s) SELECT %s FROM auth.users AS u WHERE u.id = $1 ON CONFLICT (id) DO %s',
+      profile.target_columns, profile.source_values, coalesce('UPDATE SET ' || profile.updates, 'NOTHING'))
+    USING account;
+  END IF;
+  GET DIAGNOSTICS profile.written = ROW_COUNT;
+  IF profile.written = 0 AND EXISTS (SELECT 1 FROM auth.users AS u WHERE u.id = account)
+     AND NOT EXISTS (SELECT 1 FROM public.users AS p WHERE p.id = account) THEN
+    -- An app's BEFORE INSERT trigger on public.users returned NULL, or an INSTEAD rule replaced the
+    -- insert: no row and no error. Raised as the backfill records it (SQLSTATE 02000, no data, the
+    -- app's triggers and rules named), so the caller's exception block records it and status
+    -- counts the profile that cannot be created.
+    RAISE EXCEPTION USING ERRCODE = '02000', MESSAGE = pg_catalog.format(
+      'the insert wrote no row: %s on public.users skipped it',
+      coalesce((SELECT pg_catalog.string_agg(pg_catalog.format('%s %s', s.kind, s.name), ', ' ORDER BY s.kind, s.name)
+                FROM (SELECT 'BEFORE INSERT trigger' AS kind, t.tgname::text AS name
+                      FROM pg_catalog.pg_trigger AS t
+                      WHERE t.tgrelid = 'public.users'::pg_catalog.regclass AND NOT t.tgisinternal
+                        AND t.tgenabled IN ('O', 'A') AND (t.tgtype & 7) = 7
+                      UNION ALL
+                      SELECT 'rule', r.rulename::text FROM pg_catalog.pg_rewrite AS r
+                      WHERE r.ev_class = 'public.users'::pg_catalog.regclass AND r.ev_type = '3' AND r.is_instead
+                     ) AS s), 'something of the app'));
+  END IF;
   FOR deferrable_constraint IN
     SELECT c.conname FROM pg_catalog.pg_constraint AS c
     WHERE c.conrelid = 'public.users'::pg_catalog.regclass AND c.condeferrable
@@ -558,7 +660,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # ghostsync_0010's texts, exactly, each recorded again under the revision that declared it:
+    # ghostsync_0011's texts, exactly, each recorded again under the revision that declared it:
     # functions first, then the triggers in ONE lock step. What this revision adds is dropped here
     # (kit.drop_triggers((name, ...), table, functions=(signature, ...))); its columns stay, with
     # their values: no downgrade deletes data.
@@ -567,4 +669,4 @@ def downgrade() -> None:
     kit.install_function(PREVIOUS_WRITE_PROFILE, "ghostsync_0010")
     kit.step("\n".join((
         kit.trigger_sql(PREVIOUS_ZZ_GHOSTSYNC_ON_AUTH_USER_UPDATED, "ghostsync_0010"),
-    )), "restore the triggers of ghostsync_0010 on auth.users", locks="1")
+    )), "restore the triggers of ghostsync_0011 on auth.users", locks="1")
