@@ -97,6 +97,21 @@ def test_an_auth_id_kept_in_another_column_is_refused_naming_it(db):
     assert "needs uuid" not in line and "TYPE" not in line, "never advise changing an identity column's type"
 
 
+@pytest.mark.parametrize("auth_id", ["auth_user_id uuid UNIQUE", None])
+def test_an_identity_id_without_a_key_to_auth_users_is_refused_without_advising_its_type(db, auth_id):
+    """The issue's shape has no foreign key: the uuid column unique on its own is named; with none, the
+    line still says the table is keyed otherwise, never "needs uuid"."""
+    columns = ", ".join(c for c in ("id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY", auth_id, "email text") if c)
+    db.sql(f"CREATE TABLE public.users ({columns})", user="postgres")
+    line = refused(db)
+    assert "column id is bigint (an identity column)" in line, line
+    assert "needs uuid" not in line and "TYPE" not in line, "never advise changing an identity column's type"
+    if auth_id:
+        assert "the auth id is in column auth_user_id (uuid, unique)" in line, line
+    else:
+        assert "keep the app's own sync for this table" in line, line
+
+
 APP_NOT_NULL = """
 CREATE TABLE public.users (
   id uuid PRIMARY KEY REFERENCES auth.users (id) ON DELETE CASCADE,

@@ -104,6 +104,7 @@ DECLARE
   found record;
   rel_kind "char";
   auth_column text;
+  auth_column_how text;
 BEGIN
   IF to_regclass('public.users') IS NULL THEN
     CREATE TABLE public.users (
@@ -164,18 +165,31 @@ BEGIN
     IF need.col = 'id' AND (found.type_name IS NULL OR NOT found.type_name = ANY (need.types)) THEN
       -- The auth id kept in another column (an integer identity id beside auth_user_id uuid UNIQUE):
       -- named, never "change the type of id" (PostgreSQL refuses it for an identity column).
-      SELECT a.attname INTO auth_column
-      FROM pg_constraint AS c JOIN pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
-      WHERE c.conrelid = 'public.users'::regclass AND c.contype = 'f' AND c.confrelid = 'auth.users'::regclass
-        AND cardinality(c.conkey) = 1
-      ORDER BY a.attnum LIMIT 1;
+      -- The column found: a foreign key to auth.users, else a uuid column unique on its own.
+      SELECT k.name, k.how INTO auth_column, auth_column_how
+      FROM (SELECT a.attname AS name, 'a foreign key to auth.users' AS how, 0 AS rank, a.attnum
+            FROM pg_constraint AS c JOIN pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+            WHERE c.conrelid = 'public.users'::regclass AND c.contype = 'f' AND c.confrelid = 'auth.users'::regclass
+              AND cardinality(c.conkey) = 1
+            UNION ALL
+            SELECT a.attname, 'uuid, unique', 1, a.attnum
+            FROM pg_index AS i JOIN pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+            WHERE i.indrelid = 'public.users'::regclass AND i.indisunique AND i.indnkeyatts = 1
+              AND i.indexprs IS NULL AND i.indpred IS NULL AND a.atttypid = 'uuid'::regtype
+              AND a.attname <> 'id') AS k
+      ORDER BY k.rank, k.attnum LIMIT 1;
       IF auth_column IS NOT NULL THEN
-        problems := problems || format('column id is %s%s, and the auth id is in column %s (a foreign key to '
-          'auth.users); ghostsync keeps profiles keyed by the auth id in column id and adopts no table keyed '
+        problems := problems || format('column id is %s%s, and the auth id is in column %s (%s); '
+          'ghostsync keeps profiles keyed by the auth id in column id and adopts no table keyed '
           'otherwise: keep the app''s own sync for this table', coalesce(found.type_name, 'missing'),
-          CASE WHEN found.identity THEN ' (an identity column)' ELSE '' END, auth_column);
+          CASE WHEN found.identity THEN ' (an identity column)' ELSE '' END, auth_column, auth_column_how);
       ELSIF found.type_name IS NULL THEN
         problems := problems || 'column id is missing: ghostsync keeps profiles keyed by the auth id (uuid) in column id'::text;
+      ELSIF found.identity THEN
+        -- PostgreSQL refuses to change an identity column's type: never advised.
+        problems := problems || format('column id is %s (an identity column), not the auth id (uuid): ghostsync '
+          'keeps profiles keyed by the auth id in column id and adopts no table keyed otherwise: keep the '
+          'app''s own sync for this table', found.type_name);
       ELSE
         problems := problems || format('column id is %s (needs uuid)', found.type_name);
       END IF;
