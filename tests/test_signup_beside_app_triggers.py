@@ -58,8 +58,10 @@ $$;
 CREATE TRIGGER {name} {timing} INSERT ON auth.users FOR EACH ROW EXECUTE FUNCTION public.app_handle_new_user();
 """
 
-# Names that sort before and after ghostsync_on_auth_user_created (the starter's own name sorts after).
-NAMES = {"sorts_first": "a_create_profile", "sorts_last": "on_auth_user_created"}
+# Names that sort before and after 0009's ghostsync_on_auth_user_created (the starter's own name sorts
+# after it), and one that sorts after 0010's zz_ghostsync_on_auth_user_created too.
+NAMES = {"sorts_first": "a_create_profile", "sorts_last": "on_auth_user_created",
+         "sorts_after_zz": "zzz_create_profile"}
 META = {"full_name": "Ada Lovelace", "avatar_url": "https://example.com/ada.png"}
 
 
@@ -171,7 +173,9 @@ def test_an_apps_before_update_trigger_that_confirms_is_synced(db):
     assert ghostsync_cli(db, "status").returncode == 0
 
 
-@pytest.mark.parametrize("name", NAMES.values())
+# An app trigger whose name sorts after zz_ghostsync_on_auth_user_created writes second under SET CONSTRAINTS
+# ALL IMMEDIATE and its plain INSERT collides: a documented limit (README, "Beside the app's own trigger").
+@pytest.mark.parametrize("name", [NAMES["sorts_first"], NAMES["sorts_last"]])
 def test_signups_under_set_constraints_all_immediate(db, name):
     """A client's SET CONSTRAINTS ALL IMMEDIATE (the exported pgTAP file runs one) makes the syncs fire at the
     end of the statement, in trigger-name order: ghostsync's sort after the app's, the starter's
