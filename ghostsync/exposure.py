@@ -10,8 +10,8 @@ column privileges that close them.
 A role (anon, authenticated) reads the synced columns of every row when it has SELECT on
 them (``has_column_privilege``: a table grant, a column grant or PUBLIC's) and either row
 level security is off or a permissive SELECT (or ALL) policy for it or PUBLIC has a USING
-clause that does not restrict to the reader's own row: one that does not mention
-``auth.uid()``. That policy test is the heuristic the revisions use to decide whether a
+clause that does not restrict to the reader's own row: one that does not compare
+``auth.uid()`` for equality. That policy test is the heuristic the revisions use to decide whether a
 table is readable by other users (``ghostsync.migrations.exposure.open_policy``: its one
 home, applied here role by role and column by column); a policy can restrict rows in other
 ways, as docs/OPERATIONS.md says.

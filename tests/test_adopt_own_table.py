@@ -333,3 +333,16 @@ def test_the_upgrade_and_status_judge_who_can_read_the_table_alike(db):
     assert db.value("SET ROLE anon; SELECT count(*) FROM public.users") == 0  # what PostgreSQL makes of it
     found = status(db)
     assert "synced_columns_readable" not in [w["code"] for w in found["warnings"]], found["warnings"]
+
+
+def test_a_policy_that_lets_every_signed_in_user_read_counts_as_open(db):
+    """``auth.uid() IS NOT NULL`` mentions auth.uid() yet lets every signed-in user read every row: no column of
+    auth data is added, and status says why."""
+    db.sql(APP_STARTER_SQL + NO_APP_TRIGGER + "GRANT SELECT ON public.users TO authenticated; "
+           "CREATE POLICY signed_in_read ON public.users FOR SELECT TO authenticated "
+           "USING (auth.uid() IS NOT NULL)", user="postgres")
+    before = columns(db)
+    db.upgrade()
+    assert columns(db) == before, "no column of auth data on a table every signed-in user reads"
+    [absent] = [w for w in status(db)["warnings"] if w["code"] == "synced_columns_absent"]
+    assert "readable by other users" in absent["message"]

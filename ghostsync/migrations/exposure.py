@@ -5,9 +5,11 @@ users can read. A table is taken as readable by other users ("exposed") when an
 end users' role (``anon``, ``authenticated``, or PUBLIC) may SELECT from it
 (table or column privilege) and either row level security is off, or a
 permissive SELECT (or ALL) policy for that role has a USING expression whose
-text does not mention ``auth.uid()``, i.e. does not restrict a reader to their
-own row. A heuristic: a policy that mentions ``auth.uid()`` yet lets others
-through (``auth.uid() IS NOT NULL``) counts as private; the README says so.
+text does not compare ``auth.uid()`` for equality (``auth.uid() = id``,
+``id = (SELECT auth.uid())``), i.e. does not restrict a reader to rows keyed by
+their own id: ``auth.uid() IS NOT NULL`` (every signed-in user) is open. A
+heuristic: an equality on ``auth.uid()`` that still lets others through (a
+team's rows, ``... OR true``) counts as private; the README says so.
 
 ``EXPOSED`` is a boolean SQL expression (NULL where public.users is not a
 table), used by revision 0001's adoption, by ``kit.column_sql`` (no column is
@@ -21,12 +23,15 @@ from __future__ import annotations
 
 # A permissive SELECT (or ALL) policy of table ``{table}`` (a pg_class row) that applies to PUBLIC or to the role
 # ``{listed}`` says is listed, and does not restrict rows to the reader's own (its USING does not mention
-# auth.uid()): the heuristic's one statement, used by EXPOSED and by status's column-level query.
+# auth.uid() in an equality, as pg_get_expr prints it: ``auth.uid() = x``, ``( SELECT auth.uid() AS uid) = x``,
+# ``x = auth.uid()``, ``x = ( SELECT auth.uid() AS uid)``): the heuristic's one statement, used by EXPOSED and
+# by status's column-level query.
 OPEN_POLICY = r"""p.polrelid = {table}.oid AND p.polpermissive AND p.polcmd IN ('r', '*')
           AND (0::oid = ANY (p.polroles)
                OR {listed})
           AND p.polqual IS NOT NULL
-          AND pg_catalog.pg_get_expr(p.polqual, p.polrelid) !~ 'auth\.uid\(\)'"""
+          AND pg_catalog.pg_get_expr(p.polqual, p.polrelid)
+              !~ '(auth\.uid\(\)( AS uid\))? = |= (\( SELECT )?auth\.uid\(\))'"""
 
 
 def open_policy(table: str, listed: str) -> str:
@@ -48,5 +53,5 @@ EXPOSED = r"""(SELECT EXISTS (
   WHERE c.oid = pg_catalog.to_regclass('public.users') AND c.relkind IN ('r', 'p'))"""
 
 WHY = ("readable by other users (row level security off with SELECT granted to anon, authenticated or PUBLIC, "
-       "or a permissive SELECT policy whose USING does not mention auth.uid())")
+       "or a permissive SELECT policy whose USING does not compare auth.uid() for equality)")
 """The reason, in words, for the upgrade's log line and status."""

@@ -310,7 +310,8 @@ BEGIN
                 AND (0::oid = ANY (p.polroles)
                      OR (r.name <> 'public' AND pg_catalog.to_regrole(r.name) = ANY (p.polroles)))
                 AND p.polqual IS NOT NULL
-                AND pg_catalog.pg_get_expr(p.polqual, p.polrelid) !~ 'auth\.uid\(\)')))
+                AND pg_catalog.pg_get_expr(p.polqual, p.polrelid)
+                    !~ '(auth\.uid\(\)( AS uid\))? = |= (\( SELECT )?auth\.uid\(\))')))
         FROM pg_catalog.pg_class AS c
         WHERE c.oid = pg_catalog.to_regclass('public.users') AND c.relkind IN ('r', 'p')), false) THEN
           FOR i IN 1 .. cardinality(missing) LOOP
