@@ -97,6 +97,13 @@ def attribute_differences_sql(installed: str, declared: str) -> str:
     )
 
 
+def search_path_pinned_sql(proconfig: str) -> str:
+    """Whether ``proconfig`` (an SQL ``text[]``, a function's ``pg_proc.proconfig``) pins ``search_path``
+    to '', as an SQL boolean; its other SET clauses are ``attribute_differences_sql``'s."""
+    return (f"(ARRAY(SELECT c FROM pg_catalog.unnest({proconfig}) AS c WHERE c LIKE 'search\\_path=%') "
+            "= ARRAY['search_path=\"\"'])")
+
+
 def attributes(create: str) -> Attributes:
     """The volatility, strictness and language a CREATE FUNCTION statement declares (the body left out)."""
     outside = create.replace(function_body(create), " ").upper()

@@ -113,8 +113,7 @@ CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(e.declared -> 'functions') AS
 CROSS JOIN LATERAL pg_catalog.to_regprocedure(x.f ->> 0) AS fn(oid)
 CROSS JOIN LATERAL (VALUES
   (coalesce((SELECT p.prosrc = e.bodies ->> ((x.f ->> 1)::int) AND p.prosecdef
-                    AND ARRAY(SELECT c FROM pg_catalog.unnest(p.proconfig) AS c WHERE c LIKE 'search\\_path=%')
-                        = ARRAY['search_path=""']
+                    AND {search_path_pinned}
                     AND pg_catalog.cardinality({attribute_differences}) = 0
              FROM (SELECT q.*, l.lanname FROM pg_catalog.pg_proc AS q
                    JOIN pg_catalog.pg_language AS l ON l.oid = q.prolang) AS p WHERE p.oid = fn.oid), false),
@@ -172,6 +171,7 @@ def script(config: str | Path | None = None, version_table: str = names.VERSION_
                            declared=payload, signup_tests=len(SIGNUP_KINDS) * TESTS_PER_SIGNUP, signups=signups,
                            version_table=version_table,
                            attribute_differences=drift.attribute_differences_sql("p", "x.f -> 3"),
+                           search_path_pinned=drift.search_path_pinned_sql("p.proconfig"),
                            replication=replication_role.QUERY,
                            replication_test=findings.sql_literal(REPLICATION_TEST))
 

@@ -316,9 +316,7 @@ functions AS MATERIALIZED (
         CASE WHEN fr.prosrc IS DISTINCT FROM fr.body THEN 'text' END], NULL)
       || {attribute_differences} || pg_catalog.array_remove(ARRAY[
         CASE WHEN NOT fr.prosecdef THEN 'not SECURITY DEFINER' END,
-        CASE WHEN ARRAY(SELECT c FROM pg_catalog.unnest(fr.proconfig) AS c WHERE c LIKE 'search\_path=%')
-                  <> ARRAY['search_path=""'] THEN
-          'search_path not pinned to ''''' END,
+        CASE WHEN NOT {search_path_pinned} THEN 'search_path not pinned to ''''' END,
         CASE WHEN fr.owner IS DISTINCT FROM (fr.record ->> 'owner') THEN
           pg_catalog.format('owner %s (installed by %s)', fr.owner, fr.record ->> 'owner') END,
         CASE WHEN fr.public_execute THEN 'EXECUTE granted to PUBLIC' END
@@ -592,6 +590,7 @@ def script(config: str | Path | None = None, road: roads.Road = roads.SUPABASE_C
         firing_r=FIRING, version_table=version_table, findings=FINDINGS_SQL, **ERRORS_SQL,
         key_on_id=KEY_ON_ID, uncreatable=UNCREATABLE,
         attribute_differences=drift.attribute_differences_sql("fr", "fr.attributes"),
+        search_path_pinned=drift.search_path_pinned_sql("fr.proconfig"),
         replication=f"SELECT q.j FROM ({replication_role.QUERY}) AS q",
         exposure="SELECT q.j FROM (" + exposure.query(
             "ARRAY(SELECT pg_catalog.jsonb_array_elements_text(s.declared -> 'written'))") + ") AS q",
