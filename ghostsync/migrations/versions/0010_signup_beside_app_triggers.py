@@ -51,6 +51,14 @@ Create Date: 2026-12-07
   the caller made them immediate (SET CONSTRAINTS ALL IMMEDIATE), and
   leaving a constraint immediate can only check earlier, never skip a check.
 
+- On an adopted public.users, which 0002's to 0008's insert sync leaves to
+  an app trigger on INSERT: a profile made since ghostsync_0009's resync
+  began gets ghostsync's columns, an account without a profile since
+  ghostsync_0003's backfill began gets its profile, in this revision, after
+  the step that locks auth.users: at most 1000 accounts (more is left to
+  ``ghostsync repair``, which status points to), each in its own block,
+  what fails recorded.
+
 Downgrade drops the two constraint triggers (which takes the owner of
 auth.users, a member of its role, a superuser, or supautils: elsewhere it
 stops with one line naming who can run it, nothing applied), then restores
@@ -365,6 +373,65 @@ DECLARES = kit.Declares(
 )
 
 # ghostsync_0008's texts, verbatim.
+
+# On an adopted public.users beside an app trigger on auth.users that fires on INSERT, ghostsync_0002's to
+# 0008's insert sync leaves a new profile to that trigger (were it written first, the app's plain INSERT would
+# fail the signup). ghostsync's columns of such a profile come with the update sync and ghostsync_0009's
+# resync, a profile the app's trigger did not write (a gate's) with ghostsync_0003's backfill. What committed
+# after those began, before this revision, is caught up here: a profile made since the resync began gets
+# ghostsync's columns, an account without a profile since the backfill began gets its profile. This runs
+# after the step that took the lock of auth.users, so no signup is in flight and every later one is the
+# syncs' at COMMIT. At most CATCH_UP_LIMIT accounts are written here, each in its own block (what fails is
+# recorded, as the syncs record it); more is left to `ghostsync repair`, which status points to, rather
+# than keep signups waiting on the lock.
+CATCH_UP_LIMIT = 1000
+CATCH_UP = r"""
+DO $ghostsync_catch_up$
+DECLARE
+  resynced timestamptz;
+  backfilled timestamptz;
+  accounts uuid[];
+  ghosts boolean[];
+  written int := 0;
+  failed_state text;
+  failed_message text;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM ghostsync.objects AS o
+                 WHERE o.kind = 'table' AND o.name = 'public.users' AND NOT o.created) THEN
+    RETURN;
+  END IF;
+  SELECT max(l.started_at) FILTER (WHERE l.job_name = 'resync_profiles'),
+         max(l.started_at) FILTER (WHERE l.job_name = 'backfill_ghost_users')
+    INTO resynced, backfilled
+  FROM public.cleanup_audit_log AS l;
+  SELECT pg_catalog.array_agg(c.id), pg_catalog.array_agg(c.ghost) INTO accounts, ghosts
+  FROM (SELECT u.id, p.id IS NULL AS ghost
+        FROM auth.users AS u LEFT JOIN public.users AS p ON p.id = u.id
+        WHERE (p.id IS NULL AND u.created_at >= backfilled) OR (p.id IS NOT NULL AND u.created_at >= resynced)
+        LIMIT {limit} + 1) AS c;
+  IF coalesce(pg_catalog.array_length(accounts, 1), 0) > {limit} THEN
+    RAISE NOTICE 'ghostsync: more than % accounts were made since the backfill or the resync began; '
+      'run `ghostsync repair` for what `ghostsync status` reports', {limit};
+    RETURN;
+  END IF;
+  FOR i IN 1 .. coalesce(pg_catalog.array_length(accounts, 1), 0) LOOP
+    BEGIN
+      PERFORM ghostsync.write_profile(accounts[i], ghosts[i]);
+      written := written + 1;
+    EXCEPTION WHEN OTHERS THEN
+      GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT;
+      INSERT INTO ghostsync.sync_failures AS f (user_id, operation, sqlstate, message)
+      VALUES (accounts[i], CASE WHEN ghosts[i] THEN 'INSERT' ELSE 'UPDATE' END, failed_state, failed_message)
+      ON CONFLICT (user_id) DO UPDATE
+        SET operation = EXCLUDED.operation, sqlstate = EXCLUDED.sqlstate, message = EXCLUDED.message,
+            last_failed_at = pg_catalog.now(), failures = f.failures + 1;
+    END;
+  END LOOP;
+  RAISE NOTICE 'ghostsync: % account(s) made since the backfill or the resync began written', written;
+END
+$ghostsync_catch_up$;
+""".replace("{limit}", str(CATCH_UP_LIMIT))
+
 PREVIOUS_HANDLE_NEW_USER = kit.Function("ghostsync.handle_new_user()", r"""
 CREATE OR REPLACE FUNCTION ghostsync.handle_new_user()
 RETURNS trigger
@@ -381,6 +448,18 @@ DECLARE
   remembered text;
   already boolean;
 BEGIN
+  -- On a public.users ghostsync adopted, the app's own trigger on auth.users may insert
+  -- the profile after this one, plainly, and would then fail the signup on the key: while
+  -- such a trigger is there, the profile is left to the app, and ghostsync's columns of it
+  -- to the update sync, ghostsync_0009's resync and ghostsync_0010's syncs at COMMIT.
+  IF EXISTS (SELECT 1 FROM ghostsync.objects AS o
+             WHERE o.kind = 'table' AND o.name = 'public.users' AND NOT o.created)
+     AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t JOIN pg_catalog.pg_proc AS f ON f.oid = t.tgfoid
+                 WHERE t.tgrelid = 'auth.users'::pg_catalog.regclass AND NOT t.tgisinternal
+                   AND t.tgenabled IN ('O', 'A') AND (t.tgtype & 4) <> 0
+                   AND f.pronamespace <> 'ghostsync'::pg_catalog.regnamespace) THEN
+    RETURN NEW;
+  END IF;
   BEGIN
     -- A plain INSERT: a profile already there (the app's, a backfill's) is a unique
     -- violation, taken below for the success it is; no speculative insertion.
@@ -538,6 +617,7 @@ def upgrade() -> None:
     # One step, one lock of auth.users: the constraint triggers are created (no trigger of their
     # names is there to drop) and 0008's triggers replaced in place. Nothing is dropped.
     kit.install_triggers(DECLARES.triggers, revision)
+    kit.step(CATCH_UP, "write the profiles of accounts made since the backfill or the resync began")
 
 
 def downgrade() -> None:

@@ -469,6 +469,58 @@ BEGIN
 END
 $ghostsync_step$;
 
+DO $ghostsync_step$
+BEGIN
+  PERFORM pg_catalog.set_config('lock_timeout', '400ms', true);
+  PERFORM pg_catalog.set_config('statement_timeout', '60000ms', true);
+END
+$ghostsync_step$;
+
+DO $ghostsync_catch_up$
+DECLARE
+  resynced timestamptz;
+  backfilled timestamptz;
+  accounts uuid[];
+  ghosts boolean[];
+  written int := 0;
+  failed_state text;
+  failed_message text;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM ghostsync.objects AS o
+                 WHERE o.kind = 'table' AND o.name = 'public.users' AND NOT o.created) THEN
+    RETURN;
+  END IF;
+  SELECT max(l.started_at) FILTER (WHERE l.job_name = 'resync_profiles'),
+         max(l.started_at) FILTER (WHERE l.job_name = 'backfill_ghost_users')
+    INTO resynced, backfilled
+  FROM public.cleanup_audit_log AS l;
+  SELECT pg_catalog.array_agg(c.id), pg_catalog.array_agg(c.ghost) INTO accounts, ghosts
+  FROM (SELECT u.id, p.id IS NULL AS ghost
+        FROM auth.users AS u LEFT JOIN public.users AS p ON p.id = u.id
+        WHERE (p.id IS NULL AND u.created_at >= backfilled) OR (p.id IS NOT NULL AND u.created_at >= resynced)
+        LIMIT 1000 + 1) AS c;
+  IF coalesce(pg_catalog.array_length(accounts, 1), 0) > 1000 THEN
+    RAISE NOTICE 'ghostsync: more than % accounts were made since the backfill or the resync began; '
+      'run `ghostsync repair` for what `ghostsync status` reports', 1000;
+    RETURN;
+  END IF;
+  FOR i IN 1 .. coalesce(pg_catalog.array_length(accounts, 1), 0) LOOP
+    BEGIN
+      PERFORM ghostsync.write_profile(accounts[i], ghosts[i]);
+      written := written + 1;
+    EXCEPTION WHEN OTHERS THEN
+      GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT;
+      INSERT INTO ghostsync.sync_failures AS f (user_id, operation, sqlstate, message)
+      VALUES (accounts[i], CASE WHEN ghosts[i] THEN 'INSERT' ELSE 'UPDATE' END, failed_state, failed_message)
+      ON CONFLICT (user_id) DO UPDATE
+        SET operation = EXCLUDED.operation, sqlstate = EXCLUDED.sqlstate, message = EXCLUDED.message,
+            last_failed_at = pg_catalog.now(), failures = f.failures + 1;
+    END;
+  END LOOP;
+  RAISE NOTICE 'ghostsync: % account(s) made since the backfill or the resync began written', written;
+END
+$ghostsync_catch_up$;
+
 UPDATE alembic_version SET version_num='ghostsync_0010' WHERE alembic_version.version_num = 'ghostsync_0009';
 
 COMMIT;

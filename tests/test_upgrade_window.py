@@ -1,0 +1,154 @@
+"""Issue 18: signups while ``alembic upgrade head`` runs, on an app's own public.users.
+
+Alembic commits each revision apart, so between ghostsync_0002 and ghostsync_0010 the database sits at each
+revision in turn (0003's and 0009's jobs, with their sweeps, take the longest). Signing an account up at each
+of those revisions stands for a signup that arrives between two commits of a real upgrade: every signup
+succeeds, the app's values are kept, and at head no ghost is left and every profile equals its account.
+The same holds after a rollback of ghostsync_0010 and ghostsync_0011 (the database back at ghostsync_0009).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ghostsync.testing.supabase import APP_CHAT_SQL, APP_ON_CONFLICT_SQL, APP_PRODUCTS_SQL, APP_STARTER_SQL
+from tests.seeding import ghost_count, ghostsync_cli
+
+REVISIONS = [f"ghostsync_{n:04d}" for n in range(1, 12)]
+META = {"full_name": "Grace Hopper", "avatar_url": "g.png", "display_name": "Grace"}
+SHAPES = {
+    # shape: the app's columns and the value each takes for a signup with META
+    "starter": (APP_STARTER_SQL, {"full_name": "Grace Hopper", "avatar_url": "g.png"}),
+    "chat": (APP_CHAT_SQL, {}),
+    "products": (APP_PRODUCTS_SQL, {"full_name": "Grace Hopper", "locale": "en"}),
+    "on_conflict": (APP_ON_CONFLICT_SQL, {"display_name": "Grace"}),
+}
+
+# An app that made its own public.users and writes no profile from a trigger (its code was meant to):
+# ghostsync's insert sync is the only writer in the window, and keeps writing there.
+APP_TABLE_WITHOUT_TRIGGER_SQL = """
+CREATE TABLE public.users (
+  id uuid PRIMARY KEY REFERENCES auth.users (id) ON DELETE CASCADE,
+  nickname text
+);
+ALTER TABLE public.users ENABLE ROW LEVEL SECURITY;
+"""
+
+
+def signup_at_each_revision(db, revisions) -> dict[str, list[str]]:
+    """Upgrade one revision at a time and sign up a confirmed and an unconfirmed account at each;
+    the failures, by revision (none expected)."""
+    failures: dict[str, list[str]] = {}
+    accounts: dict[str, list[str]] = {}
+    for revision in revisions:
+        db.upgrade(revision)
+        accounts[revision] = []
+        for kind in ("confirmed", "unconfirmed"):
+            try:
+                with db.auth() as auth:
+                    uid = auth.signup(email=f"{kind}-{revision}@example.com", confirmed=kind == "confirmed",
+                                      user_meta=META)
+                accounts[revision].append(str(uid))
+            except Exception as error:  # the auth service's "Database error saving new user"
+                failures.setdefault(revision, []).append(str(error).splitlines()[0])
+    assert failures == {}, failures
+    return accounts
+
+
+def status(db) -> dict:
+    proc = ghostsync_cli(db, "status", "--json")
+    return {"exit": proc.returncode, **json.loads(proc.stdout)}
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_signups_between_the_upgrades_commits_succeed_and_keep_the_apps_values(db, name):
+    shape, app = SHAPES[name]
+    db.sql(shape, user="postgres")
+    accounts = signup_at_each_revision(db, REVISIONS)
+    assert ghost_count(db) == 0
+    for revision, uids in accounts.items():
+        for uid in uids:
+            row = db.sql("SELECT to_jsonb(u) FROM public.users AS u WHERE id = %s", (uid,))[0][0]
+            assert {c: row[c] for c in app} == app, (revision, row)
+    if name == "chat":
+        assert db.value("SELECT count(*) FROM public.user_roles") == db.value("SELECT count(*) FROM auth.users")
+    # chat's table has no email column (other users can read it: none is added); the update syncs of
+    # ghostsync_0007 to 0009 write it statically, fail there and are recorded, and the signup commits
+    recorded = {(op, state) for op, state in db.sql("SELECT operation, sqlstate FROM ghostsync.sync_failures")}
+    assert recorded == ({("UPDATE", "42703")} if name == "chat" else set())
+    found = status(db)
+    assert (found["exit"], found["healthy"]) == (0, True), found["problems"]
+
+
+@pytest.mark.parametrize("name", ["starter", "on_conflict"])
+def test_signups_after_a_rollback_to_ghostsync_0009_succeed(db, name):
+    shape, app = SHAPES[name]
+    db.sql(shape, user="postgres")
+    db.upgrade()
+    db.downgrade("ghostsync_0009")
+    with db.auth() as auth:
+        uid = auth.signup(email="after-rollback@example.com", confirmed=True, user_meta=META)
+    row = db.sql("SELECT to_jsonb(u) FROM public.users AS u WHERE id = %s", (str(uid),))[0][0]
+    assert {c: row[c] for c in app} == app, row
+    db.upgrade()
+    assert ghost_count(db) == 0
+
+
+def test_an_adopted_table_without_an_app_trigger_gets_its_profiles_at_each_revision(db):
+    db.sql(APP_TABLE_WITHOUT_TRIGGER_SQL, user="postgres")
+    accounts = signup_at_each_revision(db, REVISIONS)
+    for revision, uids in accounts.items():
+        if revision == "ghostsync_0001":
+            continue  # no sync yet: 0003's backfill writes these
+        for uid in uids:
+            assert db.value("SELECT count(*) FROM public.users WHERE id = %s", (uid,)) == 1, revision
+    assert ghost_count(db) == 0
+    found = status(db)
+    assert (found["exit"], found["healthy"]) == (0, True), found["problems"]
+
+
+def test_more_profiles_since_the_resync_than_0010_catches_up_are_left_to_repair(db):
+    """0010 writes ghostsync's columns of at most 1000 profiles the app made since 0009's resync began
+    (it holds the lock of auth.users meanwhile); beyond that status reports them and repair writes them."""
+    db.sql(APP_STARTER_SQL, user="postgres")
+    db.upgrade("ghostsync_0009")
+    db.sql("INSERT INTO auth.users (instance_id, id, aud, role, email, raw_app_meta_data, raw_user_meta_data, "
+           "created_at, updated_at) SELECT '00000000-0000-0000-0000-000000000000', gen_random_uuid(), "
+           "'authenticated', 'authenticated', 'many' || g || '@example.com', '{}', '{\"full_name\": \"Many\"}', "
+           "now(), now() FROM generate_series(1, 1001) AS g")
+    assert ghost_count(db) == 0  # the app's trigger wrote every profile
+    db.upgrade()
+    found = status(db)
+    assert found["exit"] == 1 and [p["code"] for p in found["problems"]] == ["stale_profiles"], found
+    assert "1001 profile(s)" in found["problems"][0]["message"]
+    assert ghostsync_cli(db, "repair").returncode == 0
+    found = status(db)
+    assert (found["exit"], found["healthy"]) == (0, True), found["problems"]
+    assert db.value("SELECT count(*) FROM public.users WHERE full_name = 'Many' AND email LIKE 'many%'") == 1001
+
+
+# An app trigger on INSERT that writes no profile: a gate that refuses signups from one domain.
+APP_GATE_SQL = """
+CREATE FUNCTION public.gate_signups() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
+BEGIN
+  IF new.email LIKE '%@blocked.example' THEN
+    RAISE EXCEPTION 'signups from this domain are closed';
+  END IF;
+  RETURN new;
+END;
+$$;
+CREATE TRIGGER gate_signups BEFORE INSERT ON auth.users FOR EACH ROW EXECUTE PROCEDURE public.gate_signups();
+"""
+
+
+def test_an_adopted_table_beside_a_gate_gets_every_profile_by_the_end_of_the_upgrade(db):
+    """The gate fires on INSERT, so 0002's to 0008's insert sync leaves the profile to the app, which writes
+    none: 0003's backfill writes the ones before it, 0010 the ones after."""
+    db.sql(APP_TABLE_WITHOUT_TRIGGER_SQL + APP_GATE_SQL, user="postgres")
+    signup_at_each_revision(db, REVISIONS)
+    assert ghost_count(db) == 0
+    found = status(db)
+    assert (found["exit"], found["healthy"]) == (0, True), found["problems"]
