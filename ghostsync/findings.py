@@ -175,6 +175,15 @@ APP_TRIGGER_WRITES_PROFILES = Code(
     "app_trigger_writes_profiles", WARNING,
     "app trigger {trigger} on auth.users (function {function}) writes public.users: ghostsync writes only its synced "
     "columns of that profile, at COMMIT after the app's write (a match on the function's text)", (8, 0))
+# An app trigger on auth.users that inserts a row whose key to public.users is checked before ghostsync writes the
+# profile at COMMIT (ghostsync.app_triggers: a heuristic): every signup fails.
+APP_KEY_CHECKED_BEFORE_PROFILE = Code(
+    "app_key_checked_before_profile", PROBLEM,
+    "app trigger {trigger} on auth.users (function {function}) inserts into {referencing}, whose key {key} to "
+    "public.users is checked at once, before ghostsync writes the profile at COMMIT: every signup fails there; "
+    "make the key checked at COMMIT (ALTER TABLE {referencing} ALTER CONSTRAINT {key} DEFERRABLE INITIALLY "
+    "DEFERRED), or let the trigger insert the profile first (INSERT INTO public.users (id) VALUES (new.id) ON "
+    "CONFLICT (id) DO NOTHING) (a match on the function's text)", (8, 1))
 FUNCTION_MISSING = Code("function_missing", PROBLEM, "function {signature} is missing: {advice}", (9, 1))
 FUNCTION_NOT_GHOSTSYNCS = Code("function_not_ghostsyncs", PROBLEM,
                                "function {signature} was not created by ghostsync (not in ghostsync.objects)", (9, 1))
@@ -214,7 +223,8 @@ JOB_INTERRUPTED = Code("job_interrupted", WARNING, "the last {job} run ended int
 FINDINGS: tuple[Code, ...] = (
     GHOSTS, ORPHANS, APP_ROWS_KEPT, APP_KEY_REFUSES_DELETES, FAILED_SYNCS, STALE_PROFILES, AUTH_WRITES_SKIP_TRIGGERS,
     STAMPED_BEHIND, TRIGGER_MISSING, TRIGGER_NOT_GHOSTSYNCS, TRIGGER_DISABLED, TRIGGER_REPLICA_ONLY, TRIGGER_DRIFT,
-    APP_TRIGGER_WRITES_PROFILES, FUNCTION_MISSING, FUNCTION_NOT_GHOSTSYNCS, FUNCTION_DRIFT,
+    APP_TRIGGER_WRITES_PROFILES, APP_KEY_CHECKED_BEFORE_PROFILE,
+    FUNCTION_MISSING, FUNCTION_NOT_GHOSTSYNCS, FUNCTION_DRIFT,
     RLS_DISABLED, OPEN_PRIVILEGES, SYNCED_COLUMNS_READABLE, PROFILE_TABLE_INCOMPATIBLE, PROFILE_CANNOT_BE_CREATED,
     SYNCED_COLUMNS_ABSENT, BEHIND_HEAD, JOB_FAILED, JOB_INTERRUPTED,
 )

@@ -276,6 +276,7 @@ def collect(conn: Connection, *, quick: bool = False, script: Any = None, road: 
         key=key,
         kept=kept,
         app_triggers=app_triggers.find(conn),
+        keyed=app_triggers.find_keyed(conn),
         uncreatable=adoption_checks.profiles_cannot_be_created(conn),
         absent=adoption_checks.columns_left_out(conn, full),
     )
@@ -288,14 +289,15 @@ class Checked:
     """What the checks beyond drift found: settings that skip the triggers (``replication_role``), a
     stamp behind the installed objects (``stamped``), synced columns end users can read (``exposure``),
     what a hard delete does (``delete_rules``: the key on id, the app's rows kept), the app's triggers
-    that write profiles (``app_triggers``), profiles that cannot be created and synced columns the
-    table lacks (``adoption_checks``)."""
+    that write profiles or rows keyed to one not written yet (``app_triggers``), profiles that cannot be
+    created and synced columns the table lacks (``adoption_checks``)."""
 
     skipping: list[dict[str, Any]]
     stamped: tuple[str, str] | None
     exposed: dict[str, Any] | None
     key: delete_rules.ProfileKey | None = None
     kept: int | None = None
+    keyed: list[app_triggers.KeyedTrigger] = field(default_factory=list)
     app_triggers: list[app_triggers.AppTrigger] = field(default_factory=list)
     uncreatable: list[adoption_checks.Uncreatable] = field(default_factory=list)
     absent: tuple[list[str], str] | None = None
@@ -390,6 +392,9 @@ def _judge(found: Status, declared: Declared, inspection: drift.Inspection, scri
                 add(findings.TRIGGER_DRIFT, name=name, table=state.table, revision=found.revision, advice=advice)
     for app in checked.app_triggers:
         add(findings.APP_TRIGGER_WRITES_PROFILES, trigger=app.trigger, function=app.function)
+    for keyed in checked.keyed:
+        add(findings.APP_KEY_CHECKED_BEFORE_PROFILE, trigger=keyed.trigger, function=keyed.function,
+            referencing=keyed.referencing, key=keyed.key)
     for signature, fstate in inspection.functions.items():
         advice = reinstall_advice(declared, signature, found.revision, script, road)
         if fstate.state == "missing":

@@ -506,6 +506,11 @@ def _findings_sql() -> str:
                  "a.trigger COLLATE \"C\") AS n FROM status AS s CROSS JOIN registered AS g CROSS JOIN LATERAL ("
                  + app_triggers.query(APP_TRIGGER_RECORDED) + ") AS a WHERE s.error IS NULL) AS a", "a.n",
                  trigger="a.trigger", function="a.function"),
+        _finding(f.APP_KEY_CHECKED_BEFORE_PROFILE, "FROM (SELECT a.*, pg_catalog.row_number() OVER (ORDER BY "
+                 "a.trigger COLLATE \"C\", a.referencing COLLATE \"C\", a.key COLLATE \"C\") AS n FROM status AS s "
+                 "CROSS JOIN registered AS g CROSS JOIN LATERAL (" + app_triggers.keyed_query(APP_TRIGGER_RECORDED)
+                 + ") AS a WHERE s.error IS NULL) AS a", "a.n", trigger="a.trigger", function="a.function",
+                 referencing="a.referencing", key="a.key"),
         _finding(f.FUNCTION_MISSING, "FROM functions AS f WHERE f.state = 'missing'", "f.n", advice="f.advice",
                  **function),
         _finding(f.FUNCTION_NOT_GHOSTSYNCS, "FROM functions AS f WHERE f.state = 'not_ghostsyncs'", "f.n",

@@ -515,9 +515,20 @@ def test_alerts_and_dashboard_on_a_real_prometheus(db, stack, tmp_path):
     watch.alert("GhostsyncAuthSkipsTriggers")
     assert watch.evaluate_rule("GhostsyncAuthSkipsTriggers")
     db.sql(f"ALTER ROLE supabase_auth_admin IN DATABASE {db.name} RESET session_replication_role")
+    # an app trigger inserting rows whose key to public.users is checked before the profile is written
+    db.sql("CREATE TABLE public.user_settings (user_id uuid PRIMARY KEY REFERENCES public.users (id), theme text); "
+           "CREATE FUNCTION public.app_settings() RETURNS trigger LANGUAGE plpgsql SET search_path = '' AS $$ "
+           "BEGIN INSERT INTO public.user_settings (user_id, theme) VALUES (new.id, 'dark'); RETURN new; END $$; "
+           "CREATE TRIGGER app_settings AFTER INSERT ON auth.users FOR EACH ROW "
+           "EXECUTE FUNCTION public.app_settings()", user="postgres")
+    watch.run("quick")
+    watch.alert("GhostsyncSignupsFailOnAppKey")
+    assert watch.evaluate_rule("GhostsyncSignupsFailOnAppKey")
+    db.sql("ALTER TABLE public.user_settings ALTER CONSTRAINT user_settings_user_id_fkey "
+           "DEFERRABLE INITIALLY DEFERRED", user="postgres")
     watch.run("quick", "full")
     for name in ("GhostsyncTriggerDisabled", "GhostsyncTriggerMissing", "GhostsyncTriggerDrift",
-                 "GhostsyncFunctionDrift", "GhostsyncAuthSkipsTriggers"):
+                 "GhostsyncFunctionDrift", "GhostsyncAuthSkipsTriggers", "GhostsyncSignupsFailOnAppKey"):
         watch.gone(name)
 
     # an orphan profile (its auth user deleted with triggers off)

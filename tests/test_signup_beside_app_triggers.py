@@ -147,6 +147,70 @@ def test_an_app_trigger_whose_rows_reference_ghostsyncs_profile_with_a_deferred_
     assert failures(db) == [] and ghost_count(db) == 0
 
 
+SETTINGS_TRIGGER_SQL = """
+CREATE TABLE public.user_settings (
+  user_id uuid PRIMARY KEY REFERENCES public.users (id) ON DELETE CASCADE,
+  theme text NOT NULL);
+CREATE FUNCTION public.app_settings() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = '' AS $$
+BEGIN INSERT INTO public.user_settings (user_id, theme) VALUES (new.id, 'dark'); RETURN new; END $$;
+CREATE TRIGGER on_auth_user_created AFTER INSERT ON auth.users
+  FOR EACH ROW EXECUTE FUNCTION public.app_settings();
+"""
+DEFER_SETTINGS_KEY = ("ALTER TABLE public.user_settings ALTER CONSTRAINT user_settings_user_id_fkey "
+                      "DEFERRABLE INITIALLY DEFERRED")
+
+
+def test_an_app_trigger_whose_rows_reference_the_profile_with_an_immediate_key_stops_0010(db):
+    """At 0009 the app's trigger (sorting after ghostsync_on_auth_user_created) found the profile there; from
+    0010 the profile comes at COMMIT and its key would fail every signup: the upgrade stops, with one line
+    naming the trigger, the table and the key, and applies nothing; deferring the key, as it says, lets it
+    through and signups keep working."""
+    db.upgrade("ghostsync_0009")
+    db.sql(SETTINGS_TRIGGER_SQL, user="postgres")
+    with db.auth() as auth:
+        before = auth.signup(email="before@example.com", confirmed=True)
+    proc = db.alembic_cli("upgrade", "head")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in out, out
+    [line] = [ln for ln in out.splitlines() if "ghostsync: " in ln and "FAILED" in ln]
+    assert ("app trigger on_auth_user_created on auth.users inserts into public.user_settings, whose key "
+            "user_settings_user_id_fkey to public.users is checked at once") in line, line
+    assert "ALTER TABLE public.user_settings ALTER CONSTRAINT user_settings_user_id_fkey DEFERRABLE INITIALLY " \
+           "DEFERRED" in line, line
+    assert db.value("SELECT version_num FROM public.alembic_version") == "ghostsync_0009"
+    with db.auth() as auth:  # nothing applied: signups still work at 0009
+        auth.signup(email="still@example.com", confirmed=True)
+    db.sql(DEFER_SETTINGS_KEY, user="postgres")
+    db.upgrade()
+    with db.auth() as auth:
+        after = auth.signup(email="after@example.com", confirmed=True)
+    for uid in (before, after):
+        assert db.value("SELECT theme FROM public.user_settings WHERE user_id = %s", (str(uid),)) == "dark"
+    assert failures(db) == [] and ghost_count(db) == 0
+
+
+def test_status_reports_an_app_trigger_whose_rows_reference_the_profile_with_an_immediate_key(db):
+    """Such a trigger added after the upgrade fails every signup; status says so, as a problem, and stops
+    saying so once the key is deferred (when signups work again)."""
+    db.upgrade()
+    db.sql(SETTINGS_TRIGGER_SQL, user="postgres")
+    with pytest.raises(psycopg2.errors.ForeignKeyViolation), db.auth() as auth:
+        auth.signup(email="fails@example.com", confirmed=True)
+    proc = ghostsync_cli(db, "status", "--json")
+    found = json.loads(proc.stdout)
+    assert proc.returncode == 1 and [p["code"] for p in found["problems"]] == ["app_key_checked_before_profile"]
+    message = found["problems"][0]["message"]
+    assert message.startswith("app trigger on_auth_user_created on auth.users (function app_settings()) "
+                              "inserts into public.user_settings, whose key user_settings_user_id_fkey"), message
+    db.sql(DEFER_SETTINGS_KEY, user="postgres")
+    with db.auth() as auth:
+        uid = auth.signup(email="works@example.com", confirmed=True)
+    assert db.value("SELECT theme FROM public.user_settings WHERE user_id = %s", (str(uid),)) == "dark"
+    proc = ghostsync_cli(db, "status", "--json")
+    assert proc.returncode == 0, proc.stdout
+
+
 def test_an_apps_before_update_trigger_that_confirms_is_synced(db):
     """The app confirms an account in a BEFORE UPDATE trigger (here: on its first sign-in). The UPDATE
     names only last_sign_in_at; the update sync still sees the row as written."""

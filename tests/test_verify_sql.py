@@ -288,6 +288,12 @@ APP_SHAPES = {
     "the app's rows kept": (
         APP_PROFILES_WITHOUT_FK_SQL, "SET session_replication_role = replica; DELETE FROM auth.users "
         "WHERE id IN (SELECT id FROM auth.users ORDER BY id LIMIT 2)", ["app_rows_kept"], []),
+    "an app key checked before the profile": (
+        "SELECT 1", "CREATE TABLE public.user_settings (user_id uuid PRIMARY KEY REFERENCES public.users (id), "
+        "theme text); CREATE FUNCTION public.app_settings() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "INSERT INTO user_settings (user_id, theme) VALUES (new.id, 'dark'); RETURN new; END $$; "
+        "CREATE TRIGGER app_settings AFTER INSERT ON auth.users FOR EACH ROW EXECUTE FUNCTION public.app_settings()",
+        [], ["app_key_checked_before_profile"]),
     "a profile that cannot be created": (
         APP_PROFILES_WITHOUT_FK_SQL, "ALTER TABLE public.users ADD COLUMN username text; "
         "ALTER TABLE public.users ADD CONSTRAINT named CHECK (username IS NOT NULL) NOT VALID; "

@@ -59,6 +59,13 @@ Create Date: 2026-12-07
   ``ghostsync repair``, which status points to), each in its own block,
   what fails recorded.
 
+- An app trigger on auth.users that inserts a row whose key to public.users
+  is checked at once, and writes no profile itself, worked where it sorted
+  after 0008's immediate insert sync; here it would fail every signup (the
+  profile comes at COMMIT). Such a trigger (a match on its function's text)
+  stops the upgrade with one line naming it, the table and the key, and the
+  two ways to make it work; nothing is applied.
+
 Downgrade drops the two constraint triggers (which takes the owner of
 auth.users, a member of its role, a superuser, or supautils: elsewhere it
 stops with one line naming who can run it, nothing applied), then restores
@@ -432,6 +439,47 @@ END
 $ghostsync_catch_up$;
 """.replace("{limit}", str(CATCH_UP_LIMIT))
 
+
+# An app trigger on auth.users that inserts a row whose foreign key to public.users is checked at once (not
+# DEFERRABLE INITIALLY DEFERRED), and writes no profile itself, ran after ghostsync's immediate insert sync
+# where its name sorted after it; from this revision the profile is written at COMMIT, so that row's key
+# would fail every signup. Such a trigger (a match on its function's text: INSERT INTO the table, and no
+# INSERT INTO / UPDATE of public.users) stops the upgrade before anything is applied.
+REFUSE_KEYED_APP_TRIGGER = r"""
+DO $ghostsync_keyed$
+DECLARE
+  found record;
+BEGIN
+  SELECT t.tgname::text AS trigger, pg_catalog.format('%I.%I', n.nspname, r.relname) AS referencing, c.conname::text AS key
+    INTO found
+  FROM pg_catalog.pg_trigger AS t JOIN pg_catalog.pg_proc AS p ON p.oid = t.tgfoid
+  JOIN pg_catalog.pg_constraint AS c
+    ON c.contype = 'f' AND c.confrelid = 'public.users'::pg_catalog.regclass AND c.conrelid <> c.confrelid
+       AND NOT c.condeferred
+  JOIN pg_catalog.pg_class AS r ON r.oid = c.conrelid
+  JOIN pg_catalog.pg_namespace AS n ON n.oid = r.relnamespace
+  WHERE t.tgrelid = 'auth.users'::pg_catalog.regclass AND NOT t.tgisinternal AND (t.tgtype & 4) <> 0
+    AND t.tgenabled IN ('O', 'A')
+    AND p.pronamespace <> 'ghostsync'::pg_catalog.regnamespace
+    AND NOT EXISTS (SELECT 1 FROM ghostsync.objects AS o
+                    WHERE o.kind = 'trigger' AND o.name = t.tgname || ' ON auth.users')
+    AND p.prosrc !~* '(insert\s+into|update)\s+(only\s+)?("?public"?\s*\.\s*)?"?users"?\M'
+    AND p.prosrc ~* ('insert\s+into\s+(only\s+)?("?' || pg_catalog.regexp_replace(n.nspname, '(\W)', '\\\1', 'g')
+                     || '"?\s*\.\s*)?"?' || pg_catalog.regexp_replace(r.relname, '(\W)', '\\\1', 'g') || '"?\M')
+  ORDER BY 1, 2, 3
+  LIMIT 1;
+  IF found.trigger IS NOT NULL THEN
+    RAISE EXCEPTION 'ghostsync: app trigger % on auth.users inserts into %, whose key % to public.users is '
+      'checked at once; from ghostsync_0010 on the profile is written at COMMIT, so every signup would fail '
+      'there: make the key checked at COMMIT (ALTER TABLE % ALTER CONSTRAINT % DEFERRABLE INITIALLY DEFERRED), '
+      'or let the trigger insert the profile first (INSERT INTO public.users (id) VALUES (new.id) ON CONFLICT '
+      '(id) DO NOTHING), then upgrade again; nothing of this revision was applied',
+      found.trigger, found.referencing, found.key, found.referencing, found.key;
+  END IF;
+END
+$ghostsync_keyed$;
+"""
+
 PREVIOUS_HANDLE_NEW_USER = kit.Function("ghostsync.handle_new_user()", r"""
 CREATE OR REPLACE FUNCTION ghostsync.handle_new_user()
 RETURNS trigger
@@ -612,6 +660,7 @@ PREVIOUS_ON_AUTH_USER_UPDATED = kit.Trigger(
 
 
 def upgrade() -> None:
+    kit.step(REFUSE_KEYED_APP_TRIGGER, "check the app's triggers on auth.users for keys checked before COMMIT")
     for function in DECLARES.functions:
         kit.install_function(function, revision)
     # One step, one lock of auth.users: the constraint triggers are created (no trigger of their

@@ -4,6 +4,45 @@ SELECT EXISTS (SELECT 1 FROM "alembic_version" WHERE xmin::text::bigint = pg_cat
 
 SELECT pg_catalog.set_config('lock_timeout', least(greatest(10, 400 / 1), (SELECT s.setting::int / 2 FROM pg_catalog.pg_settings AS s WHERE s.name = 'deadlock_timeout'))::int::text || 'ms', true), pg_catalog.set_config('statement_timeout', '60000ms', true);
 
+DO $ghostsync_keyed$
+DECLARE
+  found record;
+BEGIN
+  SELECT t.tgname::text AS trigger, pg_catalog.format('%I.%I', n.nspname, r.relname) AS referencing, c.conname::text AS key
+    INTO found
+  FROM pg_catalog.pg_trigger AS t JOIN pg_catalog.pg_proc AS p ON p.oid = t.tgfoid
+  JOIN pg_catalog.pg_constraint AS c
+    ON c.contype = 'f' AND c.confrelid = 'public.users'::pg_catalog.regclass AND c.conrelid <> c.confrelid
+       AND NOT c.condeferred
+  JOIN pg_catalog.pg_class AS r ON r.oid = c.conrelid
+  JOIN pg_catalog.pg_namespace AS n ON n.oid = r.relnamespace
+  WHERE t.tgrelid = 'auth.users'::pg_catalog.regclass AND NOT t.tgisinternal AND (t.tgtype & 4) <> 0
+    AND t.tgenabled IN ('O', 'A')
+    AND p.pronamespace <> 'ghostsync'::pg_catalog.regnamespace
+    AND NOT EXISTS (SELECT 1 FROM ghostsync.objects AS o
+                    WHERE o.kind = 'trigger' AND o.name = t.tgname || ' ON auth.users')
+    AND p.prosrc !~* '(insert\s+into|update)\s+(only\s+)?("?public"?\s*\.\s*)?"?users"?\M'
+    AND p.prosrc ~* ('insert\s+into\s+(only\s+)?("?' || pg_catalog.regexp_replace(n.nspname, '(\W)', '\\\1', 'g')
+                     || '"?\s*\.\s*)?"?' || pg_catalog.regexp_replace(r.relname, '(\W)', '\\\1', 'g') || '"?\M')
+  ORDER BY 1, 2, 3
+  LIMIT 1;
+  IF found.trigger IS NOT NULL THEN
+    RAISE EXCEPTION 'ghostsync: app trigger % on auth.users inserts into %, whose key % to public.users is '
+      'checked at once; from ghostsync_0010 on the profile is written at COMMIT, so every signup would fail '
+      'there: make the key checked at COMMIT (ALTER TABLE % ALTER CONSTRAINT % DEFERRABLE INITIALLY DEFERRED), '
+      'or let the trigger insert the profile first (INSERT INTO public.users (id) VALUES (new.id) ON CONFLICT '
+      '(id) DO NOTHING), then upgrade again; nothing of this revision was applied',
+      found.trigger, found.referencing, found.key, found.referencing, found.key;
+  END IF;
+END
+$ghostsync_keyed$;
+
+SELECT pg_catalog.to_regclass('"alembic_version"') IS NOT NULL;
+
+SELECT EXISTS (SELECT 1 FROM "alembic_version" WHERE xmin::text::bigint = pg_catalog.mod(pg_catalog.pg_current_xact_id_if_assigned()::text::bigint, 4294967296));
+
+SELECT pg_catalog.set_config('lock_timeout', least(greatest(10, 400 / 1), (SELECT s.setting::int / 2 FROM pg_catalog.pg_settings AS s WHERE s.name = 'deadlock_timeout'))::int::text || 'ms', true), pg_catalog.set_config('statement_timeout', '60000ms', true);
+
 DO $ghostsync_guard$
 BEGIN
   IF pg_catalog.to_regprocedure('ghostsync.write_profile(uuid,boolean)') IS NOT NULL AND NOT EXISTS (
