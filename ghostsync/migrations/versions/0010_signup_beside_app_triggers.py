@@ -434,7 +434,9 @@ BEGIN
             last_failed_at = pg_catalog.now(), failures = f.failures + 1;
     END;
   END LOOP;
-  RAISE NOTICE 'ghostsync: % account(s) made since the backfill or the resync began written', written;
+  IF written > 0 THEN
+    RAISE NOTICE 'ghostsync: % account(s) made since the backfill or the resync began written', written;
+  END IF;
 END
 $ghostsync_catch_up$;
 """.replace("{limit}", str(CATCH_UP_LIMIT))
