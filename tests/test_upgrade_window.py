@@ -1,4 +1,4 @@
-"""Issue 18: signups while ``alembic upgrade head`` runs, on an app's own public.users.
+"""Issue 18: signups and deletes while ``alembic upgrade head`` runs, on an app's own public.users.
 
 Alembic commits each revision apart, so between ghostsync_0002 and ghostsync_0010 the database sits at each
 revision in turn (0003's and 0009's jobs, with their sweeps, take the longest). Signing an account up at each
@@ -11,10 +11,18 @@ from __future__ import annotations
 
 import json
 
+import psycopg2.errors
 import pytest
 
-from ghostsync.testing.supabase import APP_CHAT_SQL, APP_ON_CONFLICT_SQL, APP_PRODUCTS_SQL, APP_STARTER_SQL
+from ghostsync.testing.supabase import (
+    APP_CHAT_SQL,
+    APP_ON_CONFLICT_SQL,
+    APP_PRODUCTS_SQL,
+    APP_PROFILES_WITHOUT_FK_SQL,
+    APP_STARTER_SQL,
+)
 from tests.seeding import ghost_count, ghostsync_cli
+from tests.test_deletes import APP_KEY_WITHOUT_CASCADE_SQL, APP_SOFT_DELETE_SQL
 
 REVISIONS = [f"ghostsync_{n:04d}" for n in range(1, 12)]
 META = {"full_name": "Grace Hopper", "avatar_url": "g.png", "display_name": "Grace"}
@@ -152,3 +160,45 @@ def test_an_adopted_table_beside_a_gate_gets_every_profile_by_the_end_of_the_upg
     assert ghost_count(db) == 0
     found = status(db)
     assert (found["exit"], found["healthy"]) == (0, True), found["problems"]
+
+
+# Adopted tables whose deletes are the app's (issue 18 §3), each a hard delete through the auth service at
+# every revision: (the app's table, whether its own BEFORE DELETE trigger keeps the account, what must hold).
+DELETE_SHAPES = {
+    # no key to auth.users: the app keeps its rows (app_rows_kept from 0011 on)
+    "no key": (APP_PROFILES_WITHOUT_FK_SQL + "ALTER TABLE public.users ADD COLUMN full_name text;", False, "kept"),
+    # a key that does not cascade: the delete is refused, as without ghostsync
+    "key without cascade": (APP_KEY_WITHOUT_CASCADE_SQL, False, "refused"),
+    # the soft-delete pattern beside a cascading key, and beside none
+    "starter, soft delete": (APP_STARTER_SQL, True, "kept"),
+    "no key, soft delete": (APP_PROFILES_WITHOUT_FK_SQL + "ALTER TABLE public.users ADD COLUMN full_name text;",
+                            True, "kept"),
+}
+
+
+@pytest.mark.parametrize("name", list(DELETE_SHAPES))
+def test_hard_deletes_between_the_upgrades_commits_keep_the_apps_rules(db, name):
+    """From 0007 to 0010 the delete syncs removed an adopted table's rows (or its app columns, beside a soft
+    delete) where the app's table keeps them, and let through deletes the app's key refuses; 0011 changed
+    that. Now every revision on the way does as 0011 does."""
+    shape, soft, expected = DELETE_SHAPES[name]
+    db.sql(shape, user="postgres")
+    if soft:
+        db.sql(APP_SOFT_DELETE_SQL, user="supabase_admin")
+    outcomes = {}
+    for revision in REVISIONS:
+        db.upgrade(revision)
+        with db.auth() as auth:
+            uid = str(auth.signup(email=f"{revision}@example.com", confirmed=True))
+        if db.value("SELECT count(*) FROM public.users WHERE id = %s", (uid,)) == 0:  # 0001: no sync yet
+            db.sql("INSERT INTO public.users (id) VALUES (%s)", (uid,), user="postgres")
+        db.sql("UPDATE public.users SET full_name = 'App' WHERE id = %s", (uid,), user="postgres")
+        try:
+            with db.auth() as auth:
+                auth.hard_delete(uid)
+        except psycopg2.errors.ForeignKeyViolation:
+            outcomes[revision] = "refused"
+            continue
+        rows = db.sql("SELECT full_name FROM public.users WHERE id = %s", (uid,))
+        outcomes[revision] = "kept" if rows == [("App",)] else f"profile {rows}"
+    assert outcomes == dict.fromkeys(REVISIONS, expected)

@@ -10,9 +10,10 @@ Create Date: 2026-11-24
   refresh touches none of them and causes no profile write at all. If the
   profile is missing (a ghost), the update creates it.
 - ghostsync_on_auth_user_deleted, BEFORE DELETE, removes the profile first. With
-  ghostsync's own foreign key (ON DELETE CASCADE) that is a no-op; on an
-  adopted table whose foreign key lacks CASCADE, or has none, it is what keeps
-  the profile from outliving its account.
+  ghostsync's own foreign key (ON DELETE CASCADE) that is a no-op. On a table
+  ghostsync adopted it does nothing: the rows and what a delete does to them
+  are the app's (its key refuses the delete, cascades, or keeps the row), as
+  from ghostsync_0011 on (issue 18).
 
 Both functions are SECURITY DEFINER with search_path '' and schema-qualified
 names, never raise (a failure is recorded in ghostsync.sync_failures), and are
@@ -89,6 +90,13 @@ DECLARE
   failed_state text;
   failed_message text;
 BEGIN
+  -- On a public.users ghostsync adopted, the rows are the app's, and what a delete does to
+  -- them is the app's key's (or nothing, without one): this sync leaves them, as the delete
+  -- sync does from ghostsync_0011 on (issue 18: deletes while the upgrade runs).
+  IF EXISTS (SELECT 1 FROM ghostsync.objects AS o
+             WHERE o.kind = 'table' AND o.name = 'public.users' AND NOT o.created) THEN
+    RETURN OLD;
+  END IF;
   BEGIN
     DELETE FROM public.users WHERE id = OLD.id;
   EXCEPTION WHEN OTHERS THEN

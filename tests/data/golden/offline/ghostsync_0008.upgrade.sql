@@ -317,6 +317,13 @@ AS $function$
 DECLARE
   remembered text;
 BEGIN
+  -- On a public.users ghostsync adopted, the rows are the app's, and what a delete does to
+  -- them is the app's key's (or nothing, without one): this sync leaves them, as the delete
+  -- sync does from ghostsync_0011 on (issue 18: deletes while the upgrade runs).
+  IF EXISTS (SELECT 1 FROM ghostsync.objects AS o
+             WHERE o.kind = 'table' AND o.name = 'public.users' AND NOT o.created) THEN
+    RETURN OLD;
+  END IF;
   -- Only a profile table whose foreign key to auth.users does not cascade needs its
   -- profile removed before the delete (else that key refuses it). Should removing it
   -- fail, the key would refuse the delete all the same, so this runs without an
@@ -381,6 +388,13 @@ DECLARE
   failed_state text;
   failed_message text;
 BEGIN
+  -- On a public.users ghostsync adopted, the rows are the app's, and what a delete does to
+  -- them is the app's key's (or nothing, without one): this sync leaves them, as the delete
+  -- sync does from ghostsync_0011 on (issue 18: deletes while the upgrade runs).
+  IF EXISTS (SELECT 1 FROM ghostsync.objects AS o
+             WHERE o.kind = 'table' AND o.name = 'public.users' AND NOT o.created) THEN
+    RETURN NULL;
+  END IF;
   -- Every account one DELETE removed, in one statement and one subtransaction
   -- (the auth service's cleanup deletes up to 100 anonymous users at once).
   BEGIN

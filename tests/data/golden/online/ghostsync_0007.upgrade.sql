@@ -105,6 +105,13 @@ DECLARE
   failed_state text;
   failed_message text;
 BEGIN
+  -- On a public.users ghostsync adopted, the rows are the app's, and what a delete does to
+  -- them is the app's key's (or nothing, without one): this sync leaves them, as the delete
+  -- sync does from ghostsync_0011 on (issue 18: deletes while the upgrade runs).
+  IF EXISTS (SELECT 1 FROM ghostsync.objects AS o
+             WHERE o.kind = 'table' AND o.name = 'public.users' AND NOT o.created) THEN
+    RETURN OLD;
+  END IF;
   BEGIN
     DELETE FROM public.users WHERE id = OLD.id;
   EXCEPTION WHEN OTHERS THEN
