@@ -127,26 +127,6 @@ def test_status_warns_about_each_app_trigger_that_writes_profiles(db):
     assert not [p for p in json.loads(proc.stdout)["problems"]]
 
 
-def test_an_app_trigger_whose_rows_reference_ghostsyncs_profile_with_a_deferred_key(db):
-    """An app trigger that writes only a row referencing the profile ghostsync creates: with the key
-    DEFERRABLE INITIALLY DEFERRED it is checked at COMMIT, after ghostsync's write (queued first)."""
-    db.upgrade()
-    db.sql("""
-        CREATE TABLE public.user_settings (
-          user_id uuid PRIMARY KEY REFERENCES public.users (id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
-          theme text NOT NULL);
-        CREATE FUNCTION public.app_settings() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-        SET search_path = '' AS $$
-        BEGIN INSERT INTO public.user_settings (user_id, theme) VALUES (new.id, 'dark'); RETURN new; END $$;
-        CREATE TRIGGER on_auth_user_created AFTER INSERT ON auth.users
-          FOR EACH ROW EXECUTE FUNCTION public.app_settings();
-    """, user="postgres")
-    with db.auth() as auth:
-        uid = auth.signup(email="settings@example.com", confirmed=True)
-    assert db.value("SELECT theme FROM public.user_settings WHERE user_id = %s", (str(uid),)) == "dark"
-    assert failures(db) == [] and ghost_count(db) == 0
-
-
 SETTINGS_TRIGGER_SQL = """
 CREATE TABLE public.user_settings (
   user_id uuid PRIMARY KEY REFERENCES public.users (id) ON DELETE CASCADE,
@@ -159,6 +139,18 @@ CREATE TRIGGER on_auth_user_created AFTER INSERT ON auth.users
 """
 DEFER_SETTINGS_KEY = ("ALTER TABLE public.user_settings ALTER CONSTRAINT user_settings_user_id_fkey "
                       "DEFERRABLE INITIALLY DEFERRED")
+
+
+def test_an_app_trigger_whose_rows_reference_ghostsyncs_profile_with_a_deferred_key(db):
+    """An app trigger that writes only a row referencing the profile ghostsync creates: with the key
+    DEFERRABLE INITIALLY DEFERRED it is checked at COMMIT, after ghostsync's write (queued first)."""
+    db.upgrade()
+    db.sql(SETTINGS_TRIGGER_SQL.replace("ON DELETE CASCADE", "ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED"),
+           user="postgres")
+    with db.auth() as auth:
+        uid = auth.signup(email="settings@example.com", confirmed=True)
+    assert db.value("SELECT theme FROM public.user_settings WHERE user_id = %s", (str(uid),)) == "dark"
+    assert failures(db) == [] and ghost_count(db) == 0
 
 
 def test_an_app_trigger_whose_rows_reference_the_profile_with_an_immediate_key_stops_0010(db):
