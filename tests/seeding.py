@@ -114,3 +114,12 @@ def triggers_on_auth_users(db: SupabaseDatabase) -> dict[str, str]:
     """Every non-internal trigger on auth.users: name -> tgenabled."""
     return dict(db.sql("SELECT tgname::text, tgenabled::text FROM pg_trigger "
                        "WHERE tgrelid = 'auth.users'::regclass AND NOT tgisinternal"))
+
+
+def downgrade(db: SupabaseDatabase, target: str) -> None:
+    """``ghostsync migrate downgrade target``: as postgres, except on the "current" role setup, where only the
+    owner of auth.users may drop ghostsync_0010's triggers (README, the table of role setups): there as
+    supabase_admin."""
+    url = db.url("supabase_admin") if db.owner.roles == "current" else None
+    proc = ghostsync_cli(db, "migrate", "downgrade", target, url=url)
+    assert proc.returncode == 0, proc.stderr

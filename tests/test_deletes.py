@@ -37,6 +37,9 @@ from ghostsync.urls import normalize
 from tests.catalog import fingerprint
 from tests.seeding import failures, ghostsync_cli
 
+# issue 18's cases hold on every role setup of Supabase (tests/conftest.py)
+ON_EVERY_ROLE_SETUP = True
+
 # The app's own public.users whose key on id does not cascade (the app deletes a profile itself
 # before its account), with an app column of its own.
 APP_KEY_WITHOUT_CASCADE_SQL = """

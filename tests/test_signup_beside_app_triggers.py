@@ -16,6 +16,9 @@ import pytest
 from ghostsync.testing.pgbouncer import ThrowawayPgBouncer
 from tests.seeding import failures, ghost_count, ghostsync_cli
 
+# issue 18's cases hold on every role setup of Supabase (tests/conftest.py)
+ON_EVERY_ROLE_SETUP = True
+
 # An app's own public.users (the subscription starter's shape, with ghostsync's synced columns already there
 # so that today's adoption check takes it), and a second table the app fills from the same trigger.
 APP_TABLE_SQL = """

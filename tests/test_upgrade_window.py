@@ -21,8 +21,11 @@ from ghostsync.testing.supabase import (
     APP_PROFILES_WITHOUT_FK_SQL,
     APP_STARTER_SQL,
 )
-from tests.seeding import ghost_count, ghostsync_cli
+from tests.seeding import downgrade, ghost_count, ghostsync_cli
 from tests.test_deletes import APP_KEY_WITHOUT_CASCADE_SQL, APP_SOFT_DELETE_SQL
+
+# issue 18's cases hold on every role setup of Supabase (tests/conftest.py)
+ON_EVERY_ROLE_SETUP = True
 
 REVISIONS = [f"ghostsync_{n:04d}" for n in range(1, 12)]
 META = {"full_name": "Grace Hopper", "avatar_url": "g.png", "display_name": "Grace"}
@@ -95,7 +98,7 @@ def test_signups_after_a_rollback_to_ghostsync_0009_succeed(db, name):
     shape, app = SHAPES[name]
     db.sql(shape, user="postgres")
     db.upgrade()
-    db.downgrade("ghostsync_0009")
+    downgrade(db, "ghostsync_0009")
     with db.auth() as auth:
         uid = auth.signup(email="after-rollback@example.com", confirmed=True, user_meta=META)
     row = db.sql("SELECT to_jsonb(u) FROM public.users AS u WHERE id = %s", (str(uid),))[0][0]
