@@ -19,8 +19,9 @@ register it has read already.
 an app trigger on ``auth.users`` that fires on INSERT and whose function's text inserts
 into a table whose foreign key to ``public.users`` is checked at the end of the
 statement (not ``DEFERRABLE INITIALLY DEFERRED``), that fires for the auth service (not
-disabled, not replica-only) and writes no profile itself
-(``WRITES_PROFILES`` does not match), while ghostsync's insert sync fires at COMMIT
+disabled, not replica-only), where no app trigger on ``auth.users`` that fires on INSERT
+inserts profiles (``INSERTS_PROFILES``: the profile would then be there, from the app),
+while ghostsync's insert sync fires at COMMIT
 (a deferred constraint trigger of ghostsync's on INSERT is there: ghostsync_0010 on).
 The row the trigger inserts then refers to a profile that is not there yet. The same
 heuristic: ``INSERT INTO`` followed by the table's name (schema-qualified or not,
@@ -37,6 +38,8 @@ from sqlalchemy.engine import Connection
 
 # INSERT INTO / UPDATE [ONLY] [public.]users, each name quoted or not; \M: users ends the word.
 WRITES_PROFILES = r'(insert\s+into|update)\s+(only\s+)?("?public"?\s*\.\s*)?"?users"?\M'
+# INSERT INTO [public.]users: a function that creates profiles
+INSERTS_PROFILES = r'insert\s+into\s+("?public"?\s*\.\s*)?"?users"?\M'
 
 QUERY = """SELECT t.tgname::text AS trigger, p.oid::pg_catalog.regprocedure::text AS function
 FROM pg_catalog.pg_trigger AS t JOIN pg_catalog.pg_proc AS p ON p.oid = t.tgfoid
@@ -57,7 +60,11 @@ WHERE t.tgrelid = pg_catalog.to_regclass('auth.users') AND NOT t.tgisinternal AN
   AND t.tgenabled IN ('O', 'A')
   AND p.pronamespace IS DISTINCT FROM pg_catalog.to_regnamespace('ghostsync')
   AND NOT coalesce({recorded}, false)
-  AND p.prosrc !~* {pattern}
+  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS w JOIN pg_catalog.pg_proc AS wp ON wp.oid = w.tgfoid
+                  WHERE w.tgrelid = t.tgrelid AND NOT w.tgisinternal AND (w.tgtype & 4) <> 0
+                    AND w.tgenabled IN ('O', 'A')
+                    AND wp.pronamespace IS DISTINCT FROM pg_catalog.to_regnamespace('ghostsync')
+                    AND wp.prosrc ~* {inserts})
   AND p.prosrc ~* ('insert\s+into\s+(only\s+)?("?' || pg_catalog.regexp_replace(n.nspname, '(\W)', '\\\1', 'g')
                    || '"?\s*\.\s*)?"?' || pg_catalog.regexp_replace(r.relname, '(\W)', '\\\1', 'g') || '"?\M')
   AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS z JOIN pg_catalog.pg_proc AS zp ON zp.oid = z.tgfoid
@@ -79,8 +86,8 @@ def query(recorded: str) -> str:
 def keyed_query(recorded: str) -> str:
     """The app triggers that insert rows keyed to a profile not written yet (``KEYED_QUERY``); ``recorded``
     as for ``query``."""
-    pattern = "'" + WRITES_PROFILES.replace("'", "''") + "'"
-    return KEYED_QUERY.format(pattern=pattern, recorded=recorded)
+    inserts = "'" + INSERTS_PROFILES.replace("'", "''") + "'"
+    return KEYED_QUERY.format(inserts=inserts, recorded=recorded)
 
 
 @dataclass(frozen=True)
@@ -114,5 +121,5 @@ def find_keyed(conn: Connection) -> list[KeyedTrigger]:
     return [KeyedTrigger(trigger=row[0], function=row[1], referencing=row[2], key=row[3]) for row in rows]
 
 
-__all__ = ["KEYED_QUERY", "QUERY", "RECORDED", "WRITES_PROFILES", "AppTrigger", "KeyedTrigger", "find",
-           "find_keyed", "keyed_query", "query"]
+__all__ = ["INSERTS_PROFILES", "KEYED_QUERY", "QUERY", "RECORDED", "WRITES_PROFILES", "AppTrigger", "KeyedTrigger",
+           "find", "find_keyed", "keyed_query", "query"]

@@ -14,6 +14,7 @@ import psycopg2.errors
 import pytest
 
 from ghostsync.testing.pgbouncer import ThrowawayPgBouncer
+from ghostsync.testing.supabase import APP_STARTER_SQL
 from tests.seeding import failures, ghost_count, ghostsync_cli
 
 # issue 18's cases hold on every role setup of Supabase (tests/conftest.py)
@@ -204,6 +205,21 @@ def test_status_reports_an_app_trigger_whose_rows_reference_the_profile_with_an_
     assert db.value("SELECT theme FROM public.user_settings WHERE user_id = %s", (str(uid),)) == "dark"
     proc = ghostsync_cli(db, "status", "--json")
     assert proc.returncode == 0, proc.stdout
+
+
+def test_an_app_trigger_keyed_to_the_profile_beside_the_apps_own_profile_trigger_is_no_problem(db):
+    """The starter's trigger inserts the profile, a second app trigger (sorting after it) a row keyed to it
+    (checked at once): the profile is there by then, from the app. No refusal, no problem, and signups work."""
+    db.sql(APP_STARTER_SQL + SETTINGS_TRIGGER_SQL.replace(
+        "CREATE TRIGGER on_auth_user_created ", "CREATE TRIGGER on_auth_user_created_settings "), user="postgres")
+    proc = db.alembic_cli("upgrade", "head")
+    assert proc.returncode == 0, proc.stderr
+    with db.auth() as auth:
+        uid = auth.signup(email="split@example.com", confirmed=True)
+    assert db.value("SELECT theme FROM public.user_settings WHERE user_id = %s", (str(uid),)) == "dark"
+    proc = ghostsync_cli(db, "status", "--json")
+    assert proc.returncode == 0, proc.stdout
+    assert "app_key_checked_before_profile" not in proc.stdout
 
 
 def test_an_apps_before_update_trigger_that_confirms_is_synced(db):

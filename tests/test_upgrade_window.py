@@ -130,7 +130,10 @@ def test_more_profiles_since_the_resync_than_0010_catches_up_are_left_to_repair(
            "'authenticated', 'authenticated', 'many' || g || '@example.com', '{}', '{\"full_name\": \"Many\"}', "
            "now(), now() FROM generate_series(1, 1001) AS g")
     assert ghost_count(db) == 0  # the app's trigger wrote every profile
-    db.upgrade()
+    proc = db.alembic_cli("upgrade", "head")
+    assert proc.returncode == 0, proc.stderr
+    assert "more than 1000 accounts were made since the backfill or the resync began: none written here" \
+        in proc.stderr, proc.stderr
     found = status(db)
     assert found["exit"] == 1 and [p["code"] for p in found["problems"]] == ["stale_profiles"], found
     assert "1001 profile(s)" in found["problems"][0]["message"]
@@ -155,14 +158,94 @@ CREATE TRIGGER gate_signups BEFORE INSERT ON auth.users FOR EACH ROW EXECUTE PRO
 """
 
 
-def test_an_adopted_table_beside_a_gate_gets_every_profile_by_the_end_of_the_upgrade(db):
-    """The gate fires on INSERT, so 0002's to 0008's insert sync leaves the profile to the app, which writes
-    none: 0003's backfill writes the ones before it, 0010 the ones after."""
+def test_an_adopted_table_beside_a_gate_gets_every_profile_at_each_revision(db):
+    """The gate fires on INSERT but inserts no profile: 0002's to 0008's insert sync writes every one."""
     db.sql(APP_TABLE_WITHOUT_TRIGGER_SQL + APP_GATE_SQL, user="postgres")
-    signup_at_each_revision(db, REVISIONS)
+    accounts = signup_at_each_revision(db, REVISIONS)
+    for revision, uids in accounts.items():
+        if revision != "ghostsync_0001":  # no sync yet: 0003's backfill writes these
+            assert db.value("SELECT count(*) FROM public.users WHERE id = ANY (%s::uuid[])", (uids,)) == 2, revision
     assert ghost_count(db) == 0
     found = status(db)
     assert (found["exit"], found["healthy"]) == (0, True), found["problems"]
+
+
+# An app whose trigger inserts the profile of an email signup only: a phone signup gets none from the app,
+# while its text (INSERT INTO public.users) makes 0002's to 0008's insert sync leave every profile to it.
+APP_EMAIL_PROFILES_SQL = """
+CREATE TABLE public.users (
+  id uuid PRIMARY KEY REFERENCES auth.users (id) ON DELETE CASCADE,
+  nickname text
+);
+ALTER TABLE public.users ENABLE ROW LEVEL SECURITY;
+CREATE FUNCTION public.handle_new_user() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
+BEGIN
+  IF new.email IS NOT NULL THEN
+    INSERT INTO public.users (id, nickname) VALUES (new.id, split_part(new.email, '@', 1));
+  END IF;
+  RETURN new;
+END;
+$$;
+CREATE TRIGGER on_auth_user_created AFTER INSERT ON auth.users FOR EACH ROW EXECUTE PROCEDURE public.handle_new_user();
+"""
+
+
+def phone_signup(db, n: int) -> str:
+    with db.auth() as auth:
+        return str(auth.signup(phone=f"+1555000{n:04d}", confirmed=True))
+
+
+def test_profiles_the_apps_trigger_does_not_write_are_there_by_the_end_of_the_upgrade(db):
+    """Phone signups at each revision: 0003's backfill writes those before it, 0010's catch-up the ones after."""
+    db.sql(APP_EMAIL_PROFILES_SQL, user="postgres")
+    for n, revision in enumerate(REVISIONS):
+        db.upgrade(revision)
+        phone_signup(db, n)
+    assert ghost_count(db) == 0
+    found = status(db)
+    assert (found["exit"], found["healthy"]) == (0, True), found["problems"]
+
+
+def test_the_catch_up_counts_from_the_last_backfill_that_ran_not_a_dry_run(db):
+    """A `ghostsync backfill --dry-run` after 0009 writes an audit row of the backfill's job; the catch-up's
+    starting point is the last run that wrote profiles (succeeded or partial), so the ghost made before the
+    dry run is written all the same."""
+    db.sql(APP_EMAIL_PROFILES_SQL, user="postgres")
+    db.upgrade("ghostsync_0009")
+    uid = phone_signup(db, 1)
+    assert ghost_count(db) == 1
+    assert ghostsync_cli(db, "backfill", "--dry-run").returncode == 0
+    proc = db.alembic_cli("upgrade", "head")
+    assert proc.returncode == 0, proc.stderr
+    assert "ghostsync: 1 account(s) made since the backfill or the resync began written, 0 failed" in proc.stderr
+    assert ghost_count(db) == 0 and db.value("SELECT count(*) FROM public.users WHERE id = %s", (uid,)) == 1
+
+
+# The app writes only rows keyed to the profile (its key checked at once), no profile: it relies on
+# ghostsync's insert sync, which must keep writing the profile first at every revision up to 0009.
+APP_KEYED_ROWS_SQL = APP_TABLE_WITHOUT_TRIGGER_SQL + """
+CREATE TABLE public.user_settings (
+  user_id uuid PRIMARY KEY REFERENCES public.users (id) ON DELETE CASCADE,
+  theme text NOT NULL
+);
+CREATE FUNCTION public.app_settings() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = '' AS $$
+BEGIN INSERT INTO public.user_settings (user_id, theme) VALUES (new.id, 'dark'); RETURN new; END $$;
+CREATE TRIGGER on_auth_user_created_settings AFTER INSERT ON auth.users
+  FOR EACH ROW EXECUTE FUNCTION public.app_settings();
+"""
+
+
+def test_an_app_trigger_keyed_to_the_profile_works_at_each_revision_up_to_0009(db):
+    db.sql(APP_KEYED_ROWS_SQL, user="postgres")
+    db.upgrade("ghostsync_0001")
+    signup_at_each_revision(db, REVISIONS[1:9])
+    assert db.value("SELECT count(*) FROM public.user_settings") == 16
+    proc = db.alembic_cli("upgrade", "head")
+    assert proc.returncode != 0 and "whose key user_settings_user_id_fkey to public.users is checked at once" \
+        in proc.stdout + proc.stderr, proc.stderr
+    assert db.value("SELECT version_num FROM public.alembic_version") == "ghostsync_0009"
 
 
 # Adopted tables whose deletes are the app's (issue 18 §3), each a hard delete through the auth service at

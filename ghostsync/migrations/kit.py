@@ -77,6 +77,7 @@ from datetime import timedelta
 
 from alembic import context, op
 from alembic.util import CommandError
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -684,6 +685,17 @@ def check(sql: str) -> None:
         _run_each(op.get_bind(), sql)
 
 
+def log_setting(name: str) -> None:
+    """Log, online, what the revision's last step left in the transaction-local setting ``name`` (a ``DO``
+    block returns nothing): one line, nothing when the setting is unset or empty. Offline there is
+    nothing to read."""
+    if context.is_offline_mode():
+        return
+    value = op.get_bind().execute(text("SELECT pg_catalog.current_setting(:name, true)"), {"name": name}).scalar()
+    if value:
+        log.info("ghostsync: %s", value)
+
+
 __all__ = [
     "BackfillStatements",
     "Column",
@@ -700,6 +712,7 @@ __all__ = [
     "drop_triggers",
     "install_function",
     "install_triggers",
+    "log_setting",
     "restore_triggers",
     "step",
     "trigger_drop_locks",

@@ -18,9 +18,9 @@ in it is schema-qualified, so an object planted on the writer's search_path
 cannot change what it does. End users' API roles may not execute it.
 
 On a public.users ghostsync adopted (0001) beside an app trigger of its own on
-auth.users that fires on INSERT, the function writes nothing: that trigger may
-insert the profile plainly after this one, and would then fail the signup on
-the key. The profile is the app's to write there; ghostsync's columns of it
+auth.users that inserts into public.users (a match on its function's text),
+the function writes nothing: that trigger may insert the profile plainly after
+this one, and would then fail the signup on the key. The profile is the app's to write there; ghostsync's columns of it
 come with the update sync, ghostsync_0009's resync and ghostsync_0010, whose
 syncs fire at COMMIT, after every app trigger (issue 18: signups while the
 upgrade runs).
@@ -46,16 +46,18 @@ SECURITY DEFINER
 SET search_path = ''
 AS $function$
 BEGIN
-  -- On a public.users ghostsync adopted, the app's own trigger on auth.users may insert
-  -- the profile after this one, plainly, and would then fail the signup on the key: while
-  -- such a trigger is there, the profile is left to the app, and ghostsync's columns of it
-  -- to the update sync, ghostsync_0009's resync and ghostsync_0010's syncs at COMMIT.
+  -- On a public.users ghostsync adopted, the app's own trigger on auth.users that inserts
+  -- into public.users (a match on its function's text) may do so after this one, plainly,
+  -- and would then fail the signup on the key: while such a trigger is there, the profile
+  -- is left to the app, and ghostsync's columns of it to the update sync, ghostsync_0009's
+  -- resync and ghostsync_0010's catch-up and syncs at COMMIT.
   IF EXISTS (SELECT 1 FROM ghostsync.objects AS o
              WHERE o.kind = 'table' AND o.name = 'public.users' AND NOT o.created)
      AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t JOIN pg_catalog.pg_proc AS f ON f.oid = t.tgfoid
                  WHERE t.tgrelid = 'auth.users'::pg_catalog.regclass AND NOT t.tgisinternal
                    AND t.tgenabled IN ('O', 'A') AND (t.tgtype & 4) <> 0
-                   AND f.pronamespace <> 'ghostsync'::pg_catalog.regnamespace) THEN
+                   AND f.pronamespace <> 'ghostsync'::pg_catalog.regnamespace
+                   AND f.prosrc ~* 'insert\s+into\s+("?public"?\s*\.\s*)?"?users"?\M') THEN
     RETURN NEW;
   END IF;
   INSERT INTO public.users (id, email, email_verified, created_at, updated_at)

@@ -12,8 +12,8 @@ app added, an app trigger or constraint, a missing table), the error is
 recorded in ghostsync.sync_failures and the signup commits. Were even that
 record impossible, the function raises a WARNING and still lets the signup
 through. The profile now also carries deleted_at. As in ghostsync_0002, an
-adopted public.users beside an app trigger on auth.users that fires on INSERT
-gets no profile from this function: the app's trigger writes it.
+adopted public.users beside an app trigger on auth.users that inserts into
+public.users gets no profile from this function: the app's trigger writes it.
 
 Downgrade restores ghostsync_0002's function text exactly.
 """
@@ -38,16 +38,18 @@ DECLARE
   failed_state text;
   failed_message text;
 BEGIN
-  -- On a public.users ghostsync adopted, the app's own trigger on auth.users may insert
-  -- the profile after this one, plainly, and would then fail the signup on the key: while
-  -- such a trigger is there, the profile is left to the app, and ghostsync's columns of it
-  -- to the update sync, ghostsync_0009's resync and ghostsync_0010's syncs at COMMIT.
+  -- On a public.users ghostsync adopted, the app's own trigger on auth.users that inserts
+  -- into public.users (a match on its function's text) may do so after this one, plainly,
+  -- and would then fail the signup on the key: while such a trigger is there, the profile
+  -- is left to the app, and ghostsync's columns of it to the update sync, ghostsync_0009's
+  -- resync and ghostsync_0010's catch-up and syncs at COMMIT.
   IF EXISTS (SELECT 1 FROM ghostsync.objects AS o
              WHERE o.kind = 'table' AND o.name = 'public.users' AND NOT o.created)
      AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t JOIN pg_catalog.pg_proc AS f ON f.oid = t.tgfoid
                  WHERE t.tgrelid = 'auth.users'::pg_catalog.regclass AND NOT t.tgisinternal
                    AND t.tgenabled IN ('O', 'A') AND (t.tgtype & 4) <> 0
-                   AND f.pronamespace <> 'ghostsync'::pg_catalog.regnamespace) THEN
+                   AND f.pronamespace <> 'ghostsync'::pg_catalog.regnamespace
+                   AND f.prosrc ~* 'insert\s+into\s+("?public"?\s*\.\s*)?"?users"?\M') THEN
     RETURN NEW;
   END IF;
   BEGIN
@@ -88,16 +90,18 @@ SECURITY DEFINER
 SET search_path = ''
 AS $function$
 BEGIN
-  -- On a public.users ghostsync adopted, the app's own trigger on auth.users may insert
-  -- the profile after this one, plainly, and would then fail the signup on the key: while
-  -- such a trigger is there, the profile is left to the app, and ghostsync's columns of it
-  -- to the update sync, ghostsync_0009's resync and ghostsync_0010's syncs at COMMIT.
+  -- On a public.users ghostsync adopted, the app's own trigger on auth.users that inserts
+  -- into public.users (a match on its function's text) may do so after this one, plainly,
+  -- and would then fail the signup on the key: while such a trigger is there, the profile
+  -- is left to the app, and ghostsync's columns of it to the update sync, ghostsync_0009's
+  -- resync and ghostsync_0010's catch-up and syncs at COMMIT.
   IF EXISTS (SELECT 1 FROM ghostsync.objects AS o
              WHERE o.kind = 'table' AND o.name = 'public.users' AND NOT o.created)
      AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t JOIN pg_catalog.pg_proc AS f ON f.oid = t.tgfoid
                  WHERE t.tgrelid = 'auth.users'::pg_catalog.regclass AND NOT t.tgisinternal
                    AND t.tgenabled IN ('O', 'A') AND (t.tgtype & 4) <> 0
-                   AND f.pronamespace <> 'ghostsync'::pg_catalog.regnamespace) THEN
+                   AND f.pronamespace <> 'ghostsync'::pg_catalog.regnamespace
+                   AND f.prosrc ~* 'insert\s+into\s+("?public"?\s*\.\s*)?"?users"?\M') THEN
     RETURN NEW;
   END IF;
   INSERT INTO public.users (id, email, email_verified, created_at, updated_at)

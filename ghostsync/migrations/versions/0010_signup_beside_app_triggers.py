@@ -51,16 +51,17 @@ Create Date: 2026-12-07
   the caller made them immediate (SET CONSTRAINTS ALL IMMEDIATE), and
   leaving a constraint immediate can only check earlier, never skip a check.
 
-- On an adopted public.users, which 0002's to 0008's insert sync leaves to
-  an app trigger on INSERT: a profile made since ghostsync_0009's resync
-  began gets ghostsync's columns, an account without a profile since
-  ghostsync_0003's backfill began gets its profile, in this revision, after
-  the step that locks auth.users: at most 1000 accounts (more is left to
-  ``ghostsync repair``, which status points to), each in its own block,
-  what fails recorded.
+- On an adopted public.users, where 0002's to 0008's insert sync leaves the
+  profile to an app trigger that inserts into public.users: a profile made
+  since ghostsync_0009's resync began gets ghostsync's columns, an account
+  without a profile since ghostsync_0003's backfill began gets its profile
+  (the last run of each that ended succeeded or partial), in this revision,
+  after the step that locks auth.users: at most 1000 accounts, in one
+  subtransaction (more is left to ``ghostsync repair``, which status points
+  to); what fails is recorded, and the log says what was written.
 
 - An app trigger on auth.users that inserts a row whose key to public.users
-  is checked at once, and writes no profile itself, worked where it sorted
+  is checked at once, where no app trigger inserts the profile, worked where it sorted
   after 0008's immediate insert sync; here it would fail every signup (the
   profile comes at COMMIT). Such a trigger (a match on its function's text)
   stops the upgrade with one line naming it, the table and the key, and the
@@ -379,18 +380,18 @@ DECLARES = kit.Declares(
     triggers=(ON_AUTH_USER_CREATED, ON_AUTH_USER_UPDATED, ON_SIGNUP_AT_COMMIT, ON_UPDATE_AT_COMMIT),
 )
 
-# ghostsync_0008's texts, verbatim.
-
-# On an adopted public.users beside an app trigger on auth.users that fires on INSERT, ghostsync_0002's to
-# 0008's insert sync leaves a new profile to that trigger (were it written first, the app's plain INSERT would
+# On an adopted public.users beside an app trigger on auth.users that inserts into public.users, ghostsync_0002's
+# to 0008's insert sync leaves a new profile to that trigger (were it written first, the app's plain INSERT would
 # fail the signup). ghostsync's columns of such a profile come with the update sync and ghostsync_0009's
-# resync, a profile the app's trigger did not write (a gate's) with ghostsync_0003's backfill. What committed
-# after those began, before this revision, is caught up here: a profile made since the resync began gets
-# ghostsync's columns, an account without a profile since the backfill began gets its profile. This runs
-# after the step that took the lock of auth.users, so no signup is in flight and every later one is the
-# syncs' at COMMIT. At most CATCH_UP_LIMIT accounts are written here, each in its own block (what fails is
-# recorded, as the syncs record it); more is left to `ghostsync repair`, which status points to, rather
-# than keep signups waiting on the lock.
+# resync, a profile nobody wrote with ghostsync_0003's backfill (or a later `ghostsync backfill`). What
+# committed after the last such run that ended succeeded or partial began, before this revision, is caught up
+# here: a profile made since the resync began gets ghostsync's columns, an account without a profile since the
+# backfill began gets its profile (with no such run, every one counts). This runs after the step that took the
+# lock of auth.users, so no signup is in flight and every later one is the syncs' at COMMIT. At most
+# CATCH_UP_LIMIT accounts are written here, in one block (one subtransaction; should one fail, each again in a
+# block of its own, what fails recorded as the syncs record it); more is left to `ghostsync repair`, which
+# status points to, rather than keep signups waiting on the lock. What it did is left in the transaction's
+# setting ghostsync.catch_up, which the revision logs.
 CATCH_UP_LIMIT = 1000
 CATCH_UP = r"""
 DO $ghostsync_catch_up$
@@ -399,7 +400,8 @@ DECLARE
   backfilled timestamptz;
   accounts uuid[];
   ghosts boolean[];
-  written int := 0;
+  counted int;
+  failed int := 0;
   failed_state text;
   failed_message text;
 BEGIN
@@ -407,35 +409,51 @@ BEGIN
                  WHERE o.kind = 'table' AND o.name = 'public.users' AND NOT o.created) THEN
     RETURN;
   END IF;
-  SELECT max(l.started_at) FILTER (WHERE l.job_name = 'resync_profiles'),
-         max(l.started_at) FILTER (WHERE l.job_name = 'backfill_ghost_users')
+  SELECT coalesce(max(l.started_at) FILTER (WHERE l.job_name = 'resync_profiles'), '-infinity'),
+         coalesce(max(l.started_at) FILTER (WHERE l.job_name = 'backfill_ghost_users'), '-infinity')
     INTO resynced, backfilled
-  FROM public.cleanup_audit_log AS l;
+  FROM public.cleanup_audit_log AS l
+  WHERE l.status IN ('succeeded', 'partial');
   SELECT pg_catalog.array_agg(c.id), pg_catalog.array_agg(c.ghost) INTO accounts, ghosts
   FROM (SELECT u.id, p.id IS NULL AS ghost
         FROM auth.users AS u LEFT JOIN public.users AS p ON p.id = u.id
         WHERE (p.id IS NULL AND u.created_at >= backfilled) OR (p.id IS NOT NULL AND u.created_at >= resynced)
         LIMIT {limit} + 1) AS c;
-  IF coalesce(pg_catalog.array_length(accounts, 1), 0) > {limit} THEN
-    RAISE NOTICE 'ghostsync: more than % accounts were made since the backfill or the resync began; '
-      'run `ghostsync repair` for what `ghostsync status` reports', {limit};
+  counted := coalesce(pg_catalog.array_length(accounts, 1), 0);
+  IF counted > {limit} THEN
+    PERFORM pg_catalog.set_config('ghostsync.catch_up', pg_catalog.format(
+      'more than %s accounts were made since the backfill or the resync began: none written here; run '
+      '`ghostsync repair` for what `ghostsync status` reports', {limit}), true);
     RETURN;
   END IF;
-  FOR i IN 1 .. coalesce(pg_catalog.array_length(accounts, 1), 0) LOOP
-    BEGIN
+  BEGIN
+    FOR i IN 1 .. counted LOOP
       PERFORM ghostsync.write_profile(accounts[i], ghosts[i]);
-      written := written + 1;
-    EXCEPTION WHEN OTHERS THEN
-      GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT;
-      INSERT INTO ghostsync.sync_failures AS f (user_id, operation, sqlstate, message)
-      VALUES (accounts[i], CASE WHEN ghosts[i] THEN 'INSERT' ELSE 'UPDATE' END, failed_state, failed_message)
-      ON CONFLICT (user_id) DO UPDATE
-        SET operation = EXCLUDED.operation, sqlstate = EXCLUDED.sqlstate, message = EXCLUDED.message,
-            last_failed_at = pg_catalog.now(), failures = f.failures + 1;
-    END;
-  END LOOP;
-  IF written > 0 THEN
-    RAISE NOTICE 'ghostsync: % account(s) made since the backfill or the resync began written', written;
+    END LOOP;
+  EXCEPTION WHEN OTHERS THEN
+    FOR i IN 1 .. counted LOOP
+      BEGIN
+        PERFORM ghostsync.write_profile(accounts[i], ghosts[i]);
+      EXCEPTION WHEN OTHERS THEN
+        failed := failed + 1;
+        GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT;
+        BEGIN
+          INSERT INTO ghostsync.sync_failures AS f (user_id, operation, sqlstate, message)
+          VALUES (accounts[i], CASE WHEN ghosts[i] THEN 'INSERT' ELSE 'UPDATE' END, failed_state, failed_message)
+          ON CONFLICT (user_id) DO UPDATE
+            SET operation = EXCLUDED.operation, sqlstate = EXCLUDED.sqlstate, message = EXCLUDED.message,
+                last_failed_at = pg_catalog.now(), failures = f.failures + 1;
+        EXCEPTION WHEN OTHERS THEN
+          RAISE WARNING 'ghostsync: profile write for % failed (% %) and could not be recorded: %',
+            accounts[i], failed_state, failed_message, SQLERRM;
+        END;
+      END;
+    END LOOP;
+  END;
+  IF counted > 0 THEN
+    PERFORM pg_catalog.set_config('ghostsync.catch_up', pg_catalog.format(
+      '%s account(s) made since the backfill or the resync began written, %s failed (ghostsync.sync_failures)',
+      counted - failed, failed), true);
   END IF;
 END
 $ghostsync_catch_up$;
@@ -445,8 +463,9 @@ $ghostsync_catch_up$;
 # An app trigger on auth.users that inserts a row whose foreign key to public.users is checked at once (not
 # DEFERRABLE INITIALLY DEFERRED), and writes no profile itself, ran after ghostsync's immediate insert sync
 # where its name sorted after it; from this revision the profile is written at COMMIT, so that row's key
-# would fail every signup. Such a trigger (a match on its function's text: INSERT INTO the table, and no
-# INSERT INTO / UPDATE of public.users) stops the upgrade before anything is applied.
+# would fail every signup. Such a trigger (a match on its function's text: INSERT INTO the table), where no app
+# trigger on auth.users inserts the profile (INSERT INTO public.users), stops the upgrade before anything is
+# applied.
 REFUSE_KEYED_APP_TRIGGER = r"""
 DO $ghostsync_keyed$
 DECLARE
@@ -465,7 +484,10 @@ BEGIN
     AND p.pronamespace <> 'ghostsync'::pg_catalog.regnamespace
     AND NOT EXISTS (SELECT 1 FROM ghostsync.objects AS o
                     WHERE o.kind = 'trigger' AND o.name = t.tgname || ' ON auth.users')
-    AND p.prosrc !~* '(insert\s+into|update)\s+(only\s+)?("?public"?\s*\.\s*)?"?users"?\M'
+    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS w JOIN pg_catalog.pg_proc AS wp ON wp.oid = w.tgfoid
+                    WHERE w.tgrelid = t.tgrelid AND NOT w.tgisinternal AND (w.tgtype & 4) <> 0
+                      AND w.tgenabled IN ('O', 'A') AND wp.pronamespace <> 'ghostsync'::pg_catalog.regnamespace
+                      AND wp.prosrc ~* 'insert\s+into\s+("?public"?\s*\.\s*)?"?users"?\M')
     AND p.prosrc ~* ('insert\s+into\s+(only\s+)?("?' || pg_catalog.regexp_replace(n.nspname, '(\W)', '\\\1', 'g')
                      || '"?\s*\.\s*)?"?' || pg_catalog.regexp_replace(r.relname, '(\W)', '\\\1', 'g') || '"?\M')
   ORDER BY 1, 2, 3
@@ -482,6 +504,8 @@ END
 $ghostsync_keyed$;
 """
 
+
+# ghostsync_0008's texts, verbatim.
 PREVIOUS_HANDLE_NEW_USER = kit.Function("ghostsync.handle_new_user()", r"""
 CREATE OR REPLACE FUNCTION ghostsync.handle_new_user()
 RETURNS trigger
@@ -498,16 +522,18 @@ DECLARE
   remembered text;
   already boolean;
 BEGIN
-  -- On a public.users ghostsync adopted, the app's own trigger on auth.users may insert
-  -- the profile after this one, plainly, and would then fail the signup on the key: while
-  -- such a trigger is there, the profile is left to the app, and ghostsync's columns of it
-  -- to the update sync, ghostsync_0009's resync and ghostsync_0010's syncs at COMMIT.
+  -- On a public.users ghostsync adopted, the app's own trigger on auth.users that inserts
+  -- into public.users (a match on its function's text) may do so after this one, plainly,
+  -- and would then fail the signup on the key: while such a trigger is there, the profile
+  -- is left to the app, and ghostsync's columns of it to the update sync, ghostsync_0009's
+  -- resync and ghostsync_0010's catch-up and syncs at COMMIT.
   IF EXISTS (SELECT 1 FROM ghostsync.objects AS o
              WHERE o.kind = 'table' AND o.name = 'public.users' AND NOT o.created)
      AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t JOIN pg_catalog.pg_proc AS f ON f.oid = t.tgfoid
                  WHERE t.tgrelid = 'auth.users'::pg_catalog.regclass AND NOT t.tgisinternal
                    AND t.tgenabled IN ('O', 'A') AND (t.tgtype & 4) <> 0
-                   AND f.pronamespace <> 'ghostsync'::pg_catalog.regnamespace) THEN
+                   AND f.pronamespace <> 'ghostsync'::pg_catalog.regnamespace
+                   AND f.prosrc ~* 'insert\s+into\s+("?public"?\s*\.\s*)?"?users"?\M') THEN
     RETURN NEW;
   END IF;
   BEGIN
@@ -662,13 +688,14 @@ PREVIOUS_ON_AUTH_USER_UPDATED = kit.Trigger(
 
 
 def upgrade() -> None:
-    kit.step(REFUSE_KEYED_APP_TRIGGER, "check the app's triggers on auth.users for keys checked before COMMIT")
+    kit.check(REFUSE_KEYED_APP_TRIGGER)
     for function in DECLARES.functions:
         kit.install_function(function, revision)
     # One step, one lock of auth.users: the constraint triggers are created (no trigger of their
     # names is there to drop) and 0008's triggers replaced in place. Nothing is dropped.
     kit.install_triggers(DECLARES.triggers, revision)
     kit.step(CATCH_UP, "write the profiles of accounts made since the backfill or the resync began")
+    kit.log_setting("ghostsync.catch_up")
 
 
 def downgrade() -> None:

@@ -29,16 +29,18 @@ DECLARE
   failed_state text;
   failed_message text;
 BEGIN
-  -- On a public.users ghostsync adopted, the app's own trigger on auth.users may insert
-  -- the profile after this one, plainly, and would then fail the signup on the key: while
-  -- such a trigger is there, the profile is left to the app, and ghostsync's columns of it
-  -- to the update sync, ghostsync_0009's resync and ghostsync_0010's syncs at COMMIT.
+  -- On a public.users ghostsync adopted, the app's own trigger on auth.users that inserts
+  -- into public.users (a match on its function's text) may do so after this one, plainly,
+  -- and would then fail the signup on the key: while such a trigger is there, the profile
+  -- is left to the app, and ghostsync's columns of it to the update sync, ghostsync_0009's
+  -- resync and ghostsync_0010's catch-up and syncs at COMMIT.
   IF EXISTS (SELECT 1 FROM ghostsync.objects AS o
              WHERE o.kind = 'table' AND o.name = 'public.users' AND NOT o.created)
      AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t JOIN pg_catalog.pg_proc AS f ON f.oid = t.tgfoid
                  WHERE t.tgrelid = 'auth.users'::pg_catalog.regclass AND NOT t.tgisinternal
                    AND t.tgenabled IN ('O', 'A') AND (t.tgtype & 4) <> 0
-                   AND f.pronamespace <> 'ghostsync'::pg_catalog.regnamespace) THEN
+                   AND f.pronamespace <> 'ghostsync'::pg_catalog.regnamespace
+                   AND f.prosrc ~* 'insert\s+into\s+("?public"?\s*\.\s*)?"?users"?\M') THEN
     RETURN NEW;
   END IF;
   BEGIN

@@ -2,8 +2,6 @@ SELECT pg_catalog.to_regclass('"alembic_version"') IS NOT NULL;
 
 SELECT EXISTS (SELECT 1 FROM "alembic_version" WHERE xmin::text::bigint = pg_catalog.mod(pg_catalog.pg_current_xact_id_if_assigned()::text::bigint, 4294967296));
 
-SELECT pg_catalog.set_config('lock_timeout', least(greatest(10, 400 / 1), (SELECT s.setting::int / 2 FROM pg_catalog.pg_settings AS s WHERE s.name = 'deadlock_timeout'))::int::text || 'ms', true), pg_catalog.set_config('statement_timeout', '60000ms', true);
-
 DO $ghostsync_keyed$
 DECLARE
   found record;
@@ -21,7 +19,10 @@ BEGIN
     AND p.pronamespace <> 'ghostsync'::pg_catalog.regnamespace
     AND NOT EXISTS (SELECT 1 FROM ghostsync.objects AS o
                     WHERE o.kind = 'trigger' AND o.name = t.tgname || ' ON auth.users')
-    AND p.prosrc !~* '(insert\s+into|update)\s+(only\s+)?("?public"?\s*\.\s*)?"?users"?\M'
+    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS w JOIN pg_catalog.pg_proc AS wp ON wp.oid = w.tgfoid
+                    WHERE w.tgrelid = t.tgrelid AND NOT w.tgisinternal AND (w.tgtype & 4) <> 0
+                      AND w.tgenabled IN ('O', 'A') AND wp.pronamespace <> 'ghostsync'::pg_catalog.regnamespace
+                      AND wp.prosrc ~* 'insert\s+into\s+("?public"?\s*\.\s*)?"?users"?\M')
     AND p.prosrc ~* ('insert\s+into\s+(only\s+)?("?' || pg_catalog.regexp_replace(n.nspname, '(\W)', '\\\1', 'g')
                      || '"?\s*\.\s*)?"?' || pg_catalog.regexp_replace(r.relname, '(\W)', '\\\1', 'g') || '"?\M')
   ORDER BY 1, 2, 3
@@ -528,7 +529,8 @@ DECLARE
   backfilled timestamptz;
   accounts uuid[];
   ghosts boolean[];
-  written int := 0;
+  counted int;
+  failed int := 0;
   failed_state text;
   failed_message text;
 BEGIN
@@ -536,36 +538,55 @@ BEGIN
                  WHERE o.kind = 'table' AND o.name = 'public.users' AND NOT o.created) THEN
     RETURN;
   END IF;
-  SELECT max(l.started_at) FILTER (WHERE l.job_name = 'resync_profiles'),
-         max(l.started_at) FILTER (WHERE l.job_name = 'backfill_ghost_users')
+  SELECT coalesce(max(l.started_at) FILTER (WHERE l.job_name = 'resync_profiles'), '-infinity'),
+         coalesce(max(l.started_at) FILTER (WHERE l.job_name = 'backfill_ghost_users'), '-infinity')
     INTO resynced, backfilled
-  FROM public.cleanup_audit_log AS l;
+  FROM public.cleanup_audit_log AS l
+  WHERE l.status IN ('succeeded', 'partial');
   SELECT pg_catalog.array_agg(c.id), pg_catalog.array_agg(c.ghost) INTO accounts, ghosts
   FROM (SELECT u.id, p.id IS NULL AS ghost
         FROM auth.users AS u LEFT JOIN public.users AS p ON p.id = u.id
         WHERE (p.id IS NULL AND u.created_at >= backfilled) OR (p.id IS NOT NULL AND u.created_at >= resynced)
         LIMIT 1000 + 1) AS c;
-  IF coalesce(pg_catalog.array_length(accounts, 1), 0) > 1000 THEN
-    RAISE NOTICE 'ghostsync: more than % accounts were made since the backfill or the resync began; '
-      'run `ghostsync repair` for what `ghostsync status` reports', 1000;
+  counted := coalesce(pg_catalog.array_length(accounts, 1), 0);
+  IF counted > 1000 THEN
+    PERFORM pg_catalog.set_config('ghostsync.catch_up', pg_catalog.format(
+      'more than %s accounts were made since the backfill or the resync began: none written here; run '
+      '`ghostsync repair` for what `ghostsync status` reports', 1000), true);
     RETURN;
   END IF;
-  FOR i IN 1 .. coalesce(pg_catalog.array_length(accounts, 1), 0) LOOP
-    BEGIN
+  BEGIN
+    FOR i IN 1 .. counted LOOP
       PERFORM ghostsync.write_profile(accounts[i], ghosts[i]);
-      written := written + 1;
-    EXCEPTION WHEN OTHERS THEN
-      GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT;
-      INSERT INTO ghostsync.sync_failures AS f (user_id, operation, sqlstate, message)
-      VALUES (accounts[i], CASE WHEN ghosts[i] THEN 'INSERT' ELSE 'UPDATE' END, failed_state, failed_message)
-      ON CONFLICT (user_id) DO UPDATE
-        SET operation = EXCLUDED.operation, sqlstate = EXCLUDED.sqlstate, message = EXCLUDED.message,
-            last_failed_at = pg_catalog.now(), failures = f.failures + 1;
-    END;
-  END LOOP;
-  IF written > 0 THEN
-    RAISE NOTICE 'ghostsync: % account(s) made since the backfill or the resync began written', written;
+    END LOOP;
+  EXCEPTION WHEN OTHERS THEN
+    FOR i IN 1 .. counted LOOP
+      BEGIN
+        PERFORM ghostsync.write_profile(accounts[i], ghosts[i]);
+      EXCEPTION WHEN OTHERS THEN
+        failed := failed + 1;
+        GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT;
+        BEGIN
+          INSERT INTO ghostsync.sync_failures AS f (user_id, operation, sqlstate, message)
+          VALUES (accounts[i], CASE WHEN ghosts[i] THEN 'INSERT' ELSE 'UPDATE' END, failed_state, failed_message)
+          ON CONFLICT (user_id) DO UPDATE
+            SET operation = EXCLUDED.operation, sqlstate = EXCLUDED.sqlstate, message = EXCLUDED.message,
+                last_failed_at = pg_catalog.now(), failures = f.failures + 1;
+        EXCEPTION WHEN OTHERS THEN
+          RAISE WARNING 'ghostsync: profile write for % failed (% %) and could not be recorded: %',
+            accounts[i], failed_state, failed_message, SQLERRM;
+        END;
+      END;
+    END LOOP;
+  END;
+  IF counted > 0 THEN
+    PERFORM pg_catalog.set_config('ghostsync.catch_up', pg_catalog.format(
+      '%s account(s) made since the backfill or the resync began written, %s failed (ghostsync.sync_failures)',
+      counted - failed, failed), true);
   END IF;
 END
 $ghostsync_catch_up$;
+
+-- params: {'name': 'ghostsync.catch_up'}
+SELECT pg_catalog.current_setting(%(name)s, true);
 
