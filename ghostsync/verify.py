@@ -33,6 +33,7 @@ then; its other columns are null.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -473,6 +474,15 @@ UNCREATABLE = _dynamic(findings.sql_literal(
     "'[]')::text AS j FROM (" + adoption_checks.UNCREATABLE + ") AS q"))
 
 
+def _app_trigger_rows(query: Callable[[str], str], *order: str) -> str:
+    """The FROM clause of a finding over the app's triggers (``ghostsync.app_triggers``): ``query``'s rows,
+    with the register read already, numbered in status's order (``order``: its columns, compared as "C")."""
+    ordered = ", ".join(f'a.{column} COLLATE "C"' for column in order)
+    return (f"FROM (SELECT a.*, pg_catalog.row_number() OVER (ORDER BY {ordered}) AS n FROM status AS s "
+            f"CROSS JOIN registered AS g CROSS JOIN LATERAL ({query(APP_TRIGGER_RECORDED)}) AS a "
+            "WHERE s.error IS NULL) AS a")
+
+
 def _findings_sql() -> str:
     """The findings CTE, rendered from the catalogue in status's order (by k1, k2, k3)."""
     f = findings
@@ -502,15 +512,11 @@ def _findings_sql() -> str:
         _finding(f.TRIGGER_REPLICA_ONLY, "FROM triggers AS t WHERE t.state = 'replica_only'", "t.n", **trigger),
         _finding(f.TRIGGER_DRIFT, "FROM triggers AS t, status AS s WHERE t.state NOT IN ('missing', 'not_ghostsyncs') "
                  "AND NOT t.matches", "t.n", revision="s.revision", advice="t.advice", **trigger),
-        _finding(f.APP_TRIGGER_WRITES_PROFILES, "FROM (SELECT a.*, pg_catalog.row_number() OVER (ORDER BY "
-                 "a.trigger COLLATE \"C\") AS n FROM status AS s CROSS JOIN registered AS g CROSS JOIN LATERAL ("
-                 + app_triggers.query(APP_TRIGGER_RECORDED) + ") AS a WHERE s.error IS NULL) AS a", "a.n",
+        _finding(f.APP_TRIGGER_WRITES_PROFILES, _app_trigger_rows(app_triggers.query, "trigger"), "a.n",
                  trigger="a.trigger", function="a.function"),
-        _finding(f.APP_KEY_CHECKED_BEFORE_PROFILE, "FROM (SELECT a.*, pg_catalog.row_number() OVER (ORDER BY "
-                 "a.trigger COLLATE \"C\", a.referencing COLLATE \"C\", a.key COLLATE \"C\") AS n FROM status AS s "
-                 "CROSS JOIN registered AS g CROSS JOIN LATERAL (" + app_triggers.keyed_query(APP_TRIGGER_RECORDED)
-                 + ") AS a WHERE s.error IS NULL) AS a", "a.n", trigger="a.trigger", function="a.function",
-                 referencing="a.referencing", key="a.key"),
+        _finding(f.APP_KEY_CHECKED_BEFORE_PROFILE, _app_trigger_rows(app_triggers.keyed_query, "trigger",
+                                                                     "referencing", "key"), "a.n",
+                 trigger="a.trigger", function="a.function", referencing="a.referencing", key="a.key"),
         _finding(f.FUNCTION_MISSING, "FROM functions AS f WHERE f.state = 'missing'", "f.n", advice="f.advice",
                  **function),
         _finding(f.FUNCTION_NOT_GHOSTSYNCS, "FROM functions AS f WHERE f.state = 'not_ghostsyncs'", "f.n",

@@ -44,6 +44,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ghostsync import report
 from ghostsync.testing import prometheus as promharness
 from ghostsync.testing.server import _free_port
+from ghostsync.testing.supabase import APP_KEYED_ROWS_SQL, DEFER_KEYED_ROWS_KEY_SQL
 from tests import reliability
 from tests.paths import REPO
 from tests.seeding import ghostsync_cli
@@ -516,16 +517,11 @@ def test_alerts_and_dashboard_on_a_real_prometheus(db, stack, tmp_path):
     assert watch.evaluate_rule("GhostsyncAuthSkipsTriggers")
     db.sql(f"ALTER ROLE supabase_auth_admin IN DATABASE {db.name} RESET session_replication_role")
     # an app trigger inserting rows whose key to public.users is checked before the profile is written
-    db.sql("CREATE TABLE public.user_settings (user_id uuid PRIMARY KEY REFERENCES public.users (id), theme text); "
-           "CREATE FUNCTION public.app_settings() RETURNS trigger LANGUAGE plpgsql SET search_path = '' AS $$ "
-           "BEGIN INSERT INTO public.user_settings (user_id, theme) VALUES (new.id, 'dark'); RETURN new; END $$; "
-           "CREATE TRIGGER app_settings AFTER INSERT ON auth.users FOR EACH ROW "
-           "EXECUTE FUNCTION public.app_settings()", user="postgres")
+    db.sql(APP_KEYED_ROWS_SQL, user="postgres")
     watch.run("quick")
     watch.alert("GhostsyncSignupsFailOnAppKey")
     assert watch.evaluate_rule("GhostsyncSignupsFailOnAppKey")
-    db.sql("ALTER TABLE public.user_settings ALTER CONSTRAINT user_settings_user_id_fkey "
-           "DEFERRABLE INITIALLY DEFERRED", user="postgres")
+    db.sql(DEFER_KEYED_ROWS_KEY_SQL, user="postgres")
     watch.run("quick", "full")
     for name in ("GhostsyncTriggerDisabled", "GhostsyncTriggerMissing", "GhostsyncTriggerDrift",
                  "GhostsyncFunctionDrift", "GhostsyncAuthSkipsTriggers", "GhostsyncSignupsFailOnAppKey"):

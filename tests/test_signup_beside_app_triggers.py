@@ -14,7 +14,7 @@ import psycopg2.errors
 import pytest
 
 from ghostsync.testing.pgbouncer import ThrowawayPgBouncer
-from ghostsync.testing.supabase import APP_STARTER_SQL
+from ghostsync.testing.supabase import APP_KEYED_ROWS_SQL, APP_STARTER_SQL, DEFER_KEYED_ROWS_KEY_SQL
 from tests.seeding import failures, ghost_count, ghostsync_cli
 
 # issue 18's cases hold on every role setup of Supabase (tests/conftest.py)
@@ -131,25 +131,11 @@ def test_status_warns_about_each_app_trigger_that_writes_profiles(db):
     assert not [p for p in json.loads(proc.stdout)["problems"]]
 
 
-SETTINGS_TRIGGER_SQL = """
-CREATE TABLE public.user_settings (
-  user_id uuid PRIMARY KEY REFERENCES public.users (id) ON DELETE CASCADE,
-  theme text NOT NULL);
-CREATE FUNCTION public.app_settings() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = '' AS $$
-BEGIN INSERT INTO public.user_settings (user_id, theme) VALUES (new.id, 'dark'); RETURN new; END $$;
-CREATE TRIGGER on_auth_user_created AFTER INSERT ON auth.users
-  FOR EACH ROW EXECUTE FUNCTION public.app_settings();
-"""
-DEFER_SETTINGS_KEY = ("ALTER TABLE public.user_settings ALTER CONSTRAINT user_settings_user_id_fkey "
-                      "DEFERRABLE INITIALLY DEFERRED")
-
-
 def test_an_app_trigger_whose_rows_reference_ghostsyncs_profile_with_a_deferred_key(db):
     """An app trigger that writes only a row referencing the profile ghostsync creates: with the key
     DEFERRABLE INITIALLY DEFERRED it is checked at COMMIT, after ghostsync's write (queued first)."""
     db.upgrade()
-    db.sql(SETTINGS_TRIGGER_SQL.replace("ON DELETE CASCADE", "ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED"),
+    db.sql(APP_KEYED_ROWS_SQL.replace("ON DELETE CASCADE", "ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED"),
            user="postgres")
     with db.auth() as auth:
         uid = auth.signup(email="settings@example.com", confirmed=True)
@@ -163,7 +149,7 @@ def test_an_app_trigger_whose_rows_reference_the_profile_with_an_immediate_key_s
     naming the trigger, the table and the key, and applies nothing; deferring the key, as it says, lets it
     through and signups keep working."""
     db.upgrade("ghostsync_0009")
-    db.sql(SETTINGS_TRIGGER_SQL, user="postgres")
+    db.sql(APP_KEYED_ROWS_SQL, user="postgres")
     with db.auth() as auth:
         before = auth.signup(email="before@example.com", confirmed=True)
     proc = db.alembic_cli("upgrade", "head")
@@ -177,7 +163,7 @@ def test_an_app_trigger_whose_rows_reference_the_profile_with_an_immediate_key_s
     assert db.value("SELECT version_num FROM public.alembic_version") == "ghostsync_0009"
     with db.auth() as auth:  # nothing applied: signups still work at 0009
         auth.signup(email="still@example.com", confirmed=True)
-    db.sql(DEFER_SETTINGS_KEY, user="postgres")
+    db.sql(DEFER_KEYED_ROWS_KEY_SQL, user="postgres")
     db.upgrade()
     with db.auth() as auth:
         after = auth.signup(email="after@example.com", confirmed=True)
@@ -190,7 +176,7 @@ def test_status_reports_an_app_trigger_whose_rows_reference_the_profile_with_an_
     """Such a trigger added after the upgrade fails every signup; status says so, as a problem, and stops
     saying so once the key is deferred (when signups work again)."""
     db.upgrade()
-    db.sql(SETTINGS_TRIGGER_SQL, user="postgres")
+    db.sql(APP_KEYED_ROWS_SQL, user="postgres")
     with pytest.raises(psycopg2.errors.ForeignKeyViolation), db.auth() as auth:
         auth.signup(email="fails@example.com", confirmed=True)
     proc = ghostsync_cli(db, "status", "--json")
@@ -199,7 +185,7 @@ def test_status_reports_an_app_trigger_whose_rows_reference_the_profile_with_an_
     message = found["problems"][0]["message"]
     assert message.startswith("app trigger on_auth_user_created on auth.users (function app_settings()) "
                               "inserts into public.user_settings, whose key user_settings_user_id_fkey"), message
-    db.sql(DEFER_SETTINGS_KEY, user="postgres")
+    db.sql(DEFER_KEYED_ROWS_KEY_SQL, user="postgres")
     with db.auth() as auth:
         uid = auth.signup(email="works@example.com", confirmed=True)
     assert db.value("SELECT theme FROM public.user_settings WHERE user_id = %s", (str(uid),)) == "dark"
@@ -210,7 +196,7 @@ def test_status_reports_an_app_trigger_whose_rows_reference_the_profile_with_an_
 def test_an_app_trigger_keyed_to_the_profile_beside_the_apps_own_profile_trigger_is_no_problem(db):
     """The starter's trigger inserts the profile, a second app trigger (sorting after it) a row keyed to it
     (checked at once): the profile is there by then, from the app. No refusal, no problem, and signups work."""
-    db.sql(APP_STARTER_SQL + SETTINGS_TRIGGER_SQL.replace(
+    db.sql(APP_STARTER_SQL + APP_KEYED_ROWS_SQL.replace(
         "CREATE TRIGGER on_auth_user_created ", "CREATE TRIGGER on_auth_user_created_settings "), user="postgres")
     proc = db.alembic_cli("upgrade", "head")
     assert proc.returncode == 0, proc.stderr

@@ -16,6 +16,7 @@ import pytest
 
 from ghostsync.testing.supabase import (
     APP_CHAT_SQL,
+    APP_KEYED_ROWS_SQL,
     APP_ON_CONFLICT_SQL,
     APP_PRODUCTS_SQL,
     APP_PROFILES_WITHOUT_FK_SQL,
@@ -222,23 +223,10 @@ def test_the_catch_up_counts_from_the_last_backfill_that_ran_not_a_dry_run(db):
     assert ghost_count(db) == 0 and db.value("SELECT count(*) FROM public.users WHERE id = %s", (uid,)) == 1
 
 
-# The app writes only rows keyed to the profile (its key checked at once), no profile: it relies on
-# ghostsync's insert sync, which must keep writing the profile first at every revision up to 0009.
-APP_KEYED_ROWS_SQL = APP_TABLE_WITHOUT_TRIGGER_SQL + """
-CREATE TABLE public.user_settings (
-  user_id uuid PRIMARY KEY REFERENCES public.users (id) ON DELETE CASCADE,
-  theme text NOT NULL
-);
-CREATE FUNCTION public.app_settings() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = '' AS $$
-BEGIN INSERT INTO public.user_settings (user_id, theme) VALUES (new.id, 'dark'); RETURN new; END $$;
-CREATE TRIGGER on_auth_user_created_settings AFTER INSERT ON auth.users
-  FOR EACH ROW EXECUTE FUNCTION public.app_settings();
-"""
-
-
 def test_an_app_trigger_keyed_to_the_profile_works_at_each_revision_up_to_0009(db):
-    db.sql(APP_KEYED_ROWS_SQL, user="postgres")
+    """The app writes only rows keyed to the profile (its key checked at once), no profile: it relies on
+    ghostsync's insert sync, which keeps writing the profile first at every revision up to 0009."""
+    db.sql(APP_TABLE_WITHOUT_TRIGGER_SQL + APP_KEYED_ROWS_SQL, user="postgres")
     db.upgrade("ghostsync_0001")
     signup_at_each_revision(db, REVISIONS[1:9])
     assert db.value("SELECT count(*) FROM public.user_settings") == 16

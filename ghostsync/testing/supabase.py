@@ -1025,3 +1025,21 @@ CREATE TABLE public.users (
 );
 """
 """An app's ``public.users`` keyed by an integer identity, with the auth id in ``auth_user_id`` (refused)."""
+
+APP_KEYED_ROWS_SQL = """
+CREATE TABLE public.user_settings (
+  user_id uuid PRIMARY KEY REFERENCES public.users (id) ON DELETE CASCADE,
+  theme text NOT NULL
+);
+CREATE FUNCTION public.app_settings() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = '' AS $$
+BEGIN INSERT INTO public.user_settings (user_id, theme) VALUES (new.id, 'dark'); RETURN new; END $$;
+CREATE TRIGGER on_auth_user_created AFTER INSERT ON auth.users
+  FOR EACH ROW EXECUTE FUNCTION public.app_settings();
+"""
+"""An app trigger that writes only a row keyed to the profile (``public.user_settings``, its key to public.users
+checked at once) and no profile: it needs the profile there before it runs. Needs a ``public.users``."""
+
+DEFER_KEYED_ROWS_KEY_SQL = ("ALTER TABLE public.user_settings ALTER CONSTRAINT user_settings_user_id_fkey "
+                            "DEFERRABLE INITIALLY DEFERRED")
+"""``APP_KEYED_ROWS_SQL``'s key checked at COMMIT instead."""
